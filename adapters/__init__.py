@@ -1,0 +1,1 @@
+"""Method adapters, one module per method; each registers with :func:`bench.registry.register_adapter`."""

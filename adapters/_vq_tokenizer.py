@@ -1,0 +1,174 @@
+"""The shared 1D VQ image tokenizer used by ``vq`` (baseline) and ``vcq``.
+
+Architecture (the small-scale recipe of the VCQ method note, a 1D "learned query" tokenizer so
+that token order is meaningful): 4x4 patches -> Transformer encoder over [patches ; L learned
+queries] -> L latents z_t in R^d, l2-normalised -> cosine-similarity vector quantiser with one
+shared codebook E in R^{K_max x d} (l2-normalised codes, straight-through estimator, commitment
+loss beta*||sg(q) - z||^2 + ||q - sg(z)||^2, beta = 0.25) -> Transformer decoder over
+[codes ; learned patch queries] -> patches. Loss: L1 + L2 reconstruction + VQ loss.
+
+Position t may only use the first K_t codes (``codebook_sizes``): an additive -inf mask on the
+similarity logits before the argmax (VCQ, arXiv 2605.06207; all K_t = K for the uniform baseline).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from bench.training import check_loss, minibatches, progress, to_unit, to_uint8
+
+
+class TokenizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    length: int = Field(16, gt=0, description="L, tokens per image")
+    code_dim: int = Field(8, gt=0, description="d, code vector dimension")
+    width: int = Field(128, gt=0)
+    depth: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    patch: int = Field(4, gt=0)
+    beta: float = Field(0.25, ge=0)
+
+
+class VQTokenizer(nn.Module):
+    """Images float [B, C, H, W] in [-1, 1] <-> tokens int64 [B, L] with per-position codebook sizes."""
+
+    def __init__(self, cfg: TokenizerConfig, codebook_sizes: list[int], channels: int, resolution: int):
+        super().__init__()
+        if len(codebook_sizes) != cfg.length:
+            raise ValueError(f"codebook_sizes has {len(codebook_sizes)} entries, expected L={cfg.length}")
+        if resolution % cfg.patch:
+            raise ValueError(f"resolution {resolution} is not divisible by patch size {cfg.patch}")
+        self.cfg, self.channels, self.resolution = cfg, channels, resolution
+        self.grid = resolution // cfg.patch
+        n_patch, w = self.grid**2, cfg.width
+        self.k_max = max(codebook_sizes)
+        self.register_buffer("codebook_sizes_t", torch.tensor(codebook_sizes, dtype=torch.long))
+        mask = torch.arange(self.k_max)[None, :] >= self.codebook_sizes_t[:, None]  # [L, K_max], True = forbidden
+        self.register_buffer("forbidden", mask)
+
+        def stack():
+            layer = nn.TransformerEncoderLayer(w, cfg.heads, 2 * w, dropout=0.0, batch_first=True, norm_first=True)
+            return nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+
+        self.patch_in = nn.Conv2d(channels, w, cfg.patch, stride=cfg.patch)
+        self.enc_pos = nn.Parameter(torch.randn(1, n_patch + cfg.length, w) * 0.02)
+        self.queries = nn.Parameter(torch.randn(1, cfg.length, w) * 0.02)
+        self.encoder = stack()
+        self.to_code = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, cfg.code_dim))
+        # SimVQ-style init N(0, d^-1/2); codes are l2-normalised on use.
+        self.codebook = nn.Parameter(torch.randn(self.k_max, cfg.code_dim) * cfg.code_dim**-0.5)
+        self.from_code = nn.Linear(cfg.code_dim, w)
+        self.dec_pos = nn.Parameter(torch.randn(1, cfg.length + n_patch, w) * 0.02)
+        self.patch_queries = nn.Parameter(torch.randn(1, n_patch, w) * 0.02)
+        self.decoder = stack()
+        self.patch_out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, channels * cfg.patch**2))
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return self.codebook_sizes_t.tolist()
+
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """x float [B, C, H, W] in [-1, 1] -> l2-normalised latents z float [B, L, d]."""
+        p = self.patch_in(x).flatten(2).transpose(1, 2)  # [B, n_patch, w]
+        h = torch.cat([p, self.queries.expand(len(x), -1, -1)], 1) + self.enc_pos
+        h = self.encoder(h)[:, -self.cfg.length :]
+        return F.normalize(self.to_code(h), dim=-1)
+
+    def codes(self) -> torch.Tensor:
+        """l2-normalised codebook float [K_max, d]."""
+        return F.normalize(self.codebook, dim=-1)
+
+    def similarity(self, z: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities float [B, L, K_max], forbidden codes (k >= K_t) set to -inf."""
+        return (z @ self.codes().t()).masked_fill(self.forbidden, float("-inf"))
+
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z [B, L, d] -> (straight-through codes [B, L, d], indices int64 [B, L], VQ loss scalar)."""
+        idx = self.similarity(z).argmax(-1)
+        q = self.codes()[idx]
+        vq_loss = self.cfg.beta * F.mse_loss(z, q.detach()) + F.mse_loss(q, z.detach())
+        return z + (q - z).detach(), idx, vq_loss
+
+    def decode_codes(self, q: torch.Tensor) -> torch.Tensor:
+        """Code vectors [B, L, d] -> images float [B, C, H, W] (unclamped, ~[-1, 1])."""
+        b = len(q)
+        h = torch.cat([self.from_code(q), self.patch_queries.expand(b, -1, -1)], 1) + self.dec_pos
+        h = self.patch_out(self.decoder(h)[:, self.cfg.length :])  # [B, n_patch, C*p*p]
+        p, g = self.cfg.patch, self.grid
+        h = h.view(b, g, g, self.channels, p, p).permute(0, 3, 1, 4, 2, 5)
+        return h.reshape(b, self.channels, g * p, g * p)
+
+    def forward(self, x: torch.Tensor):
+        z = self.encode_latents(x)
+        q, idx, vq_loss = self.quantize(z)
+        return self.decode_codes(q), idx, vq_loss
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """uint8 [B, C, H, W] -> int64 tokens [B, L]."""
+        out = [self.quantize(self.encode_latents(to_unit(images[i : i + batch_size])))[1]
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.cfg.length, dtype=torch.long)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """int64 tokens [B, L] -> uint8 images [B, C, H, W]."""
+        if (tokens >= self.codebook_sizes_t).any() or (tokens < 0).any():
+            raise ValueError("decode: a token lies outside its position's codebook [0, K_t)")
+        out = [to_uint8(self.decode_codes(self.codes()[tokens[i : i + batch_size]]))
+               for i in range(0, len(tokens), batch_size)]
+        return torch.cat(out)
+
+
+def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 + L2 (the method note's CPU recipe: no LPIPS/GAN)."""
+    return F.l1_loss(recon, x) + F.mse_loss(recon, x)
+
+
+def train_tokenizer(tok: VQTokenizer, images: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int,
+                    what: str = "tokenizer", log=None, show_progress: bool = True, extra_loss=None) -> dict:
+    """Train ``tok`` on uint8 ``images`` [N, C, H, W] with L1 + L2 + VQ loss (AdamW, warm-up + cosine).
+
+    ``extra_loss(tok, x, z, idx, step) -> scalar`` lets a method add a term (e.g. wAR-Tok's prior
+    matching) without changing the reconstruction objective. Returns final EMA losses and seconds.
+    """
+    from bench.ar_prior import warmup_cosine
+
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, min(100, steps // 10 + 1), steps))
+    tok.train()
+    t0, ema = time.time(), {}
+    bar = progress(minibatches(len(images), batch_size, steps, seed), steps, what, show_progress)
+    for step, idx in enumerate(bar):
+        x = to_unit(images[idx])
+        z = tok.encode_latents(x)
+        q, codes, vq_loss = tok.quantize(z)
+        rec = reconstruction_loss(tok.decode_codes(q), x)
+        loss = rec + vq_loss
+        parts = {"rec_loss": rec, "vq_loss": vq_loss}
+        if extra_loss is not None:
+            extra = extra_loss(tok, x, z, codes, step)
+            if extra is not None:
+                loss = loss + extra
+                parts["extra_loss"] = extra
+        check_loss(loss, what, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        for k, v in parts.items():
+            fv = float(v.detach()) if torch.is_tensor(v) else float(v)
+            ema[k] = fv if k not in ema else 0.98 * ema[k] + 0.02 * fv
+        if log and step % 50 == 0:
+            for k, v in parts.items():
+                log(f"{what}_{k}", float(v.detach()) if torch.is_tensor(v) else float(v), step)
+        if step % 50 == 0:
+            bar.set_postfix(rec=f"{ema['rec_loss']:.4f}")
+    tok.eval()
+    return {**ema, "seconds": time.time() - t0}

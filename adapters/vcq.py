@@ -1,0 +1,75 @@
+"""``vcq``: Variable Codebook Size Quantization ("Taming the Entropy Cliff", arXiv 2605.06207).
+
+Identical to :class:`adapters.vq.VQAdapter` (same tokenizer, parameter count, loss and AR recipe)
+except the codebook-size schedule: position t may only use the first K_t codes of one shared
+codebook of size K_max, with K_t growing monotonically from K_min = 2 (paper abstract). The
+quantizer masks codes k >= K_t before the argmax; the AR prior's logits are masked to the first
+K_t entries when sampling (and, with ``prior.mask_logits_in_training``, in training, which the
+method note marks as a reconstruction: the target always satisfies k < K_t).
+
+The schedule's functional form is not given in the accessible text (method note); the suite
+chooses one of (t = 0..L-1):
+- ``log-linear``: log2 K_t = log2 K_min + (log2 K_max - log2 K_min) * (t/(L-1))^gamma, rounded;
+- ``doubling``:   K_t = min(K_max, K_min * 2^t);
+- ``linear``:     K_t = round(K_min + (K_max - K_min) * t/(L-1)).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from adapters._vq_tokenizer import TokenizerConfig
+from adapters.vq import VQAdapter
+from bench.adapter import AdapterParams
+from bench.ar_prior import PriorConfig
+from bench.registry import register_adapter
+
+
+class VCQParams(AdapterParams):
+    k_min: int = Field(2, ge=1, description="K_1, the first position's codebook size")
+    k_max: int = Field(256, ge=2, description="K_max, the shared codebook's size")
+    schedule: Literal["log-linear", "doubling", "linear"] = "log-linear"
+    gamma: float = Field(1.0, gt=0, description="log-linear schedule exponent")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    temperature: float = Field(1.0, gt=0)
+
+    @field_validator("k_max")
+    @classmethod
+    def _k_max_ge_k_min(cls, v: int, info: ValidationInfo) -> int:
+        k_min = info.data.get("k_min")
+        if k_min is not None and v < k_min:
+            raise ValueError(f"must be >= k_min ({k_min}), got {v}")
+        return v
+
+
+def codebook_schedule(kind: str, k_min: int, k_max: int, length: int, gamma: float = 1.0) -> list[int]:
+    """Monotone non-decreasing K_t, t = 0..length-1, with K_0 = k_min and K_t <= k_max."""
+    out = []
+    for t in range(length):
+        frac = t / (length - 1) if length > 1 else 1.0
+        if kind == "log-linear":
+            k = 2 ** (math.log2(k_min) + (math.log2(k_max) - math.log2(k_min)) * frac**gamma)
+        elif kind == "doubling":
+            k = min(k_max, k_min * 2**t)
+        elif kind == "linear":
+            k = k_min + (k_max - k_min) * frac
+        else:
+            raise ValueError(f"unknown codebook schedule {kind!r}")
+        out.append(int(min(k_max, max(k_min, round(k)))))
+    for i in range(1, length):  # rounding must not break monotonicity
+        out[i] = max(out[i], out[i - 1])
+    return out
+
+
+@register_adapter("vcq")
+class VCQAdapter(VQAdapter):
+    """VCQ: per-position codebook sizes K_t growing from K_min to K_max (arXiv 2605.06207)."""
+
+    Params = VCQParams
+
+    def schedule(self) -> list[int]:
+        p = self.params
+        return codebook_schedule(p.schedule, p.k_min, p.k_max, p.tokenizer.length, p.gamma)

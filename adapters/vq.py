@@ -1,0 +1,197 @@
+"""``vq``: the uniform-codebook VQ tokenizer + class-conditional AR prior (the VCQ paper's baseline).
+
+Every position uses one codebook of size K (``codebook_size``). Tokenizer: see
+:mod:`adapters._vq_tokenizer`; prior: :mod:`bench.ar_prior`. Two-stage training: (1) train the
+tokenizer on reconstruction, (2) freeze it and tokenize the train split, (3) train the AR prior
+from scratch on the frozen tokens. Trained weights are cached by a hash of everything that
+determines them (config, budget, data fingerprint, seed), so a rerun loads instead of training.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters._vq_tokenizer import TokenizerConfig, VQTokenizer, train_tokenizer
+from bench import HARNESS_VERSION
+from bench.adapter import Adapter, AdapterParams, check_image_batch
+from bench.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
+from bench.context import CellContext, stable_hash
+from bench.data.base import ImageDataset
+from bench.errors import BenchError
+from bench.registry import register_adapter
+
+
+class TokenizerARBudget(BaseModel):
+    """Training budgets shared by the tokenizer + AR-prior adapters (steps are optimizer steps)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokenizer_steps: int = Field(1500, ge=0)
+    tokenizer_batch: int = Field(128, gt=0)
+    tokenizer_lr: float = Field(1e-3, gt=0)
+    prior_steps: int = Field(1500, ge=0)
+    prior_batch: int = Field(128, gt=0)
+    prior_lr: float = Field(1e-3, gt=0)
+    label_dropout: float = Field(0.1, ge=0, le=1)
+    prior_train_images: int | None = Field(None, gt=0, description="fit the prior on the first N train images")
+
+
+class VQParams(AdapterParams):
+    codebook_size: int = Field(256, ge=2, description="K, the same at every position")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (no guidance)")
+
+
+def code_usage_perplexity(tokens: torch.Tensor, k: int) -> float:
+    """exp(entropy) of the marginal code histogram (all positions pooled): effective codebook size."""
+    p = torch.bincount(tokens.flatten(), minlength=k).double()
+    p = p[p > 0] / p.sum()
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+@register_adapter("vq")
+class VQAdapter(Adapter):
+    """Uniform-codebook VQ tokenizer (codebook size K at every position) with an AR prior."""
+
+    capabilities = frozenset({"tokenize", "generate", "prior"})
+    Params = VQParams
+    Budget = TokenizerARBudget
+
+    # -- the one thing VCQ changes ----------------------------------------------------------
+    def schedule(self) -> list[int]:
+        """K_t for t = 1..L."""
+        return [self.params.codebook_size] * self.params.tokenizer.length
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def prepare(self, ctx: CellContext) -> None:
+        ds = ctx.dataset
+        if not isinstance(ds, ImageDataset):
+            raise BenchError(f"adapter {self.registry_name!r} needs an image data set, got {type(ds).__name__}")
+        self.num_classes, self.channels, self.resolution = ds.num_classes, ds.channels, ds.resolution
+        budget = TokenizerARBudget.model_validate(ctx.budget)
+        self.tokenizer = self.load_or_train_tokenizer(ctx, ds, budget)
+        self.train_tokens = self._train_tokens
+        n_prior = budget.prior_train_images or len(ds.train)
+        self.prior = self.load_or_train_prior(ctx, ds, budget, self.train_tokens[:n_prior], ds.train.labels[:n_prior])
+        ctx.log_param("codebook_sizes", self.codebook_sizes)
+        ctx.log_metric("code_usage_perplexity", code_usage_perplexity(self.train_tokens, max(self.codebook_sizes)))
+
+    def tokenizer_key(self, ds: ImageDataset, budget: TokenizerARBudget) -> str:
+        return stable_hash({
+            "v": HARNESS_VERSION, "kind": "vq_tokenizer", "sizes": self.schedule(),
+            "cfg": self.params.tokenizer.model_dump(), "data": ds.train.fingerprint(), "seed": self.seed,
+            "budget": {k: v for k, v in budget.model_dump().items() if k.startswith("tokenizer")},
+            "extra": self.tokenizer_extra_key(),
+        })
+
+    def tokenizer_extra_key(self) -> dict:
+        """Anything beyond the shared recipe that changes the tokenizer's weights (subclasses)."""
+        return {}
+
+    def new_tokenizer(self) -> VQTokenizer:
+        torch.manual_seed(self.seed)
+        return VQTokenizer(self.params.tokenizer, self.schedule(), self.channels, self.resolution)
+
+    def train_new_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget) -> tuple[VQTokenizer, dict]:
+        tok = self.new_tokenizer()
+        stats = train_tokenizer(tok, ds.train.images, budget.tokenizer_steps, budget.tokenizer_batch,
+                                budget.tokenizer_lr, self.seed, "tokenizer", ctx.log_metric, ctx.progress)
+        return tok, stats
+
+    def load_or_train_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget) -> VQTokenizer:
+        key = self.tokenizer_key(ds, budget)
+        ctx.log_param("tokenizer_cache_key", key)
+        cached = ctx.cache.load_torch("tokenizer", key)
+        if cached is not None:
+            tok = self.new_tokenizer()
+            tok.load_state_dict(cached["state"])
+            tok.eval()
+            self._train_tokens = cached["train_tokens"]
+            ctx.log_param("tokenizer_cached", True)
+            return tok
+        tok, stats = self.train_new_tokenizer(ctx, ds, budget)
+        self._train_tokens = tok.encode(ds.train.images)
+        ctx.cache.save_torch("tokenizer", key, {"state": tok.state_dict(), "train_tokens": self._train_tokens,
+                                                "stats": stats})
+        for k, v in stats.items():
+            if math.isfinite(v):
+                ctx.log_metric(f"tokenizer_{k}", v)
+        return tok
+
+    def prior_layout(self) -> tuple[int, int, torch.Tensor]:
+        """(vocabulary V, sequence length, allowed mask [L, V]) of the AR prior."""
+        sizes = self.schedule()
+        v = max(sizes)
+        allowed = torch.arange(v)[None, :] < torch.tensor(sizes)[:, None]
+        return v, len(sizes), allowed
+
+    def prior_sequences(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokenizer tokens [B, L] -> the sequences the AR prior models (identity here)."""
+        return tokens
+
+    def load_or_train_prior(self, ctx, ds, budget, tokens, labels) -> ARPrior:
+        vocab, length, allowed = self.prior_layout()
+        key = stable_hash({"v": HARNESS_VERSION, "kind": "ar_prior", "tok": self.tokenizer_key(ds, budget),
+                           "cfg": self.params.prior.model_dump(), "n": len(tokens), "seed": self.seed,
+                           "budget": {k: v for k, v in budget.model_dump().items()
+                                      if k.startswith("prior") or k == "label_dropout"}})
+        ctx.log_param("prior_cache_key", key)
+        torch.manual_seed(self.seed)
+        prior = ARPrior(vocab, length, ds.num_classes, self.params.prior, allowed)
+        cached = ctx.cache.load_torch("prior", key)
+        if cached is not None:
+            prior.load_state_dict(cached["state"])
+            prior.eval()
+            return prior
+        pb = PriorBudget(budget.prior_steps, budget.prior_batch, budget.prior_lr, budget.label_dropout)
+        stats = train_prior(prior, self.prior_sequences(tokens), labels, pb, self.seed, "prior", ctx.log_metric, ctx.progress)
+        ctx.cache.save_torch("prior", key, {"state": prior.state_dict(), "stats": stats})
+        ctx.log_metric("prior_train_loss", stats["train_loss"])
+        ctx.log_metric("prior_seconds", stats["seconds"])
+        return prior
+
+    # -- tokenize ---------------------------------------------------------------------------
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return self.schedule()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        check_image_batch(images, self.channels, self.resolution, f"{self.registry_name}.encode")
+        return self.tokenizer.encode(images)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 2 or tokens.shape[1] != len(self.codebook_sizes):
+            raise ValueError(f"{self.registry_name}.decode: expected tokens [B, {len(self.codebook_sizes)}], "
+                             f"got {tuple(tokens.shape)}")
+        return self.tokenizer.decode(tokens)
+
+    def code_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens [B, L] -> their l2-normalised code vectors float [B, L, d] (probe features)."""
+        with torch.no_grad():
+            return self.tokenizer.codes()[tokens]
+
+    # -- generate / prior -------------------------------------------------------------------
+    def sample(self, n: int, labels: torch.Tensor | None, steps: int | None, seed: int) -> torch.Tensor:
+        """Class-conditional ancestral sampling, temperature ``params.temperature``, no guidance.
+
+        NFE = L (one prior forward per token); ``steps`` other than None or L is an error.
+        """
+        length = self.prior.length
+        if steps not in (None, length):
+            raise ValueError(f"{self.registry_name}.sample: an AR prior takes exactly L={length} steps, got {steps}")
+        if labels is None:
+            labels = torch.full((n,), self.prior.null_class, dtype=torch.long)
+        seqs = self.prior.sample(labels[:n], self.params.temperature, seed)
+        return self.decode(self.tokens_from_sequences(seqs))
+
+    def tokens_from_sequences(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`prior_sequences` (identity here)."""
+        return seqs
+
+    def prior_nll(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-position NLL [B, L] (nats) of the images' tokens under the prior (masked as sampled)."""
+        with torch.no_grad():
+            seqs = self.prior_sequences(self.encode(images))
+            return torch.cat([self.prior.nll(seqs[i:i + 1000], labels[i:i + 1000]) for i in range(0, len(seqs), 1000)])

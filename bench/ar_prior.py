@@ -1,0 +1,163 @@
+"""The class-conditional autoregressive (AR) prior over token sequences.
+
+A small causal Transformer from ``transformers`` (a Llama-style config: RMSNorm, RoPE, SwiGLU),
+trained with next-token cross-entropy on frozen tokens. Sequence layout (LlamaGen-style class
+conditioning): ``[class token, z_1, ..., z_L]``; the logits at position t predict z_{t+1}.
+Token ids z_t lie in [0, V); class c has id V + c; id V + num_classes is the null class (label
+dropout, unconditional sampling). An optional boolean ``allowed`` mask [L, V] restricts position
+t to a subset of the vocabulary: VCQ uses it for the first K_t codes (arXiv 2605.06207),
+Prologue for its per-segment vocabularies (arXiv 2605.06137).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from bench.training import check_loss, minibatches, progress
+
+
+class PriorConfig(BaseModel):
+    """Size and training recipe of the AR prior."""
+
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(128, gt=0)
+    layers: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    mlp_ratio: float = Field(2.0, gt=0)
+    mask_logits_in_training: bool = True
+
+
+@dataclass
+class PriorBudget:
+    steps: int
+    batch_size: int
+    lr: float
+    label_dropout: float = 0.1
+    warmup: int = 50
+
+
+class ARPrior(torch.nn.Module):
+    """AR prior over ``length`` tokens with vocabulary ``vocab`` (plus class tokens)."""
+
+    def __init__(self, vocab: int, length: int, num_classes: int, cfg: PriorConfig, allowed: torch.Tensor | None = None):
+        super().__init__()
+        self.vocab, self.length, self.num_classes, self.cfg = vocab, length, num_classes, cfg
+        hf = LlamaConfig(
+            vocab_size=vocab + num_classes + 1, hidden_size=cfg.width, intermediate_size=int(cfg.width * cfg.mlp_ratio),
+            num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+            max_position_embeddings=length + 1, tie_word_embeddings=False, attention_dropout=0.0,
+        )
+        hf._attn_implementation = "sdpa"
+        self.model = LlamaForCausalLM(hf)
+        if allowed is None:
+            allowed = torch.ones(length, vocab, dtype=torch.bool)
+        if tuple(allowed.shape) != (length, vocab):
+            raise ValueError(f"allowed mask must be [{length}, {vocab}], got {tuple(allowed.shape)}")
+        self.register_buffer("allowed", allowed.clone(), persistent=True)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def input_ids(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """tokens int64 [B, T<=L], labels int64 [B] (num_classes = null) -> ids [B, T+1]."""
+        cls = (self.vocab + labels).unsqueeze(1)
+        return torch.cat([cls, tokens], dim=1)
+
+    def logits_from_embeds(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Input embeddings [B, T, width] -> code logits [B, T, V] (class-token logits dropped)."""
+        return self.model(inputs_embeds=embeds, use_cache=False).logits[..., : self.vocab]
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def logits(self, tokens: torch.Tensor, labels: torch.Tensor, masked: bool = True) -> torch.Tensor:
+        """Teacher-forced logits (float32 [B, L, V]) for every position of ``tokens`` [B, L]."""
+        ids = self.input_ids(tokens[:, :-1], labels)
+        out = self.logits_from_embeds(self.embed(ids))
+        if masked:
+            out = out.masked_fill(~self.allowed[: out.shape[1]], float("-inf"))
+        return out
+
+    def log_probs(self, tokens: torch.Tensor, labels: torch.Tensor, masked: bool = True) -> torch.Tensor:
+        """log p(z_t = k | z_<t, class) for all k: float32 [B, L, V] (nats)."""
+        return torch.log_softmax(self.logits(tokens, labels, masked).float(), dim=-1)
+
+    def nll(self, tokens: torch.Tensor, labels: torch.Tensor, masked: bool = True) -> torch.Tensor:
+        """Per-position negative log-likelihood, float32 [B, L], nats."""
+        lp = self.log_probs(tokens, labels, masked)
+        return -lp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, temperature: float = 1.0, seed: int = 0, batch_size: int = 500,
+               top_k: int | None = None) -> torch.Tensor:
+        """Draw token sequences int64 [n, L] for ``labels`` [n]; NFE = L forward passes per batch."""
+        g = torch.Generator().manual_seed(seed)
+        was_training = self.training
+        self.eval()
+        outs = []
+        for i in range(0, len(labels), batch_size):
+            lab = labels[i : i + batch_size]
+            seq = torch.empty(len(lab), 0, dtype=torch.long)
+            for t in range(self.length):
+                ids = self.input_ids(seq, lab)
+                logit = self.logits_from_embeds(self.embed(ids))[:, -1].float()
+                logit = logit.masked_fill(~self.allowed[t], float("-inf")) / max(temperature, 1e-6)
+                if top_k:
+                    kth = torch.topk(logit, top_k, dim=-1).values[:, -1:]
+                    logit = logit.masked_fill(logit < kth, float("-inf"))
+                nxt = torch.multinomial(torch.softmax(logit, -1), 1, generator=g)
+                seq = torch.cat([seq, nxt], dim=1)
+            outs.append(seq)
+        self.train(was_training)
+        return torch.cat(outs)
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.05) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def train_prior(prior: ARPrior, tokens: torch.Tensor, labels: torch.Tensor, budget: PriorBudget, seed: int,
+                what: str = "AR prior", log=None, show_progress: bool = True) -> dict:
+    """Fit ``prior`` by next-token CE on ``tokens`` [N, L] (int64) with ``labels`` [N].
+
+    Label dropout replaces the class by the null class with probability ``label_dropout``.
+    AdamW, linear warm-up then cosine decay. Returns {"train_loss": final mean CE (nats/token), "seconds"}.
+    Raises :class:`bench.training.TrainingDiverged` on NaN/inf.
+    """
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(prior.parameters(), lr=budget.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, budget.warmup, budget.steps))
+    g = torch.Generator().manual_seed(seed + 1)
+    prior.train()
+    t0, ema = time.time(), None
+    bar = progress(minibatches(len(tokens), budget.batch_size, budget.steps, seed), budget.steps, what, show_progress)
+    for step, idx in enumerate(bar):
+        z, y = tokens[idx], labels[idx].clone()
+        drop = torch.rand(len(y), generator=g) < budget.label_dropout
+        y[drop] = prior.null_class
+        logits = prior.logits(z, y, masked=prior.cfg.mask_logits_in_training)
+        loss = F.cross_entropy(logits.reshape(-1, prior.vocab).float(), z.reshape(-1))
+        v = check_loss(loss, what, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema = v if ema is None else 0.98 * ema + 0.02 * v
+        if log and step % 50 == 0:
+            log(f"{what.replace(' ', '_')}_loss", v, step)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{ema:.3f}")
+    prior.eval()
+    return {"train_loss": ema or float("nan"), "seconds": time.time() - t0}

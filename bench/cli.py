@@ -1,0 +1,151 @@
+"""The ``bench`` command line (click): run, validate, list, leaderboard, ui."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from bench.errors import BenchError
+
+
+def _seeds(seed: tuple[int, ...], seeds: str | None) -> list[int] | None:
+    out = list(seed)
+    if seeds:
+        try:
+            out += [int(s) for s in seeds.replace(" ", "").split(",") if s]
+        except ValueError:
+            raise click.BadParameter(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    return out or None
+
+
+def _methods(method: tuple[str, ...], methods: str | None) -> list[str] | None:
+    out = list(method) + [m for m in (methods or "").replace(" ", "").split(",") if m]
+    return out or None
+
+
+class _Group(click.Group):
+    """Print harness errors as one line and exit 2, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BenchError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Benchmark and leaderboard harness for generative-model research.
+
+    SUITE is a name under suites/ (e.g. fmnist) or a path to a suite YAML file.
+    """
+
+
+@main.command()
+@click.argument("suite")
+@click.option("--method", "method", multiple=True, help="Run only this method (repeatable).")
+@click.option("--methods", default=None, help="Comma-separated methods (same as repeated --method).")
+@click.option("--seed", "seed", multiple=True, type=int, help="Run this seed (repeatable); default: the suite's seeds.")
+@click.option("--seeds", default=None, help="Comma-separated seeds, e.g. 0,1,2.")
+@click.option("--force", is_flag=True, help="Recompute cells that already have a finished run.")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under results/).")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress):
+    """Run SUITE's (method, seed) cells, then write and print its leaderboard."""
+    from bench import leaderboard
+    from bench.runner import run_suite
+    from bench.suite import load_suite
+    from bench.tracking import Tracker
+
+    s = load_suite(suite)
+    outcomes, parent = run_suite(s, _methods(method, methods), _seeds(seed, seeds), force, tracking_uri,
+                                 progress=not no_progress)
+    tracker = Tracker(tracking_uri)
+    board = leaderboard.build(s, tracker)
+    paths = leaderboard.write(board)
+    for p in list(paths.values()) + board.figures:
+        tracker.client.log_artifact(parent, str(p), artifact_path="leaderboard")
+    click.echo(leaderboard.to_markdown(board))
+    click.echo(f"written: {', '.join(str(p) for p in paths.values())}")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        for o in failed:
+            click.echo(f"FAILED: {o.method} seed={o.seed}: {o.error}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("suite")
+def validate(suite):
+    """Check SUITE against the schema, the registries and the adapters' capabilities."""
+    from bench.suite import load_suite
+
+    s = load_suite(suite)
+    click.echo(f"{s.source}: ok ({len(s.methods)} methods, {len(s.metrics)} metrics, seeds {s.seeds})")
+
+
+@main.command("list")
+@click.argument("what", type=click.Choice(["suites", "adapters", "metrics", "datasets"]))
+def list_(what):
+    """List the available suites, adapters, metrics or data sets."""
+    from bench import registry
+    from bench.suite import SUITES_DIR
+
+    if what == "suites":
+        for p in sorted(SUITES_DIR.glob("*.yaml")):
+            click.echo(p.stem)
+        return
+    registry.load_all()
+    table = {"adapters": registry.ADAPTERS, "metrics": registry.METRICS, "datasets": registry.DATASETS}[what]
+    for name, cls in sorted(table.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        extra = ""
+        if what == "adapters":
+            extra = f" [{', '.join(sorted(cls.capabilities))}]"
+        elif what == "metrics":
+            extra = f" [needs: {', '.join(cls.requires) or '-'}]"
+        click.echo(f"{name}{extra}: {doc[0] if doc else ''}")
+
+
+@main.command("leaderboard")
+@click.argument("suite")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the chosen format here (results/<suite>/leaderboard.* are always written).")
+@click.option("--tracking-uri", default=None)
+def leaderboard_cmd(suite, fmt, output, tracking_uri):
+    """Build SUITE's leaderboard from MLflow, write results/<suite>/leaderboard.{md,csv,html}, print it."""
+    from bench import leaderboard
+    from bench.suite import load_suite
+    from bench.tracking import Tracker
+
+    s = load_suite(suite)
+    board = leaderboard.build(s, Tracker(tracking_uri))
+    paths = leaderboard.write(board)
+    text = paths[fmt].read_text()
+    if output:
+        output.write_text(text)
+    click.echo(text)
+
+
+@main.command()
+@click.option("--port", default=5000, show_default=True)
+@click.option("--tracking-uri", default=None)
+def ui(port, tracking_uri):
+    """Serve the MLflow UI for the harness's store, bound to 127.0.0.1."""
+    from bench.tracking import artifact_root, default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root",
+           artifact_root(uri), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop")
+    sys.exit(subprocess.call(cmd, env=env))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""What a cell (one method x one seed of a suite) sees while it runs."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from bench.suite import REPO_ROOT
+
+RESULTS_DIR = REPO_ROOT / "results"
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """sha256 (hex, ``n`` chars) of the canonical JSON of ``obj``: keys configs and caches."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Cache:
+    """A directory of cached artefacts (trained weights, reference statistics) keyed by hash.
+
+    ``results/cache/<kind>/<key>.<ext>``; writes are atomic (temp file + rename), so an
+    interrupted run never leaves a half-written entry that a rerun would trust.
+    """
+
+    root: Path = field(default_factory=lambda: RESULTS_DIR / "cache")
+
+    def path(self, kind: str, key: str, ext: str = "pt") -> Path:
+        p = self.root / kind / f"{key}.{ext}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def load_torch(self, kind: str, key: str) -> Any | None:
+        p = self.path(kind, key)
+        if not p.exists():
+            return None
+        return torch.load(p, map_location="cpu", weights_only=True)
+
+    def save_torch(self, kind: str, key: str, obj: Any) -> Path:
+        p = self.path(kind, key)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        torch.save(obj, tmp)
+        tmp.replace(p)
+        return p
+
+
+@dataclass
+class CellContext:
+    """Everything an adapter's ``prepare`` and a metric's ``compute`` may use.
+
+    ``budget`` is the resolved budget (suite budget merged with the method's overrides),
+    ``log_artifact(path)`` / ``log_metric(key, value, step)`` write to this cell's MLflow run,
+    ``artifact_dir`` is a scratch directory whose files are logged when the cell ends.
+    """
+
+    suite: Any
+    method: Any
+    seed: int
+    budget: dict
+    dataset: Any
+    cache: Cache
+    artifact_dir: Path
+    log_metric: Callable[[str, float, int | None], None] = lambda k, v, s=None: None
+    log_param: Callable[[str, Any], None] = lambda k, v: None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = True

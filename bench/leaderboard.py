@@ -1,0 +1,236 @@
+"""Leaderboards, built only from MLflow runs (never from hand-kept files).
+
+For each method of a suite, the cells considered are the FINISHED cell runs whose config hash
+equals the method's *current* config hash (so values computed with another extractor, sample
+count or budget never share a column), latest run per seed. One row per method: mean ± std over
+seeds (sample std, ddof=1), the seed count, and Δ (mean difference) vs the baseline row.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import registry
+from bench.context import RESULTS_DIR
+from bench.metrics.base import Column, all_columns
+from bench.runner import config_hash
+from bench.suite import Suite
+from bench.tracking import TAG, Tracker
+
+TIME_COLUMN = Column("cell time", higher_is_better=False, unit="s")
+
+
+@dataclass
+class Row:
+    method: str
+    label: str
+    baseline: bool
+    config_hash: str
+    seeds: list[int] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    per_seed: dict[str, list[float]] = field(default_factory=dict)  # metric key -> one value per seed
+
+    def mean(self, key: str) -> float | None:
+        v = self.per_seed.get(key) or []
+        return statistics.fmean(v) if v else None
+
+    def std(self, key: str) -> float | None:
+        v = self.per_seed.get(key) or []
+        return statistics.stdev(v) if len(v) > 1 else None
+
+
+@dataclass
+class Leaderboard:
+    suite: Suite
+    columns: dict[str, Column]
+    rows: list[Row]
+    claims: list = field(default_factory=list)  # bench.claims.ClaimVerdict
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> Row | None:
+        return next((r for r in self.rows if r.baseline), None)
+
+    def delta(self, row: Row, key: str) -> float | None:
+        b = self.baseline
+        if b is None or row is b:
+            return None
+        m, bm = row.mean(key), b.mean(key)
+        return None if m is None or bm is None else m - bm
+
+
+def collect(suite: Suite, tracker: Tracker) -> list[Row]:
+    """One :class:`Row` per suite method from the tracker's finished cell runs (latest per seed)."""
+    registry.load_all()
+    exp = tracker.experiment_id(suite.name, create=False)
+    rows = []
+    for m in suite.methods:
+        h = config_hash(suite, m)
+        row = Row(m.name, m.label or m.name, m.baseline, h)
+        if exp is not None:
+            seen = set()
+            for run in tracker.cell_runs(exp, h):  # newest first
+                seed = int(run.data.tags[f"{TAG}seed"])
+                if seed in seen:
+                    continue
+                seen.add(seed)
+                row.seeds.append(seed)
+                row.run_ids.append(run.info.run_id)
+                for k, v in run.data.metrics.items():
+                    row.per_seed.setdefault(k, []).append(v)
+        order = sorted(range(len(row.seeds)), key=lambda i: row.seeds[i])
+        row.seeds = [row.seeds[i] for i in order]
+        row.run_ids = [row.run_ids[i] for i in order]
+        rows.append(row)
+    return rows
+
+
+def build(suite: Suite, tracker: Tracker) -> Leaderboard:
+    """Collect rows, order them by the suite's ``leaderboard.sort_by``, evaluate its claims."""
+    cols = all_columns(suite)
+    if suite.leaderboard.columns:
+        unknown = [c for c in suite.leaderboard.columns if c not in cols and c != "cell_seconds"]
+        if unknown:
+            from bench.errors import SuiteError
+
+            raise SuiteError(f"{suite.source}: leaderboard.columns: unknown column(s) {unknown}; known: {list(cols)}")
+        cols = {k: cols.get(k, TIME_COLUMN) for k in suite.leaderboard.columns}
+    else:
+        cols["cell_seconds"] = TIME_COLUMN
+    rows = collect(suite, tracker)
+    key = suite.leaderboard.sort_by
+    if key:
+        sign = -1 if (cols.get(key) and cols[key].higher_is_better) else 1
+        rows.sort(key=lambda r: (r.mean(key) is None, sign * (r.mean(key) or 0.0)))
+    board = Leaderboard(suite, cols, rows)
+    if suite.claims:
+        from bench.claims import evaluate_claims
+
+        board.claims = evaluate_claims(suite, rows)
+    return board
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.3e}"
+    return f"{x:.4g}"
+
+
+def _cell(board: Leaderboard, row: Row, key: str) -> str:
+    m = row.mean(key)
+    if m is None:
+        return "—"
+    s = _fmt(m)
+    sd = row.std(key)
+    if sd is not None:
+        s += f" ± {_fmt(sd)}"
+    d = board.delta(row, key)
+    if d is not None:
+        s += f" (Δ {'+' if d >= 0 else ''}{_fmt(d)})"
+    return s
+
+
+def _header(key: str, col: Column) -> str:
+    return f"{col.title}{f' [{col.unit}]' if col.unit else ''} {col.arrow}"
+
+
+def to_markdown(board: Leaderboard) -> str:
+    b = board.baseline
+    lines = [f"## Leaderboard: {board.suite.name}", ""]
+    if board.suite.description:
+        lines += [board.suite.description.strip(), ""]
+    hdr = ["method", "seeds"] + [_header(k, c) for k, c in board.columns.items()]
+    lines.append("| " + " | ".join(hdr) + " |")
+    lines.append("|" + "|".join(["---"] * len(hdr)) + "|")
+    for r in board.rows:
+        name = f"{r.method}{' (baseline)' if r.baseline else ''}"
+        cells = [name, str(len(r.seeds))] + [_cell(board, r, k) for k in board.columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Values: mean ± std over seeds (ddof=1){'; Δ = mean difference vs ' + b.method if b else ''}. "
+              "↑ higher is better, ↓ lower is better. Built from MLflow finished runs whose config hash matches the suite."]
+    if board.claims:
+        lines += ["", "### Claims", "", "| claim | paper | assertion | verdict | evidence |", "|---|---|---|---|---|"]
+        for v in board.claims:
+            lines.append(f"| {v.name} | {v.paper} | `{v.assertion}` | **{v.verdict}** | {v.detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(board: Leaderboard) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    head = ["method", "label", "baseline", "n_seeds", "seeds", "config_hash"]
+    for k in board.columns:
+        head += [f"{k}_mean", f"{k}_std", f"{k}_delta"]
+    w.writerow(head)
+    for r in board.rows:
+        line = [r.method, r.label, r.baseline, len(r.seeds), " ".join(map(str, r.seeds)), r.config_hash]
+        for k in board.columns:
+            line += [r.mean(k), r.std(k), board.delta(r, k)]
+        w.writerow(["" if x is None else x for x in line])
+    if board.claims:
+        w.writerow([])
+        w.writerow(["claim", "paper", "assertion", "verdict", "evidence"])
+        for v in board.claims:
+            w.writerow([v.name, v.paper, v.assertion, v.verdict, v.detail])
+    return buf.getvalue()
+
+
+def to_html(board: Leaderboard, figure_names: list[str] | None = None) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{e(board.suite.name)} leaderboard</title>",
+             "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
+             "table{border-collapse:collapse}.base{background:#eef}</style>",
+             f"<h2>Leaderboard: {e(board.suite.name)}</h2><table><tr><th>method</th><th>seeds</th>"]
+    parts += [f"<th>{e(_header(k, c))}</th>" for k, c in board.columns.items()]
+    parts.append("</tr>")
+    for r in board.rows:
+        parts.append(f"<tr class='{'base' if r.baseline else ''}'><td>{e(r.method)}</td><td>{len(r.seeds)}</td>")
+        parts += [f"<td>{e(_cell(board, r, k))}</td>" for k in board.columns]
+        parts.append("</tr>")
+    parts.append("</table><p>mean ± std over seeds; Δ vs the baseline row.</p>")
+    if board.claims:
+        parts.append("<h3>Claims</h3><table><tr><th>claim</th><th>paper</th><th>assertion</th><th>verdict</th><th>evidence</th></tr>")
+        for v in board.claims:
+            parts.append(f"<tr><td>{e(v.name)}</td><td>{e(v.paper)}</td><td><code>{e(v.assertion)}</code></td>"
+                         f"<td><b>{e(v.verdict)}</b></td><td>{e(v.detail)}</td></tr>")
+        parts.append("</table>")
+    for name in figure_names or []:
+        parts.append(f"<p><img src='{e(name)}' style='max-width:900px'></p>")
+    return "\n".join(parts)
+
+
+def make_figures(board: Leaderboard, out_dir: Path) -> list[Path]:
+    """Figures contributed by adapter classes: an optional classmethod
+    ``leaderboard_figures(board, out_dir) -> list[Path]`` (called once per adapter class)."""
+    figs: list[Path] = []
+    seen = set()
+    for m in board.suite.methods:
+        cls = registry.get(registry.ADAPTERS, "adapter", m.adapter)
+        fn = getattr(cls, "leaderboard_figures", None)
+        if fn is None or fn.__func__ in seen:
+            continue
+        seen.add(fn.__func__)
+        figs += list(fn(board, out_dir) or [])
+    return figs
+
+
+def write(board: Leaderboard, out_dir: Path | None = None, formats=("md", "csv", "html")) -> dict[str, Path]:
+    """Write ``leaderboard.{md,csv,html}`` (and figures) to ``results/<suite>/``; return the paths."""
+    out_dir = out_dir or (RESULTS_DIR / board.suite.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    board.figures = make_figures(board, out_dir)
+    paths = {}
+    for fmt in formats:
+        p = out_dir / f"leaderboard.{fmt}"
+        text = {"md": to_markdown, "csv": to_csv}.get(fmt, None)
+        content = text(board) if text else to_html(board, [f.name for f in board.figures])
+        p.write_text(content)
+        paths[fmt] = p
+    return paths

@@ -1,0 +1,1 @@
+"""Metrics, one module each; each registers with :func:`bench.registry.register_metric`."""

@@ -1,0 +1,108 @@
+"""Per-position conditional entropy of token sequences and the Entropy Cliff (VCQ, arXiv 2605.06207).
+
+Plug-in estimator over a prefix trie (the VCQ method note; the authors' sibling code computes the
+same quantity): H_t = sum over distinct prefixes c of length t of (n_c / N) * H(next-token counts
+under c), in bits, t = 0..L-1 (H_0 = H(z_0)). Once every prefix is unique H_t = 0 exactly.
+The cliff position is the first t with H_t <= ``eps`` bits. Predicted: t* = ceil(log2 N / log2 K)
+for a uniform codebook; in general the first t with sum_{s<t} log2 K_s >= log2 N.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from bench.metrics.base import Column, Metric, MetricParams, check_finite
+from bench.registry import register_metric
+
+
+def conditional_entropy_per_position(tokens: np.ndarray | torch.Tensor) -> np.ndarray:
+    """tokens int [N, L] -> H_t in bits, float64 [L] (plug-in, prefix-trie grouping)."""
+    z = np.asarray(tokens, dtype=np.int64)
+    n, length = z.shape
+    out = np.zeros(length)
+    prefix_id = np.zeros(n, dtype=np.int64)  # id of each sequence's prefix z_<t (one node of the trie)
+    for t in range(length):
+        pair = np.stack([prefix_id, z[:, t]], 1)
+        _, pair_id, pair_counts = np.unique(pair, axis=0, return_inverse=True, return_counts=True)
+        pair_id = pair_id.reshape(-1)
+        # For each (prefix, next) pair: count; prefix total = sum over its pairs.
+        first = np.unique(pair_id, return_index=True)[1]
+        pair_prefix = prefix_id[first]
+        prefix_tot = np.bincount(pair_prefix, weights=pair_counts)
+        p_next = pair_counts / prefix_tot[pair_prefix]
+        # H_t = sum_c (n_c/N) * H(next | c) = -(1/N) sum_pairs count * log2 p(next | c)
+        out[t] = float(-(pair_counts * np.log2(p_next)).sum() / n)
+        prefix_id = pair_id
+    return out
+
+
+def predicted_cliff(codebook_sizes: list[int], n: int) -> int:
+    """t* = the first t with sum_{s<t} log2 K_s >= log2 N (= ceil(log2 N / log2 K) for uniform K)."""
+    bits, target = 0.0, math.log2(n)
+    for t, k in enumerate(codebook_sizes):
+        if bits >= target - 1e-12:
+            return t
+        bits += math.log2(k)
+    return len(codebook_sizes) if bits < target - 1e-12 else len(codebook_sizes)
+
+
+def cliff_position(h: np.ndarray, eps: float) -> int:
+    """First t with H_t <= eps bits; L if the curve never drops that low."""
+    idx = np.nonzero(h <= eps)[0]
+    return int(idx[0]) if len(idx) else len(h)
+
+
+class EntropyParams(MetricParams):
+    n: int | None = Field(None, gt=0, description="first n train images (None = all)")
+    eps: float = Field(0.05, ge=0, description="bits below which H_t counts as collapsed")
+
+
+@register_metric("entropy")
+class PositionEntropy(Metric):
+    """Per-position conditional entropy of train tokens, cliff position and predicted t*."""
+
+    requires = ("tokenize",)
+    Params = EntropyParams
+
+    @classmethod
+    def columns(cls, params):
+        return {
+            "cliff_position": Column(f"entropy cliff t (H_t<={params.eps} bits)", True),
+            "t_star": Column("predicted t*", True),
+            "entropy_first_token": Column("H_0", True, "bits"),
+        }
+
+    def compute(self, adapter, ctx, params):
+        train = ctx.dataset.train.head(params.n)
+        tokens = adapter.encode(train.images)
+        h = conditional_entropy_per_position(tokens)
+        for t, v in enumerate(h.tolist()):
+            ctx.log_metric("entropy_bits", v, t)
+        sizes = adapter.codebook_sizes
+        t_star = predicted_cliff(sizes, len(train))
+        cliff = cliff_position(h, params.eps)
+        self._plot(h, sizes, t_star, cliff, ctx)
+        return check_finite({"cliff_position": cliff, "t_star": t_star, "entropy_first_token": float(h[0])}, "entropy")
+
+    @staticmethod
+    def _plot(h, sizes, t_star, cliff, ctx):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(range(len(h)), h, marker="o", label="H_t (train tokens)")
+        ax.plot(range(len(sizes)), np.log2(sizes), ls=":", label="log2 K_t")
+        ax.axvline(t_star, color="k", ls="--", label=f"predicted t*={t_star}")
+        ax.axvline(cliff, color="r", ls="-.", alpha=0.6, label=f"cliff={cliff}")
+        ax.set_xlabel("position t")
+        ax.set_ylabel("bits")
+        ax.set_title(f"{ctx.method.name} seed {ctx.seed}: per-position conditional entropy")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(ctx.artifact_dir / "entropy.png", dpi=100)
+        plt.close(fig)

@@ -1,0 +1,75 @@
+"""Linear probe on the first k tokens (VCQ arXiv 2605.06207 abstract: k = 10; Prologue arXiv 2605.06137).
+
+Multinomial logistic regression (scikit-learn) on the first k tokens of the sequence the AR model
+sees, fit on train images, top-1 accuracy on test images. Features: one-hot token indices
+(``onehot``, sparse) or the tokens' code vectors (``codes``, needs ``adapter.code_vectors``).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder
+
+from bench.metrics.base import Column, Metric, MetricParams, check_finite
+from bench.registry import register_metric
+
+
+class ProbeParams(MetricParams):
+    ks: list[int | Literal["all"]] = Field(default_factory=lambda: [1, 2, 4, 8, 16, "all"])
+    features: Literal["onehot", "codes"] = "onehot"
+    n_train: int = Field(10000, gt=0)
+    n_test: int | None = Field(None, gt=0)
+    C: float = Field(1.0, gt=0, description="inverse L2 regularisation strength")
+    max_iter: int = Field(300, gt=0)
+
+
+def probe_key(k: int | str) -> str:
+    """Metric key of the probe on the first k tokens (MLflow keys allow no '@')."""
+    return f"probe_k{k}"
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y, C: float, max_iter: int, seed: int) -> float:
+    """Fit multinomial logistic regression on (train_x, train_y); top-1 accuracy on test, in [0, 1]."""
+    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    clf.fit(train_x, train_y)
+    return float((clf.predict(test_x) == test_y).mean())
+
+
+def _features(adapter, tokens: torch.Tensor, k: int, kind: str, sizes: list[int]):
+    if kind == "codes":
+        return adapter.code_vectors(tokens[:, :k]).reshape(len(tokens), -1).numpy()
+    enc = OneHotEncoder(categories=[np.arange(s) for s in sizes[:k]], handle_unknown="error")
+    return sparse.csr_matrix(enc.fit_transform(tokens[:, :k].numpy()))
+
+
+@register_metric("probe")
+class LinearProbe(Metric):
+    """Top-1 of a logistic-regression probe on the first k tokens, for each k in ``ks``."""
+
+    requires = ("tokenize",)
+    Params = ProbeParams
+
+    @classmethod
+    def columns(cls, params):
+        return {probe_key(k): Column(f"probe@{k} top-1 (first {k} tokens)", True) for k in params.ks}
+
+    def compute(self, adapter, ctx, params):
+        train = ctx.dataset.train.head(params.n_train)
+        test = ctx.dataset.test.head(params.n_test)
+        tr_tok, te_tok = adapter.encode(train.images), adapter.encode(test.images)
+        sizes, length = adapter.codebook_sizes, tr_tok.shape[1]
+        out = {}
+        for k in params.ks:
+            kk = length if k == "all" else min(int(k), length)
+            out[probe_key(k)] = probe_accuracy(
+                _features(adapter, tr_tok, kk, params.features, sizes), train.labels.numpy(),
+                _features(adapter, te_tok, kk, params.features, sizes), test.labels.numpy(),
+                params.C, params.max_iter, ctx.seed)
+        ctx.log_param("probe.features", params.features)
+        ctx.log_param("probe.n_train", len(train))
+        return check_finite(out, "probe")

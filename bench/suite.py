@@ -1,0 +1,224 @@
+"""Suite schema and loading: a suite is declarative YAML, validated by pydantic.
+
+Every validation error names the file and the field path, e.g.
+``suites/x.yaml: methods[1].params.k_max: must be >= k_min``, and is raised as
+:class:`bench.errors.SuiteError` (the CLI prints it and exits 2, without a traceback).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bench.errors import BenchError, SuiteError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUITES_DIR = REPO_ROOT / "suites"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """Which data, where, and how much of it. ``root`` overrides the data set's variable."""
+
+    name: str
+    root: str | None = None
+    resolution: int | None = Field(default=None, gt=0)
+    n_train: int | None = Field(default=None, gt=0, description="use the first n_train training images")
+    n_test: int | None = Field(default=None, gt=0, description="use the first n_test test images")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodSpec(_Strict):
+    """One leaderboard row: an adapter with its parameters (and optional budget overrides)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    adapter: str
+    label: str | None = None
+    baseline: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    budget: dict[str, Any] = Field(default_factory=dict)
+
+
+class MetricSpec(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class LeaderboardSpec(_Strict):
+    sort_by: str | None = None
+    columns: list[str] | None = None
+
+
+class ClaimSpec(_Strict):
+    """A paper claim checked on the leaderboard (evaluated by :mod:`bench.claims`)."""
+
+    name: str
+    paper: str
+    assert_: str = Field(alias="assert")
+    paper_numbers: dict[str, Any] = Field(default_factory=dict)
+    test: Literal["welch", "bootstrap"] = "welch"
+    level: float = Field(default=0.95, gt=0, lt=1)
+    tol: float | None = None
+    note: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Suite(_Strict):
+    """A whole suite. Metric, adapter and budget keys are checked against the registries."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    dataset: DatasetSpec
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    methods: list[MethodSpec] = Field(min_length=1)
+    budget: dict[str, Any] = Field(default_factory=dict)
+    metrics: list[MetricSpec] = Field(min_length=1)
+    leaderboard: LeaderboardSpec = Field(default_factory=LeaderboardSpec)
+    claims: list[ClaimSpec] = Field(default_factory=list)
+    base_model: dict[str, Any] | None = None
+
+    # Set by load_suite; not part of the YAML.
+    source: str = Field(default="<memory>", exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_and_one_baseline(self) -> "Suite":
+        names = [m.name for m in self.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"methods: duplicate method name(s) {dup}")
+        if sum(m.baseline for m in self.methods) > 1:
+            raise ValueError("methods: at most one method may have baseline: true")
+        return self
+
+    def baseline_method(self) -> MethodSpec | None:
+        return next((m for m in self.methods if m.baseline), None)
+
+    def method(self, name: str) -> MethodSpec:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise BenchError(f"suite {self.name!r} has no method {name!r}; it has {[m.name for m in self.methods]}")
+
+
+def format_loc(loc: tuple) -> str:
+    """Pydantic error location -> ``methods[1].params.k_max``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _errors_to_lines(err: ValidationError, prefix: tuple = ()) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = format_loc(prefix + tuple(e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def resolve_suite_path(suite: str | os.PathLike) -> Path:
+    """A suite name under ``suites/`` or a path to a YAML file -> the file's path."""
+    p = Path(suite)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise SuiteError(f"{p}: no such suite file")
+        return p
+    cand = SUITES_DIR / f"{suite}.yaml"
+    if not cand.exists():
+        known = ", ".join(sorted(x.stem for x in SUITES_DIR.glob("*.yaml")))
+        raise SuiteError(f"unknown suite {str(suite)!r}: no file {cand}; known suites: {known}")
+    return cand
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load_suite(suite: str | os.PathLike, check_registry: bool = True) -> Suite:
+    """Load, parse and validate a suite.
+
+    Raises :class:`SuiteError` naming the file and every offending field path.
+    With ``check_registry`` the adapters, their params and budgets, the metrics and their
+    params, and the capabilities each metric needs are checked too (:func:`check_suite`).
+    """
+    path = resolve_suite_path(suite)
+    where = _display(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: a suite must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        s = Suite.model_validate(raw)
+    except ValidationError as e:
+        raise SuiteError("\n".join(f"{where}: {line}" for line in _errors_to_lines(e))) from None
+    s.source = where
+    if check_registry:
+        check_suite(s)
+    return s
+
+
+def check_suite(s: Suite) -> None:
+    """Check a parsed suite against the registries; raise :class:`SuiteError` listing all problems."""
+    from bench import registry
+
+    registry.load_all()
+    problems: list[str] = []
+    for i, m in enumerate(s.methods):
+        cls = registry.ADAPTERS.get(m.adapter)
+        if cls is None:
+            problems.append(f"methods[{i}].adapter: unknown adapter {m.adapter!r}; known: {sorted(registry.ADAPTERS)}")
+            continue
+        try:
+            cls.Params.model_validate(m.params)
+        except ValidationError as e:
+            problems += _errors_to_lines(e, ("methods", i, "params"))
+        budget_model = getattr(cls, "Budget", None)
+        if budget_model is not None:
+            try:
+                budget_model.model_validate({**s.budget, **m.budget})
+            except ValidationError as e:
+                for line in _errors_to_lines(e):
+                    key = line.split(":")[0]
+                    src = f"methods[{i}].budget" if key in m.budget else "budget"
+                    problems.append(f"{src}.{line}")
+        for j, spec in enumerate(s.metrics):
+            mcls = registry.METRICS.get(spec.name)
+            if mcls is None:
+                continue
+            missing = set(mcls.requires) - set(cls.capabilities)
+            if missing:
+                problems.append(
+                    f"metrics[{j}]: metric {spec.name!r} needs capability {sorted(missing)} that adapter "
+                    f"{m.adapter!r} (methods[{i}]) does not have (it has {sorted(cls.capabilities)})"
+                )
+    for j, spec in enumerate(s.metrics):
+        mcls = registry.METRICS.get(spec.name)
+        if mcls is None:
+            problems.append(f"metrics[{j}].name: unknown metric {spec.name!r}; known: {sorted(registry.METRICS)}")
+            continue
+        try:
+            mcls.Params.model_validate(spec.params)
+        except ValidationError as e:
+            problems += _errors_to_lines(e, ("metrics", j, "params"))
+    if s.dataset.name not in registry.DATASETS:
+        problems.append(f"dataset.name: unknown data set {s.dataset.name!r}; known: {sorted(registry.DATASETS)}")
+    if problems:
+        raise SuiteError("\n".join(f"{s.source}: {p}" for p in problems))
