@@ -107,19 +107,24 @@ class VQTokenizer(nn.Module):
         q, idx, vq_loss = self.quantize(z)
         return self.decode_codes(q), idx, vq_loss
 
+    @property
+    def device(self) -> torch.device:
+        return self.codebook.device
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """uint8 [B, C, H, W] -> int64 tokens [B, L]."""
-        out = [self.quantize(self.encode_latents(to_unit(images[i : i + batch_size])))[1]
+        """uint8 [B, C, H, W] -> int64 tokens [B, L] (on the CPU)."""
+        out = [self.quantize(self.encode_latents(to_unit(images[i : i + batch_size].to(self.device))))[1].cpu()
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.empty(0, self.cfg.length, dtype=torch.long)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """int64 tokens [B, L] -> uint8 images [B, C, H, W]."""
+        """int64 tokens [B, L] -> uint8 images [B, C, H, W] (on the CPU)."""
+        tokens = tokens.to(self.device)
         if (tokens >= self.codebook_sizes_t).any() or (tokens < 0).any():
             raise ValueError("decode: a token lies outside its position's codebook [0, K_t)")
-        out = [to_uint8(self.decode_codes(self.codes()[tokens[i : i + batch_size]]))
+        out = [to_uint8(self.decode_codes(self.codes()[tokens[i : i + batch_size]])).cpu()
                for i in range(0, len(tokens), batch_size)]
         return torch.cat(out)
 
@@ -145,7 +150,7 @@ def train_tokenizer(tok: VQTokenizer, images: torch.Tensor, steps: int, batch_si
     t0, ema = time.time(), {}
     bar = progress(minibatches(len(images), batch_size, steps, seed), steps, what, show_progress)
     for step, idx in enumerate(bar):
-        x = to_unit(images[idx])
+        x = to_unit(images[idx].to(tok.device))
         z = tok.encode_latents(x)
         q, codes, vq_loss = tok.quantize(z)
         rec = reconstruction_loss(tok.decode_codes(q), x)

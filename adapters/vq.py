@@ -70,6 +70,7 @@ class VQAdapter(Adapter):
         if not isinstance(ds, ImageDataset):
             raise BenchError(f"adapter {self.registry_name!r} needs an image data set, got {type(ds).__name__}")
         self.num_classes, self.channels, self.resolution = ds.num_classes, ds.channels, ds.resolution
+        self.device = ctx.device
         budget = TokenizerARBudget.model_validate(ctx.budget)
         self.tokenizer = self.load_or_train_tokenizer(ctx, ds, budget)
         self.train_tokens = self._train_tokens
@@ -92,7 +93,8 @@ class VQAdapter(Adapter):
 
     def new_tokenizer(self) -> VQTokenizer:
         torch.manual_seed(self.seed)
-        return VQTokenizer(self.params.tokenizer, self.schedule(), self.channels, self.resolution)
+        tok = VQTokenizer(self.params.tokenizer, self.schedule(), self.channels, self.resolution)
+        return tok.to(self.device)
 
     def train_new_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget) -> tuple[VQTokenizer, dict]:
         tok = self.new_tokenizer()
@@ -106,7 +108,7 @@ class VQAdapter(Adapter):
         cached = ctx.cache.load_torch("tokenizer", key)
         if cached is not None:
             tok = self.new_tokenizer()
-            tok.load_state_dict(cached["state"])
+            tok.load_state_dict(cached["state"])  # tensors loaded to CPU, copied onto the module's device
             tok.eval()
             self._train_tokens = cached["train_tokens"]
             ctx.log_param("tokenizer_cached", True)
@@ -139,7 +141,7 @@ class VQAdapter(Adapter):
                                       if k.startswith("prior") or k == "label_dropout"}})
         ctx.log_param("prior_cache_key", key)
         torch.manual_seed(self.seed)
-        prior = ARPrior(vocab, length, ds.num_classes, self.params.prior, allowed)
+        prior = ARPrior(vocab, length, ds.num_classes, self.params.prior, allowed).to(self.device)
         cached = ctx.cache.load_torch("prior", key)
         if cached is not None:
             prior.load_state_dict(cached["state"])
@@ -170,7 +172,7 @@ class VQAdapter(Adapter):
     def code_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens [B, L] -> their l2-normalised code vectors float [B, L, d] (probe features)."""
         with torch.no_grad():
-            return self.tokenizer.codes()[tokens]
+            return self.tokenizer.codes()[tokens.to(self.device)].cpu()
 
     # -- generate / prior -------------------------------------------------------------------
     def sample(self, n: int, labels: torch.Tensor | None, steps: int | None, seed: int) -> torch.Tensor:
@@ -194,4 +196,5 @@ class VQAdapter(Adapter):
         """Per-position NLL [B, L] (nats) of the images' tokens under the prior (masked as sampled)."""
         with torch.no_grad():
             seqs = self.prior_sequences(self.encode(images))
-            return torch.cat([self.prior.nll(seqs[i:i + 1000], labels[i:i + 1000]) for i in range(0, len(seqs), 1000)])
+            return torch.cat([self.prior.nll(seqs[i:i + 1000], labels[i:i + 1000]).cpu()
+                              for i in range(0, len(seqs), 1000)])

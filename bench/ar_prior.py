@@ -62,13 +62,17 @@ class ARPrior(torch.nn.Module):
         self.register_buffer("allowed", allowed.clone(), persistent=True)
 
     @property
+    def device(self) -> torch.device:
+        return self.allowed.device
+
+    @property
     def null_class(self) -> int:
         return self.num_classes
 
     def input_ids(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """tokens int64 [B, T<=L], labels int64 [B] (num_classes = null) -> ids [B, T+1]."""
-        cls = (self.vocab + labels).unsqueeze(1)
-        return torch.cat([cls, tokens], dim=1)
+        cls = (self.vocab + labels.to(self.device)).unsqueeze(1)
+        return torch.cat([cls, tokens.to(self.device)], dim=1)
 
     def logits_from_embeds(self, embeds: torch.Tensor) -> torch.Tensor:
         """Input embeddings [B, T, width] -> code logits [B, T, V] (class-token logits dropped)."""
@@ -92,7 +96,7 @@ class ARPrior(torch.nn.Module):
     def nll(self, tokens: torch.Tensor, labels: torch.Tensor, masked: bool = True) -> torch.Tensor:
         """Per-position negative log-likelihood, float32 [B, L], nats."""
         lp = self.log_probs(tokens, labels, masked)
-        return -lp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return -lp.gather(-1, tokens.to(self.device).unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, temperature: float = 1.0, seed: int = 0, batch_size: int = 500,
@@ -103,8 +107,8 @@ class ARPrior(torch.nn.Module):
         self.eval()
         outs = []
         for i in range(0, len(labels), batch_size):
-            lab = labels[i : i + batch_size]
-            seq = torch.empty(len(lab), 0, dtype=torch.long)
+            lab = labels[i : i + batch_size].to(self.device)
+            seq = torch.empty(len(lab), 0, dtype=torch.long, device=self.device)
             for t in range(self.length):
                 ids = self.input_ids(seq, lab)
                 logit = self.logits_from_embeds(self.embed(ids))[:, -1].float()
@@ -112,9 +116,9 @@ class ARPrior(torch.nn.Module):
                 if top_k:
                     kth = torch.topk(logit, top_k, dim=-1).values[:, -1:]
                     logit = logit.masked_fill(logit < kth, float("-inf"))
-                nxt = torch.multinomial(torch.softmax(logit, -1), 1, generator=g)
-                seq = torch.cat([seq, nxt], dim=1)
-            outs.append(seq)
+                nxt = torch.multinomial(torch.softmax(logit, -1).cpu(), 1, generator=g)
+                seq = torch.cat([seq, nxt.to(self.device)], dim=1)
+            outs.append(seq.cpu())
         self.train(was_training)
         return torch.cat(outs)
 
@@ -143,11 +147,11 @@ def train_prior(prior: ARPrior, tokens: torch.Tensor, labels: torch.Tensor, budg
     t0, ema = time.time(), None
     bar = progress(minibatches(len(tokens), budget.batch_size, budget.steps, seed), budget.steps, what, show_progress)
     for step, idx in enumerate(bar):
-        z, y = tokens[idx], labels[idx].clone()
+        z, y = tokens[idx].to(prior.device), labels[idx].clone()
         drop = torch.rand(len(y), generator=g) < budget.label_dropout
         y[drop] = prior.null_class
         logits = prior.logits(z, y, masked=prior.cfg.mask_logits_in_training)
-        loss = F.cross_entropy(logits.reshape(-1, prior.vocab).float(), z.reshape(-1))
+        loss = F.cross_entropy(logits.reshape(-1, prior.vocab).float(), z.reshape(-1))  # nats/token
         v = check_loss(loss, what, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,4 +1,4 @@
-"""The ``bench`` command line (click): run, validate, list, leaderboard, ui."""
+"""The ``bench`` command line (click): run, validate, list, leaderboard, claims, ui."""
 from __future__ import annotations
 
 import os
@@ -69,6 +69,10 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress):
     paths = leaderboard.write(board)
     for p in list(paths.values()) + board.figures:
         tracker.client.log_artifact(parent, str(p), artifact_path="leaderboard")
+    if board.claims:  # claim verdicts: claims.json + one tag per claim on the suite's parent run
+        from bench.claims import log_verdicts
+
+        log_verdicts(tracker, parent, board.claims, paths["md"].parent)
     click.echo(leaderboard.to_markdown(board))
     click.echo(f"written: {', '.join(str(p) for p in paths.values())}")
     failed = [o for o in outcomes if o.status == "failed"]
@@ -130,6 +134,30 @@ def leaderboard_cmd(suite, fmt, output, tracking_uri):
     if output:
         output.write_text(text)
     click.echo(text)
+
+
+@main.command("claims")
+@click.argument("suite")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--tracking-uri", default=None)
+def claims_cmd(suite, fmt, tracking_uri):
+    """Evaluate SUITE's paper claims on its finished runs; exit 1 if any claim is contradicted.
+
+    Verdicts: supported / contradicted / inconclusive (fewer than 2 seeds, missing values or
+    overlapping intervals), from each claim's test (welch | bootstrap) at its level.
+    """
+    from bench import claims, leaderboard
+    from bench.suite import load_suite
+    from bench.tracking import Tracker
+
+    s = load_suite(suite)
+    if not s.claims:
+        click.echo(f"{s.source}: no claims")
+        return
+    verdicts = claims.evaluate_claims(s, leaderboard.collect(s, Tracker(tracking_uri)))
+    click.echo(claims.to_json(verdicts) if fmt == "json" else claims.to_text(verdicts))
+    if any(v.verdict == claims.CONTRADICTED for v in verdicts):
+        sys.exit(1)
 
 
 @main.command()

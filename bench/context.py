@@ -57,6 +57,16 @@ class Cache:
         return p
 
 
+def default_device() -> torch.device:
+    """``$BENCH_DEVICE`` if set, else CUDA when available, else the CPU."""
+    import os
+
+    name = os.environ.get("BENCH_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @dataclass
 class CellContext:
     """Everything an adapter's ``prepare`` and a metric's ``compute`` may use.
@@ -75,5 +85,5 @@ class CellContext:
     artifact_dir: Path
     log_metric: Callable[[str, float, int | None], None] = lambda k, v, s=None: None
     log_param: Callable[[str, Any], None] = lambda k, v: None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=lambda: default_device())
     progress: bool = True

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError, SuiteError
 
@@ -69,6 +69,36 @@ class ClaimSpec(_Strict):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @field_validator("assert_")
+    @classmethod
+    def _assert_parses(cls, v: str) -> str:
+        from bench.claims import validate_assertion  # the grammar lives with the evaluator
+
+        return validate_assertion(v)
+
+
+class ToleranceSpec(_Strict):
+    """How much a gated metric may worsen vs the baseline before ``bench compare`` flags it.
+
+    Any of ``abs`` (metric units), ``rel`` (fraction of |baseline value|) and ``k_std``
+    (multiples of the baseline's spread over seeds); the allowance is the largest of those given.
+    """
+
+    abs: float | None = Field(default=None, ge=0)
+    rel: float | None = Field(default=None, ge=0)
+    k_std: float | None = Field(default=None, ge=0)
+
+
+class GateSpec(_Strict):
+    """Optional regression-gate settings (:mod:`bench.baseline`, :mod:`bench.compare`).
+
+    Not part of any config hash: changing tolerances never invalidates runs.
+    """
+
+    tolerance: ToleranceSpec | None = Field(default=None, description="default for every gated metric")
+    metrics: dict[str, ToleranceSpec] = Field(default_factory=dict, description="per-metric overrides")
+    exclude: list[str] = Field(default_factory=list, description="metric keys not gated")
+
 
 class Suite(_Strict):
     """A whole suite. Metric, adapter and budget keys are checked against the registries."""
@@ -83,6 +113,7 @@ class Suite(_Strict):
     leaderboard: LeaderboardSpec = Field(default_factory=LeaderboardSpec)
     claims: list[ClaimSpec] = Field(default_factory=list)
     base_model: dict[str, Any] | None = None
+    gate: GateSpec | None = None
 
     # Set by load_suite; not part of the YAML.
     source: str = Field(default="<memory>", exclude=True)
@@ -218,6 +249,16 @@ def check_suite(s: Suite) -> None:
             mcls.Params.model_validate(spec.params)
         except ValidationError as e:
             problems += _errors_to_lines(e, ("metrics", j, "params"))
+    if s.claims:  # claims must name the suite's methods and metric keys (bench.claims)
+        from bench.claims import check_claims
+        from bench.metrics.base import all_columns
+
+        try:
+            keys = list(all_columns(s)) + ["cell_seconds"]
+        except (BenchError, ValidationError):
+            keys = None  # a metric problem is reported above
+        if keys is not None:
+            problems += check_claims(s, keys)
     if s.dataset.name not in registry.DATASETS:
         problems.append(f"dataset.name: unknown data set {s.dataset.name!r}; known: {sorted(registry.DATASETS)}")
     if problems:

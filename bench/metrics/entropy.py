@@ -34,7 +34,7 @@ def conditional_entropy_per_position(tokens: np.ndarray | torch.Tensor) -> np.nd
         prefix_tot = np.bincount(pair_prefix, weights=pair_counts)
         p_next = pair_counts / prefix_tot[pair_prefix]
         # H_t = sum_c (n_c/N) * H(next | c) = -(1/N) sum_pairs count * log2 p(next | c)
-        out[t] = float(-(pair_counts * np.log2(p_next)).sum() / n)
+        out[t] = max(0.0, float(-(pair_counts * np.log2(p_next)).sum() / n))  # no -0.0
         prefix_id = pair_id
     return out
 
@@ -46,7 +46,7 @@ def predicted_cliff(codebook_sizes: list[int], n: int) -> int:
         if bits >= target - 1e-12:
             return t
         bits += math.log2(k)
-    return len(codebook_sizes) if bits < target - 1e-12 else len(codebook_sizes)
+    return len(codebook_sizes)  # the whole sequence is needed (or not enough) to tell the N images apart
 
 
 def cliff_position(h: np.ndarray, eps: float) -> int:

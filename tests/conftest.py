@@ -1,0 +1,40 @@
+"""Shared fixtures: isolated MLflow stores and caches, offline environment, one torch thread."""
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # tests are tiny; extra threads only add contention on 2 shared cores
+
+SUITES = Path(__file__).parent / "suites"
+
+
+@pytest.fixture
+def tracking_uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def cache(tmp_path):
+    from bench.context import Cache
+
+    return Cache(tmp_path / "cache")
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    """Redirect results/ (leaderboards) into a temp dir."""
+    import bench.context
+    import bench.leaderboard
+
+    d = tmp_path / "results"
+    monkeypatch.setattr(bench.context, "RESULTS_DIR", d)
+    monkeypatch.setattr(bench.leaderboard, "RESULTS_DIR", d)
+    return d
