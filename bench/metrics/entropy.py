@@ -57,7 +57,7 @@ def cliff_position(h: np.ndarray, eps: float) -> int:
 
 class EntropyParams(MetricParams):
     n: int | None = Field(None, gt=0, description="first n train images (None = all)")
-    eps: float = Field(0.05, ge=0, description="bits below which H_t counts as collapsed")
+    eps: float = Field(0.5, ge=0, description="bits at or below which H_t counts as collapsed (next token nearly determined)")
 
 
 @register_metric("entropy")
