@@ -1,0 +1,228 @@
+"""A small Fashion-MNIST CNN, trained once and deterministically, as a fast feature extractor.
+
+Inception runs at only a few images per second on a 2-core CPU, so the Fashion-MNIST suite
+also reports a Fréchet distance in the 64-d penultimate features of this network
+(:mod:`bench.metrics.fd_fmnist`), in the spirit of the domain-specific "FID" variants used for
+MNIST-like data. It is a measuring instrument: always trained on CPU, on the full
+Fashion-MNIST train split, with a fixed seed, data order and recipe, and cached under
+``results/cache/fmnist_cnn/<key>.pt`` where ``key`` hashes (data fingerprints, architecture,
+recipe). Values are only comparable between runs that log the same ``weights_sha256``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench.context import Cache, stable_hash
+from bench.data.base import ImageSplit
+
+EXTRACTOR_ID = "fmnist-cnn"
+ARCH_VERSION = "fmnist-cnn-v1: conv32-pool-conv64-pool-fc64-relu | fc10"
+FEATURE_DIM = 64
+# Training runs on one CPU thread: oneDNN's gradient reductions depend on the thread count
+# (2 threads and 1 thread gave different weights), and on a busy 2-core machine one thread was
+# also ~10x faster than two (no oversubscription). Part of the cache key.
+TRAIN_THREADS = 1
+# Fashion-MNIST train-set pixel mean / std (of x / 255), a fixed input normalisation.
+_MEAN, _STD = 0.2860, 0.3530
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training recipe (all of it enters the cache key). Override fields in tests for speed.
+
+    ``n_train``: use the first n training images (None = all 60k); ``epochs`` full passes
+    in a seeded random order; Adam with ``lr`` and a cosine decay to 0 over all steps.
+    """
+
+    seed: int = 0
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    n_train: int | None = None
+
+
+DEFAULT_RECIPE = Recipe()
+"""The recipe the metrics use (module attribute so tests can monkeypatch a tiny one)."""
+
+
+class FMNISTNet(nn.Module):
+    """uint8 [N, 1, 28, 28] -> logits float32 [N, 10]; :meth:`embed` gives the 64-d features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 32 x 14 x 14
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 64 x 7 x 7
+            nn.Flatten(), nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.ReLU(),
+        )
+        self.head = nn.Linear(FEATURE_DIM, 10)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, 1, 28, 28] in [0, 255] -> float32 [N, 64] penultimate (post-ReLU) features."""
+        x = (images.float() / 255.0 - _MEAN) / _STD
+        return self.body(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(images))
+
+
+@contextlib.contextmanager
+def _deterministic():
+    """Deterministic kernels on :data:`TRAIN_THREADS` threads; the caller's settings are restored after."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 (hex) over parameter names, shapes and raw bytes, in state-dict order."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class FMNISTClassifier:
+    """A trained (or cached) :class:`FMNISTNet` with its provenance."""
+
+    model: FMNISTNet
+    test_acc: float  # fraction in [0, 1] on the Fashion-MNIST test split
+    weights_sha256: str
+    train_seconds: float  # wall time of the training run that produced the weights
+    recipe: Recipe
+    key: str  # cache key
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+        """uint8 [N, 1, 28, 28] in [0, 255] -> float64 [N, 64] penultimate features (CPU)."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"expected uint8 images [N, 1, 28, 28], got {images.dtype} {tuple(images.shape)}")
+        self.model.eval()
+        parts = [self.model.embed(images[i: i + batch_size]).double() for i in range(0, len(images), batch_size)]
+        return torch.cat(parts).numpy()
+
+    def provenance(self) -> dict:
+        return {
+            "extractor": EXTRACTOR_ID,
+            "classifier_arch": ARCH_VERSION,
+            "classifier_recipe": json.dumps(asdict(self.recipe), sort_keys=True),
+            "classifier_cache_key": self.key,
+            "classifier_test_acc": round(self.test_acc, 5),
+            "classifier_weights_sha256": self.weights_sha256,
+        }
+
+
+@torch.no_grad()
+def accuracy(model: FMNISTNet, split: ImageSplit, batch_size: int = 1000) -> float:
+    """Top-1 accuracy (fraction) of ``model`` on ``split``."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(split), batch_size):
+        pred = model(split.images[i: i + batch_size]).argmax(1)
+        correct += int((pred == split.labels[i: i + batch_size]).sum())
+    return correct / len(split)
+
+
+def train_classifier(train: ImageSplit, test: ImageSplit, recipe: Recipe = DEFAULT_RECIPE,
+                     progress: bool = False) -> FMNISTClassifier:
+    """Train :class:`FMNISTNet` on CPU from scratch, deterministically (no cache).
+
+    Same data + recipe + torch build + CPU kind -> bit-identical weights: the seed fixes the
+    init and the per-epoch permutations (own generator, global RNG state untouched), and the
+    thread count is pinned to :data:`TRAIN_THREADS`.
+    """
+    data = train.head(recipe.n_train)
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]), _deterministic():
+        torch.manual_seed(recipe.seed)
+        model = FMNISTNet()
+        gen = torch.Generator().manual_seed(recipe.seed)
+        opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        steps_per_epoch = (len(data) + recipe.batch_size - 1) // recipe.batch_size
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
+        model.train()
+        bar = tqdm(total=recipe.epochs * steps_per_epoch, desc="fmnist-cnn training", unit="step",
+                   disable=not progress, leave=False)
+        for _ in range(recipe.epochs):
+            order = torch.randperm(len(data), generator=gen)
+            for i in range(0, len(data), recipe.batch_size):
+                idx = order[i: i + recipe.batch_size]
+                loss = F.cross_entropy(model(data.images[idx]), data.labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update()
+        bar.close()
+        seconds = time.perf_counter() - t0
+        model.eval().requires_grad_(False)
+        acc = accuracy(model, test)  # inside: one thread is also faster for inference on a busy box
+    return FMNISTClassifier(model, acc, weights_sha256(model), seconds, recipe, key="")
+
+
+def cache_key(train: ImageSplit, test: ImageSplit, recipe: Recipe) -> str:
+    """Key of the cached classifier: data fingerprints + architecture + recipe."""
+    return stable_hash({"arch": ARCH_VERSION, "recipe": asdict(recipe), "threads": TRAIN_THREADS,
+                        "train": train.fingerprint(), "test": test.fingerprint()})
+
+
+_LOADED: dict[tuple[str, str], FMNISTClassifier] = {}
+
+
+def get_classifier(train: ImageSplit, test: ImageSplit, cache: Cache | None = None,
+                   recipe: Recipe | None = None, progress: bool = False) -> FMNISTClassifier:
+    """The classifier for these splits and recipe: from this process, the cache, or trained now.
+
+    ``train`` / ``test``: the full Fashion-MNIST splits (uint8 [N, 1, 28, 28], int64 [N]).
+    ``recipe`` defaults to :data:`DEFAULT_RECIPE` (~1 min on 2 CPU cores).
+    """
+    cache = cache or Cache()
+    recipe = recipe or DEFAULT_RECIPE
+    key = cache_key(train, test, recipe)
+    mem_key = (str(cache.root), key)
+    if mem_key in _LOADED:
+        return _LOADED[mem_key]
+    kind = "fmnist_cnn"
+    entry = cache.load_torch(kind, key)
+    if entry is not None:
+        model = FMNISTNet()
+        model.load_state_dict(entry["state_dict"])
+        model.eval().requires_grad_(False)
+        clf = FMNISTClassifier(model, float(entry["test_acc"]), weights_sha256(model),
+                               float(entry["train_seconds"]), recipe, key)
+        if clf.weights_sha256 != entry["weights_sha256"]:  # a corrupted / foreign file: retrain
+            entry = None
+    if entry is None:
+        clf = replace(train_classifier(train, test, recipe, progress), key=key)
+        cache.save_torch(kind, key, {
+            "state_dict": clf.model.state_dict(), "test_acc": clf.test_acc,
+            "weights_sha256": clf.weights_sha256, "train_seconds": clf.train_seconds,
+            "arch": ARCH_VERSION, "recipe": asdict(recipe),
+        })
+    _LOADED[mem_key] = clf
+    return clf
+
+
+def cached_path(cache: Cache, key: str) -> Path:
+    return cache.path("fmnist_cnn", key)

@@ -1,0 +1,165 @@
+"""Fashion-MNIST CNN features: deterministic training, cache, sane Fréchet distances, image pools."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from bench.adapter import Adapter, AdapterParams
+from bench.context import Cache, CellContext
+from bench.data.base import ImageDataset, ImageSplit
+from bench.data.fmnist import fmnist_dir, load_split
+from bench.errors import MetricError
+from bench.metrics import fd_fmnist, fid  # noqa: F401  (fid registers gfid/rfid for pool sizing)
+from bench.metrics import fmnist_classifier as fc
+from bench.metrics import images as pools
+from bench.metrics.fid import frechet_distance
+from bench.suite import MetricSpec
+
+TINY = fc.Recipe(epochs=1, n_train=3000, batch_size=64)  # ~2-4 s on 2 cores
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    d = fmnist_dir()
+    return SimpleNamespace(dir=d, train=load_split(d, "train"), test=load_split(d, "test"))
+
+
+@pytest.fixture(scope="module")
+def clf(fmnist):
+    return fc.train_classifier(fmnist.train, fmnist.test.head(2000), TINY)
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    return Cache(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def tiny_default(monkeypatch, module_cache):
+    """Metrics use the tiny recipe and a temporary cache (trained once for this module)."""
+    monkeypatch.setattr(fc, "DEFAULT_RECIPE", TINY)
+    return module_cache
+
+
+def test_training_is_deterministic_and_beats_chance(fmnist, clf):
+    prev = torch.get_num_threads()
+    other = 2 if prev == 1 else 1
+    torch.set_num_threads(other)  # the caller's thread count must not change the weights
+    try:
+        again = fc.train_classifier(fmnist.train, fmnist.test.head(2000), TINY)
+        assert torch.get_num_threads() == other  # restored after training
+    finally:
+        torch.set_num_threads(prev)
+    assert again.weights_sha256 == clf.weights_sha256
+    assert clf.test_acc > 0.5  # chance is 0.1
+    other_seed = fc.train_classifier(fmnist.train.head(640), fmnist.test.head(100), fc.Recipe(epochs=1, n_train=640, seed=1))
+    assert other_seed.weights_sha256 != clf.weights_sha256
+
+
+def test_classifier_is_cached(fmnist, tmp_path, monkeypatch):
+    monkeypatch.setattr(fc, "_LOADED", {})
+    cache = Cache(tmp_path)
+    train, test = fmnist.train.head(640), fmnist.test.head(200)
+    recipe = fc.Recipe(epochs=1, n_train=640)
+    first = fc.get_classifier(train, test, cache=cache, recipe=recipe)
+    assert fc.cached_path(cache, first.key).exists()
+    monkeypatch.setattr(fc, "_LOADED", {})
+    monkeypatch.setattr(fc, "train_classifier", lambda *a, **k: pytest.fail("retrained despite cache"))
+    second = fc.get_classifier(train, test, cache=cache, recipe=recipe)
+    assert second.weights_sha256 == first.weights_sha256 and second.test_acc == first.test_acc
+
+
+def test_fd_self_zero_and_classes_apart(fmnist, clf):
+    test = fmnist.test
+    by_class = [test.images[test.labels == c] for c in range(10)]
+    f0, f1 = clf.features(by_class[0][:400]), clf.features(by_class[1][:400])
+    f0b = clf.features(by_class[0][400:800])
+    assert f0.shape == (400, fc.FEATURE_DIM) and f0.dtype == np.float64
+    assert abs(frechet_distance(f0, f0)) < 1e-6
+    same, apart = frechet_distance(f0, f0b), frechet_distance(f0, f1)
+    assert np.isfinite(apart) and apart > 10 * same > 0
+
+
+class IdentityTokenizer(Adapter):
+    capabilities = frozenset({"tokenize"})
+    registry_name = "test-identity"
+
+    def encode(self, images):
+        return images.flatten(1).long()
+
+    def decode(self, tokens):
+        return tokens.view(-1, 1, 28, 28).to(torch.uint8)
+
+
+class Sampler(Adapter):
+    """'Generates' train images of the requested labels (from the split's end), or noise."""
+
+    capabilities = frozenset({"generate"})
+    registry_name = "test-sampler"
+
+    def __init__(self, train: ImageSplit, noise: bool = False):
+        super().__init__(AdapterParams(), 0)
+        self.train, self.noise, self.calls = train, noise, []
+
+    def sample(self, n, labels, steps, seed):
+        self.calls.append((n, labels.clone(), steps, seed))
+        if self.noise:
+            return torch.randint(0, 256, (n, 1, 28, 28), generator=torch.Generator().manual_seed(seed),
+                                 dtype=torch.uint8)
+        idx = [int(torch.nonzero(self.train.labels == c).flatten()[-1 - i]) for i, c in enumerate(labels.tolist())]
+        return self.train.images[idx]
+
+
+def make_ctx(fmnist, cache, tmp_path, metrics, name="fmnist"):
+    logged: dict = {}
+    ds = ImageDataset(name, fmnist.train.head(5000), fmnist.test.head(500), 10, 1, 28, str(fmnist.dir))
+    ctx = CellContext(
+        suite=SimpleNamespace(metrics=[MetricSpec(name=k, params=p) for k, p in metrics]),
+        method=None, seed=3, budget={}, dataset=ds, cache=cache, artifact_dir=tmp_path / "art",
+        log_param=lambda k, v: logged.__setitem__(k, v), progress=False,
+    )
+    return ctx, logged
+
+
+def test_rfd_identity_zero_and_provenance(fmnist, tiny_default, tmp_path):
+    ctx, logged = make_ctx(fmnist, tiny_default, tmp_path, [("rfd_fmnist", {"n": 300})])
+    out = fd_fmnist.ReconstructionFD().compute(IdentityTokenizer(AdapterParams(), 0), ctx,
+                                               fd_fmnist.FDParams(n=300))
+    assert set(out) == {"rfd_fmnist"} and abs(out["rfd_fmnist"]) < 1e-6
+    assert len(logged["rfd_fmnist.classifier_weights_sha256"]) == 64
+    assert logged["rfd_fmnist.classifier_test_acc"] > 0.5 and logged["rfd_fmnist.n"] == 300
+    assert (tmp_path / "art" / "reconstructions.png").exists()
+    cols = fd_fmnist.ReconstructionFD.columns(fd_fmnist.FDParams(n=300))
+    assert cols["rfd_fmnist"].title == "rFD (fmnist-cnn, n=300)" and not cols["rfd_fmnist"].higher_is_better
+
+
+def test_gfd_real_samples_beat_noise_and_pool_is_shared(fmnist, tiny_default, tmp_path):
+    metrics = [("gfd_fmnist", {"n": 200}), ("gfid", {"n": 250})]
+    ctx, _ = make_ctx(fmnist, tiny_default, tmp_path, metrics)
+    real = Sampler(ctx.dataset.train)
+    good = fd_fmnist.GenerationFD().compute(real, ctx, fd_fmnist.FDParams(n=200))["gfd_fmnist"]
+    # one sample() call for the largest n of the suite, cyclic labels, the cell's seed, default steps
+    assert len(real.calls) == 1
+    n, labels, steps, seed = real.calls[0]
+    assert (n, steps, seed) == (250, None, 3) and torch.equal(labels, torch.arange(250) % 10)
+    assert len(pools.generated(real, ctx, 100)) == 100 and len(real.calls) == 1  # prefix, no resampling
+    assert (tmp_path / "art" / "samples.png").exists()
+
+    ctx2, _ = make_ctx(fmnist, tiny_default, tmp_path, metrics)
+    bad = fd_fmnist.GenerationFD().compute(Sampler(ctx2.dataset.train, noise=True), ctx2,
+                                           fd_fmnist.FDParams(n=200))["gfd_fmnist"]
+    assert np.isfinite(good) and bad > 5 * good
+
+
+def test_needs_fmnist_and_enough_images(fmnist, tiny_default, tmp_path):
+    ctx, _ = make_ctx(fmnist, tiny_default, tmp_path, [("rfd_fmnist", {"n": 10})], name="cifar10")
+    with pytest.raises(MetricError, match="fmnist"):
+        fd_fmnist.ReconstructionFD().compute(IdentityTokenizer(AdapterParams(), 0), ctx, fd_fmnist.FDParams(n=10))
+    ctx, _ = make_ctx(fmnist, tiny_default, tmp_path, [("rfd_fmnist", {"n": 600})])
+    with pytest.raises(MetricError, match="n_test"):
+        pools.reconstructed(IdentityTokenizer(AdapterParams(), 0), ctx, 600)
+    with pytest.raises(ValueError):
+        fd_fmnist.FDParams(n=1)
