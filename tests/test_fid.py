@@ -172,7 +172,7 @@ def test_rfid_identity_is_zero_and_reference_is_cached(fmnist, cache_root, tmp_p
 
 def test_gfid_pairs_balanced_samples_with_balanced_train(fmnist, cache_root, tmp_path):
     ctx, _ = make_ctx(fmnist, cache_root, tmp_path, [("gfid", {"n": 20}), ("gfd_fmnist", {"n": 40})])
-    real, fake = fid.GenerationFID().image_sets(TrainSampler(ctx.dataset.train), ctx, 20)
+    real, fake = fid.GenerationFID().image_sets(TrainSampler(ctx.dataset.train), ctx, fid.GenerationFIDParams(n=20))
     assert len(real) == len(fake) == 20
     assert torch.bincount(real.labels, minlength=10).tolist() == [2] * 10
     assert torch.bincount(fake.labels, minlength=10).tolist() == [2] * 10

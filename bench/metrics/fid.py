@@ -17,7 +17,7 @@ sha256, the resize mode and n.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -118,13 +118,13 @@ class _InceptionMetric(Metric):
         return {f"{cls.prefix}fid": Column(f"{cls.prefix}FID {tag}", higher_is_better=False),
                 f"{cls.prefix}kid": Column(f"{cls.prefix}KID {tag}", higher_is_better=False)}
 
-    def image_sets(self, adapter: Any, ctx: Any, n: int) -> tuple[ImageSplit, ImageSplit]:
-        """(real reference set, generated or reconstructed set), n images each."""
+    def image_sets(self, adapter: Any, ctx: Any, params: InceptionParams) -> tuple[ImageSplit, ImageSplit]:
+        """(real reference set, generated or reconstructed set), ``params.n`` images each."""
         raise NotImplementedError
 
     def compute(self, adapter: Any, ctx: Any, params: InceptionParams) -> dict[str, float]:
         name = self.registry_name
-        real, fake = self.image_sets(adapter, ctx, params.n)
+        real, fake = self.image_sets(adapter, ctx, params)
         f_real = reference_features(real, ctx, params.batch_size)
         f_fake = inception_features(fake.images, batch_size=params.batch_size, progress=ctx.progress,
                                     device=ctx.device, cache=ctx.cache)
@@ -145,17 +145,54 @@ class ReconstructionFID(_InceptionMetric):
     prefix = "r"
     image_pool = pools.RECONSTRUCTED
 
-    def image_sets(self, adapter, ctx, n):
-        return pools.reference_test(ctx, n), pools.reconstructed(adapter, ctx, n)
+    def image_sets(self, adapter, ctx, params):
+        return pools.reference_test(ctx, params.n), pools.reconstructed(adapter, ctx, params.n)
+
+
+class GenerationFIDParams(InceptionParams):
+    """``reference``: ``train`` (n class-balanced train images) or ``adm`` (the ADM ImageNet-256
+    reference batch ``VIRTUAL_imagenet256_labeled.npz``, Dhariwal & Nichol 2021, arXiv 2105.05233)."""
+
+    reference: Literal["train", "adm"] = "train"
+
+
+ADM_REF_NAME = "VIRTUAL_imagenet256_labeled.npz"
+
+
+def adm_reference(ctx: Any, n: int) -> ImageSplit:
+    """The first n images of the ADM reference batch (``$ADM_REF_BATCH`` or ``<data root>/{ADM_REF_NAME}``)."""
+    import os
+    from pathlib import Path
+
+    from bench.errors import DatasetMissing
+
+    path = Path(os.environ.get("ADM_REF_BATCH") or Path(ctx.dataset.source) / ADM_REF_NAME)
+    if not path.exists():
+        raise DatasetMissing(f"gfid reference 'adm': {path} not found. Set ADM_REF_BATCH to the ADM reference "
+                             f"batch {ADM_REF_NAME} (an .npz whose arr_0 is uint8 [N, 256, 256, 3]) or place it "
+                             "in the data set's root.")
+    arr = np.load(path)["arr_0"][:n]
+    images = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+    return ImageSplit(images, torch.zeros(len(images), dtype=torch.long))
 
 
 @register_metric("gfid")
 class GenerationFID(_InceptionMetric):
-    """gFID/gKID: n class-balanced samples vs n class-balanced training images."""
+    """gFID/gKID: n class-balanced samples vs n class-balanced training images (or the ADM batch)."""
 
     requires = ("generate",)
+    Params = GenerationFIDParams
     prefix = "g"
     image_pool = pools.GENERATED
 
-    def image_sets(self, adapter, ctx, n):
-        return pools.reference_train_balanced(ctx, n), pools.generated(adapter, ctx, n)
+    @classmethod
+    def columns(cls, params):
+        cols = super().columns(params)
+        if params.reference == "adm":
+            cols = {k: Column(c.title.replace(")", ", vs ADM ref)"), c.higher_is_better) for k, c in cols.items()}
+        return cols
+
+    def image_sets(self, adapter, ctx, params):
+        n = params.n
+        real = adm_reference(ctx, n) if params.reference == "adm" else pools.reference_train_balanced(ctx, n)
+        return real, pools.generated(adapter, ctx, n)
