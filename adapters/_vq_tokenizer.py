@@ -26,7 +26,7 @@ class TokenizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     length: int = Field(16, gt=0, description="L, tokens per image")
     code_dim: int = Field(8, gt=0, description="d, code vector dimension")
-    width: int = Field(128, gt=0)
+    width: int = Field(64, gt=0)
     depth: int = Field(2, gt=0)
     heads: int = Field(4, gt=0)
     patch: int = Field(4, gt=0)

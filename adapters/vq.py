@@ -27,10 +27,10 @@ class TokenizerARBudget(BaseModel):
     """Training budgets shared by the tokenizer + AR-prior adapters (steps are optimizer steps)."""
 
     model_config = ConfigDict(extra="forbid")
-    tokenizer_steps: int = Field(1500, ge=0)
+    tokenizer_steps: int = Field(1000, ge=0)
     tokenizer_batch: int = Field(128, gt=0)
     tokenizer_lr: float = Field(1e-3, gt=0)
-    prior_steps: int = Field(1500, ge=0)
+    prior_steps: int = Field(1000, ge=0)
     prior_batch: int = Field(128, gt=0)
     prior_lr: float = Field(1e-3, gt=0)
     label_dropout: float = Field(0.1, ge=0, le=1)

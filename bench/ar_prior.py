@@ -27,7 +27,7 @@ class PriorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     width: int = Field(128, gt=0)
-    layers: int = Field(4, gt=0)
+    layers: int = Field(3, gt=0)
     heads: int = Field(4, gt=0)
     mlp_ratio: float = Field(2.0, gt=0)
     mask_logits_in_training: bool = True
