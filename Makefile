@@ -26,3 +26,18 @@ leaderboard: install
 
 ui: install
 	$(PY) -m bench.cli ui
+
+# Regression gate (docs/ci-gate.md): run suites/$(CI_SUITE).yaml from fresh weights in its own store
+# (results/gate/$(CI_SUITE)/), compare with the committed baseline; exit 1 on a regression, 2 if refused.
+# CI_GATE_ARGS=--reuse reuses finished cells and cached weights (fast, but blind to training-code changes).
+CI_SUITE     ?= ci
+CI_BASELINE  ?= results/baselines/$(CI_SUITE).json
+CI_THREADS   ?= 1
+CI_GATE_ARGS ?=
+.PHONY: ci-gate ci-baseline
+ci-gate: install
+	OMP_NUM_THREADS=$(CI_THREADS) MKL_NUM_THREADS=$(CI_THREADS) $(PY) -m bench.cli gate $(CI_SUITE) --baseline $(CI_BASELINE) --no-progress $(CI_GATE_ARGS)
+
+# Write the baseline the gate compares with (then review and commit $(CI_BASELINE)).
+ci-baseline: install
+	OMP_NUM_THREADS=$(CI_THREADS) MKL_NUM_THREADS=$(CI_THREADS) $(PY) -m bench.cli gate $(CI_SUITE) --baseline $(CI_BASELINE) --write-baseline --no-progress

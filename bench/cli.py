@@ -1,4 +1,4 @@
-"""The ``bench`` command line (click): run, validate, list, leaderboard, claims, ui."""
+"""The ``bench`` command line (click): run, validate, list, leaderboard, claims, ui, compare, baseline, gate."""
 from __future__ import annotations
 
 import os
@@ -173,6 +173,82 @@ def ui(port, tracking_uri):
            artifact_root(uri), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop")
     sys.exit(subprocess.call(cmd, env=env))
+
+
+# -- regression gate (bench.baseline, bench.compare; docs/ci-gate.md) ----------------------------
+@main.command("compare")
+@click.argument("suite")
+@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False),
+              help="Baseline JSON written by `bench baseline` (e.g. results/baselines/ci.json).")
+@click.option("--current", default="latest", show_default=True,
+              help="'latest' (newest finished run per method and seed) or the id of a suite parent run.")
+@click.option("--report", default=None, type=click.Path(),
+              help="Report path: a .md/.json file (the other format beside it) or a directory "
+                   "[default: results/<suite>/compare.{md,json}].")
+@click.option("--strict", is_flag=True, help="Also fail when a metric improved beyond its tolerance.")
+@click.option("--tracking-uri", default=None)
+def compare_cli(suite, baseline_file, current, report, strict, tracking_uri):
+    """Compare SUITE's finished runs with a baseline file; print the table, write and log reports.
+
+    Exit 0: nothing regressed. Exit 1: a metric worsened beyond its tolerance. Exit 2: refused
+    (missing runs or metrics, or a config hash or metric extractor that differs from the baseline's).
+    """
+    from bench.compare import compare_cmd
+    from bench.suite import load_suite
+
+    cmp, text = compare_cmd(load_suite(suite), baseline_file, tracking_uri, current, report, strict)
+    click.echo(text)
+    sys.exit(cmp.exit_code)
+
+
+@main.command("baseline")
+@click.argument("suite")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Baseline JSON to write.")
+@click.option("--current", default="latest", show_default=True,
+              help="'latest' (newest finished run per method and seed) or the id of a suite parent run.")
+@click.option("--tracking-uri", default=None)
+def baseline_cli(suite, output, current, tracking_uri):
+    """Write a baseline file from SUITE's finished runs (values, spreads, tolerances, provenance)."""
+    from bench.baseline import build_baseline, write_baseline
+    from bench.suite import load_suite
+    from bench.tracking import Tracker
+
+    s = load_suite(suite)
+    doc = build_baseline(s, Tracker(tracking_uri), current)
+    path = write_baseline(doc, output)
+    n = sum(len(m["metrics"]) for m in doc["methods"].values())
+    click.echo(f"{path}: baseline of suite {s.name} ({len(doc['methods'])} methods, {n} gated metrics, "
+               f"seeds {doc['seeds']}, git {doc['git_sha']})")
+
+
+@main.command("gate")
+@click.argument("suite")
+@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--workdir", default=None, type=click.Path(file_okay=False),
+              help="The gate's MLflow store, weight cache and reports [default: results/gate/<suite>].")
+@click.option("--reuse", is_flag=True, help="Reuse finished cells and cached weights (fast; cannot see code "
+                                            "regressions in training).")
+@click.option("--strict", is_flag=True, help="Also fail when a metric improved beyond its tolerance.")
+@click.option("--write-baseline", is_flag=True, help="After running, write the baseline file instead of comparing.")
+@click.option("--no-progress", is_flag=True)
+def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, no_progress):
+    """Run SUITE from fresh weights in its own store, then compare with the baseline (exit 0/1/2)."""
+    from bench.compare import gate_run, run_gate
+    from bench.suite import load_suite
+    from bench.tracking import Tracker
+
+    s = load_suite(suite)
+    if write_baseline:
+        from bench.baseline import build_baseline, write_baseline as write
+
+        g = gate_run(s, workdir, reuse, progress=not no_progress)
+        path = write(build_baseline(s, Tracker(g.tracking_uri), g.current), baseline_file)
+        click.echo(f"{path}: baseline written from suite run {g.parent} (suite run {g.seconds:.0f}s)")
+        return
+    cmp, text, g = run_gate(s, baseline_file, workdir, reuse=reuse, strict=strict, progress=not no_progress)
+    click.echo(text)
+    click.echo(f"gate: {cmp.verdict} (suite run {g.seconds:.0f}s)")
+    sys.exit(cmp.exit_code)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ class ToleranceSpec(_Strict):
     abs: float | None = Field(default=None, ge=0)
     rel: float | None = Field(default=None, ge=0)
     k_std: float | None = Field(default=None, ge=0)
+    two_sided: bool = Field(default=False, description="a move beyond the allowance in either direction fails "
+                            "(descriptive metrics without a better direction, e.g. t_star)")
 
 
 class GateSpec(_Strict):
