@@ -120,6 +120,11 @@ def run_suite(
     chosen = select_methods(suite, methods)
     seeds = list(seeds) if seeds else list(suite.seeds)
     dataset = load_dataset(suite.dataset)  # fail fast, before any run is created
+    # Optional adapter pre-flight (e.g. base-model weights present), also before any run is created:
+    # a classmethod ``preflight(suite)`` raising BenchError; called once per adapter class.
+    for cls in dict.fromkeys(registry.get(registry.ADAPTERS, "adapter", m.adapter) for m in chosen):
+        if hasattr(cls, "preflight"):
+            cls.preflight(suite)
     cache = cache or Cache()
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(suite.name)

@@ -75,8 +75,8 @@ class PeftTasks:
             p = PeftTaskParams.model_validate(spec.params)
         except ValidationError as e:
             raise SuiteError(f"dataset.params: {e}") from None
-        offline_env()
         generated = all(t in GENERATED for t in p.tasks)
+        offline_env(project_home=generated)
         include_defaults = (not generated) if p.include_defaults is None else p.include_defaults
         if generated:
             root = write_generated(p.tasks, p.seed, {**{"train": 1000, "validation": 200, "test": 400}, **p.sizes})

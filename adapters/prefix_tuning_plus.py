@@ -1,0 +1,63 @@
+"""Prefix-Tuning+ (arXiv:2506.13674, Section 3, Eq. 7): the prefix out of attention, as a memory.
+
+Every attention head's output gets ``phi(q_i)ᵀ M`` added before the output projection, with M a
+trainable memory read by a feature map of the (normed, pre-RoPE) query; the softmax attention
+itself is untouched, so the prefix's weight no longer depends on the sequence length. The module
+and the choices the paper leaves open (memory per head, zero init, pre-RoPE query, low-rank
+option for parameter matching) are documented in :mod:`bench.peft.prefix_plus`.
+
+Parameters: ``rank: null`` gives the full per-head memory (``L * H * d_head**2`` parameters);
+``rank: r`` gives ``M^h = A^h B^h`` (``L * H * 2 * d_head * r``); ``match_params: n`` picks the rank
+whose count is closest to ``n`` on the suite's base model (parameter-matched arms).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from bench.adapter import AdapterParams
+from bench.peft.adapter_base import Attached, PeftAdapter
+from bench.peft.prefix_plus import PrefixPlus, rank_for_params
+from bench.registry import register_adapter
+
+
+class PrefixPlusParams(AdapterParams):
+    feature_map: Literal["elu", "elu1", "gelu"] = "elu"
+    rank: int | None = Field(None, ge=1, description="low-rank memory M^h = A^h B^h; null = full d x d")
+    match_params: int | None = Field(None, ge=1, description="choose the rank to match this many parameters")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if self.rank is not None and self.match_params is not None:
+            raise ValueError("give rank or match_params, not both")
+        return self
+
+
+def _dims(config):
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return heads, head_dim
+
+
+@register_adapter("prefix_tuning_plus")
+class PrefixTuningPlus(PeftAdapter):
+    """Our Prefix-Tuning+ (PrefixMemory) on every layer of a Qwen3 model."""
+
+    Params = PrefixPlusParams
+
+    def rank(self, base) -> int | None:
+        if self.params.match_params is None:
+            return self.params.rank
+        heads, head_dim = _dims(base.model.config)
+        return rank_for_params(self.params.match_params, base.num_layers, heads, head_dim)
+
+    def expected_params(self, base) -> int:
+        heads, head_dim = _dims(base.model.config)
+        return PrefixPlus.closed_form_params(base.num_layers, heads, head_dim, self.rank(base))
+
+    def attach(self, base, seed: int) -> Attached:
+        r = self.rank(base)
+        mod = PrefixPlus(base.model, rank=r, feature_map=self.params.feature_map, seed=seed)
+        return Attached(base.model, list(mod.layer_ids), mod.save_pretrained,
+                        {"memory_rank": r if r is not None else -1})

@@ -1,0 +1,51 @@
+"""``peft_cost``: the cost record of a fine-tuning run (``finetune`` adapters).
+
+Reads :class:`bench.adapter.FinetuneResult` (see :mod:`bench.peft.cost` for how each is measured):
+``trainable_params`` (count), ``adapter_layers`` (number of decoder layers carrying adapter
+weights), ``adapter_bytes`` (bytes written by save_pretrained), ``s_per_step`` (median s/step
+after warm-up, wall clock), ``cpu_s_per_step`` (the same in process CPU seconds, all threads:
+on a shared CPU box less sensitive to other processes' load), ``train_s`` (total training s), ``peak_mem_mb`` (MiB; CUDA max allocated on GPU,
+peak RSS on CPU), ``train_flops`` (estimate, count).
+"""
+from __future__ import annotations
+
+from bench.metrics.base import Column, Metric, MetricParams, check_finite
+from bench.registry import register_metric
+
+COLUMNS = {
+    "trainable_params": Column("trainable params", False),
+    "adapter_layers": Column("adapter layers", False),
+    "adapter_bytes": Column("adapter size", False, "B"),
+    "s_per_step": Column("s/step", False, "s"),
+    "cpu_s_per_step": Column("CPU s/step", False, "s"),
+    "train_s": Column("train time", False, "s"),
+    "peak_mem_mb": Column("peak memory", False, "MiB"),
+    "train_flops": Column("train FLOPs", False),
+}
+
+
+@register_metric("peft_cost")
+class PeftCost(Metric):
+    requires = ("finetune",)
+    Params = MetricParams
+
+    @classmethod
+    def columns(cls, params) -> dict[str, Column]:
+        return dict(COLUMNS)
+
+    def compute(self, adapter, ctx, params) -> dict[str, float]:
+        r = getattr(adapter, "result", None)
+        if r is None:
+            from bench.errors import MetricError
+
+            raise MetricError("peft_cost: the adapter has no fine-tuning result (prepare did not run finetune)")
+        return check_finite({
+            "trainable_params": r.trainable_params,
+            "adapter_layers": len(r.adapter_layers),
+            "adapter_bytes": r.adapter_bytes,
+            "s_per_step": r.median_step_s,
+            "cpu_s_per_step": r.extra.get("cpu_s_per_step", float("nan")),
+            "train_s": r.total_train_s,
+            "peak_mem_mb": r.peak_memory_bytes / 2**20,
+            "train_flops": r.train_flops,
+        }, "peft_cost")

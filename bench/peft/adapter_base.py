@@ -1,0 +1,175 @@
+"""The shared base of the PEFT arms: one ``prepare`` / ``finetune`` / cost path for every method.
+
+A subclass only says how to attach its trainable parameters (:meth:`PeftAdapter.attach`) and how
+many it should have in closed form (:meth:`PeftAdapter.expected_params`); training
+(:func:`bench.peft.train.train`), the cost record (:mod:`bench.peft.cost`) and accuracy
+(:mod:`bench.peft.evaluate`) are the same code for all arms, so differences between rows come
+from the methods only.
+"""
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from bench.adapter import Adapter, AdapterParams, FinetuneResult
+from bench.peft import cost as costmod
+from bench.peft.base_models import LoadedBase, check_base_model, load_base_model
+from bench.peft.train import FinetuneBudget, TrainStats, cpu_threads, train
+
+
+@dataclass
+class Attached:
+    """What :meth:`PeftAdapter.attach` returns: the trainable model, its adapter layers, a saver."""
+
+    model: Any
+    adapter_layers: list[int]
+    save: Any  # callable(Path) writing the adapter like save_pretrained
+    info: dict
+
+
+class PeftAdapter(Adapter):
+    """Base class of ``lora``, ``layer_card``, ``prefix_tuning`` and ``prefix_tuning_plus``."""
+
+    capabilities = frozenset({"finetune"})
+    Params: ClassVar[type[AdapterParams]] = AdapterParams
+    Budget: ClassVar[type[FinetuneBudget]] = FinetuneBudget
+
+    result: FinetuneResult | None = None
+    tokenizer: Any = None
+    base: LoadedBase | None = None
+
+    # -- suite-level hooks --------------------------------------------------------------------
+    @classmethod
+    def preflight(cls, suite) -> None:
+        """Fast check before any run is created (base-model files present, spec valid)."""
+        check_base_model(suite.base_model)
+
+    @classmethod
+    def leaderboard_figures(cls, board, out_dir: Path) -> list[Path]:
+        """Pareto plots of accuracy vs each cost column (called once by :mod:`bench.leaderboard`)."""
+        from bench.peft.pareto import pareto_figures
+
+        return pareto_figures(board, out_dir)
+
+    # -- subclass interface -------------------------------------------------------------------
+    def attach(self, base: LoadedBase, seed: int) -> Attached:
+        raise NotImplementedError
+
+    def expected_params(self, base: LoadedBase) -> int | None:
+        """Closed-form trainable-parameter count for this configuration on ``base`` (or None)."""
+        return None
+
+    def before_finetune(self, base: LoadedBase, ctx) -> None:
+        """Hook for work that needs the cell context (e.g. the Layer Card pass)."""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def prepare(self, ctx) -> None:
+        budget = self.Budget.model_validate(ctx.budget)
+        with cpu_threads(budget.cpu_threads if budget.cpu_threads and ctx.device.type == "cpu" else None):
+            self._prepare(ctx, budget)
+
+    def _prepare(self, ctx, budget: FinetuneBudget) -> None:
+        check_base_model(ctx.suite.base_model)
+        ds = ctx.dataset
+        if hasattr(ds, "ensure_loaded"):
+            ds.ensure_loaded()
+        base = load_base_model(ctx.suite.base_model, ctx)
+        self.base, self.tokenizer = base, base.tokenizer
+        ctx.log_param("base_model", base.name)
+        ctx.log_param("base_model_key", base.key)
+        self._ctx = ctx
+        self.before_finetune(base, ctx)
+        self.result = self.finetune(base, ds, budget, self.seed)
+        r = self.result
+        for k, v in r.extra.items():
+            ctx.log_metric(k, v)
+        ctx.log_param("adapter_layers", ",".join(map(str, r.adapter_layers)))
+        (ctx.artifact_dir / "cost_record.json").write_text(json.dumps({
+            "trainable_params": r.trainable_params, "adapter_layers": r.adapter_layers,
+            "adapter_bytes": r.adapter_bytes, "median_step_s": r.median_step_s,
+            "total_train_s": r.total_train_s, "peak_memory_bytes": r.peak_memory_bytes,
+            "train_flops": r.train_flops, **r.extra}, indent=1))
+
+    def finetune(self, base_model: LoadedBase, task, budget: FinetuneBudget | dict, seed: int) -> FinetuneResult:
+        """Attach the method to ``base_model``, train it on ``task.train`` within ``budget``.
+
+        Returns the adapted model (eval mode) and its cost record (see :mod:`bench.peft.cost`).
+        """
+        if isinstance(budget, dict):
+            budget = self.Budget.model_validate(budget)
+        torch.manual_seed(seed)
+        att = self.attach(base_model, seed)
+        model = att.model
+        n_train = costmod.trainable_params(model)
+        want = self.expected_params(base_model)
+        if want is not None and want != n_train:
+            from bench.errors import BenchError
+
+            raise BenchError(f"{self.registry_name}: {n_train} trainable parameters, closed form says {want}")
+        ctx = getattr(self, "_ctx", None)
+        progress = getattr(ctx, "progress", True)
+        gc.collect()
+        stats: TrainStats = train(model, base_model.tokenizer, task.train.pairs, budget, seed,
+                                  what=f"{self.registry_name}", show_progress=progress,
+                                  log_metric=getattr(ctx, "log_metric", None))
+        nbytes = costmod.adapter_bytes(att.save)
+        flops = costmod.train_flops(base_model.model, stats.tokens, n_train, att.adapter_layers)
+        extra = {"final_train_loss": sum(stats.losses[-10:]) / len(stats.losses[-10:]),
+                 "cpu_s_per_step": costmod.median_step_s(stats.step_cpu_s, budget.timing_warmup),
+                 "train_tokens": float(stats.tokens), "label_tokens": float(stats.label_tokens)}
+        extra.update({k: float(v) for k, v in att.info.items() if isinstance(v, (int, float))})
+        if ctx is not None:
+            ctx.log_param("peak_memory_kind", stats.memory_kind)
+        return FinetuneResult(
+            model=model,
+            trainable_params=n_train,
+            adapter_layers=list(att.adapter_layers),
+            adapter_bytes=nbytes,
+            median_step_s=costmod.median_step_s(stats.step_s, budget.timing_warmup),
+            total_train_s=stats.total_s,
+            peak_memory_bytes=stats.peak_memory_bytes,
+            train_flops=flops,
+            extra=extra,
+        )
+
+
+def lora_closed_form(model, rank: int, targets: list[str], layers: list[int]) -> int:
+    """LoRA parameters: sum over adapted layers and target maps of r·(d_in + d_out)."""
+    from bench.peft.layer_card import layer_linears
+
+    n = 0
+    for i in layers:
+        for name, lin in layer_linears(model, i).items():
+            if name in targets:
+                n += rank * (lin.in_features + lin.out_features)
+    return n
+
+
+def peft_lora(base: LoadedBase, rank: int, alpha: float, targets: list[str], layers: list[int] | None,
+              dropout: float = 0.0):
+    """``get_peft_model`` with LoRA on ``targets`` in ``layers`` (None: all layers)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
+                     layers_to_transform=None if layers is None else list(layers),
+                     layers_pattern=None if layers is None else "layers",
+                     bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(base.model, cfg)
+
+
+def lora_layers_present(model) -> list[int]:
+    """Decoder-layer indices whose modules carry LoRA weights (``lora_A``) in a peft model."""
+    import re
+
+    found = set()
+    for name, _ in model.named_parameters():
+        if "lora_A" in name:
+            m = re.search(r"\.layers\.(\d+)\.", name)
+            if m:
+                found.add(int(m.group(1)))
+    return sorted(found)

@@ -1,0 +1,237 @@
+"""``qwen3-tiny``: a small :class:`transformers.Qwen3Config` model, pre-trained briefly here.
+
+The same code path as Qwen3-8B (``Qwen3ForCausalLM``, q/k/v/o + gate/up/down projections,
+q_norm/k_norm, RoPE, GQA), sized for two CPU cores. It is pre-trained on local English text
+only (the Debian licence texts under ``/usr/share/common-licenses`` and CPython's
+``pydoc_data/topics.py`` documentation), with a byte-level BPE tokenizer trained here with
+``tokenizers``. Nothing is downloaded.
+
+Weights and tokenizer are cached under ``results/cache/qwen3_tiny/<key>/`` where ``key`` is the
+:func:`bench.context.stable_hash` of the configuration, the pre-training recipe and the corpus'
+sha256; the directory is written to a temporary name and renamed, so an interrupted run never
+leaves an entry a rerun would trust. Given the same machine, software and corpus the result is
+deterministic (seeded generators; CPU kernels are deterministic at a fixed thread count).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sysconfig
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.context import Cache, stable_hash
+
+EOS = "<|endoftext|>"
+
+
+class TinySpec(BaseModel):
+    """The ``base_model`` block of a suite for ``name: qwen3-tiny`` (all keys optional).
+
+    Architecture: ``layers`` decoder layers of width ``hidden``; ``heads`` query heads and
+    ``kv_heads`` key/value heads of ``head_dim`` each; SwiGLU MLP of width ``intermediate``;
+    tied input/output embeddings over a ``vocab``-entry byte-level BPE.
+    Pre-training: ``pretrain_steps`` AdamW steps of ``pretrain_batch`` x ``pretrain_seq`` tokens,
+    peak learning rate ``pretrain_lr`` (linear warm-up, cosine decay), generator seed ``seed``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["qwen3-tiny"] = "qwen3-tiny"
+    layers: int = Field(4, ge=1, le=32)
+    hidden: int = Field(128, ge=16)
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(2, ge=1)
+    head_dim: int = Field(32, ge=4)
+    intermediate: int = Field(384, ge=16)
+    vocab: int = Field(1024, ge=300, description="BPE vocabulary size (256 byte symbols + merges + EOS)")
+    max_position: int = Field(512, ge=64)
+    pretrain_steps: int = Field(600, ge=0)
+    pretrain_batch: int = Field(16, ge=1)
+    pretrain_seq: int = Field(128, ge=16)
+    pretrain_lr: float = Field(3e-3, gt=0)
+    seed: int = 0
+
+
+def _say(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- corpus --------------------------------------------------------------------------------------
+def corpus_files() -> list[Path]:
+    """The local text files pre-training reads, in a fixed order (symlinks de-duplicated)."""
+    files: list[Path] = []
+    seen: set[str] = set()
+    lic = Path("/usr/share/common-licenses")
+    if lic.is_dir():
+        for p in sorted(lic.iterdir()):
+            rp = os.path.realpath(p)
+            if p.is_file() and rp not in seen:
+                seen.add(rp)
+                files.append(Path(rp))
+    topics = Path(sysconfig.get_paths()["stdlib"]) / "pydoc_data" / "topics.py"
+    if topics.is_file():
+        files.append(topics)
+    return files
+
+
+def corpus_text() -> tuple[str, str]:
+    """(text, sha256 hex) of the pre-training corpus: files joined by the EOS marker."""
+    parts = []
+    for p in corpus_files():
+        parts.append(p.read_text(encoding="utf-8", errors="replace"))
+    if not parts:
+        # Fall back to this package's own sources so the harness still runs on a bare system.
+        for p in sorted(Path(__file__).parent.glob("*.py")):
+            parts.append(p.read_text())
+    text = f"\n{EOS}\n".join(parts)
+    return text, hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- tokenizer -------------------------------------------------------------------------------------
+def train_tokenizer(text: str, vocab: int):
+    """A byte-level BPE (GPT-2 style pre-tokenisation) trained on ``text``, as a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        min_frequency=2,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    chunks = text.split(f"\n{EOS}\n")
+    tok.train_from_iterator(chunks, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=EOS, bos_token=None, model_max_length=10**6
+    )
+
+
+def qwen3_config(spec: TinySpec, vocab_size: int, eos_id: int):
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        head_dim=spec.head_dim,
+        max_position_embeddings=spec.max_position,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        bos_token_id=None,
+        attention_dropout=0.0,
+    )
+
+
+def cache_key(spec: TinySpec, corpus_sha: str) -> str:
+    from bench import HARNESS_VERSION
+
+    return stable_hash({"spec": spec.model_dump(mode="json"), "corpus": corpus_sha, "v": HARNESS_VERSION, "impl": 1})
+
+
+# -- pre-training ----------------------------------------------------------------------------------
+def pretrain(spec: TinySpec, out_dir: Path, log=_say) -> dict:
+    """Train tokenizer + model from scratch; save both to ``out_dir`` (HF layout). Returns stats.
+
+    Batches are random windows of ``pretrain_seq`` tokens of the tokenised corpus (int64
+    [pretrain_batch, pretrain_seq]); the loss is next-token cross-entropy in nats.
+    """
+    from transformers import Qwen3ForCausalLM
+
+    text, sha = corpus_text()
+    t0 = time.perf_counter()
+    tokenizer = train_tokenizer(text, spec.vocab)
+    ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    torch.manual_seed(spec.seed)
+    cfg = qwen3_config(spec, len(tokenizer), tokenizer.eos_token_id)
+    model = Qwen3ForCausalLM(cfg)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = max(1, spec.pretrain_steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        frac = (step - warm) / max(1, spec.pretrain_steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    g = torch.Generator().manual_seed(spec.seed)
+    n = ids.numel() - spec.pretrain_seq - 1
+    losses = []
+    for step in range(spec.pretrain_steps):
+        starts = torch.randint(0, n, (spec.pretrain_batch,), generator=g)
+        batch = torch.stack([ids[s : s + spec.pretrain_seq] for s in starts.tolist()])
+        out = model(input_ids=batch, labels=batch)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(out.loss.item())
+        if log and (step % 100 == 0 or step == spec.pretrain_steps - 1):
+            log(f"[qwen3-tiny] pretrain step {step + 1}/{spec.pretrain_steps} loss {out.loss.item():.3f}")
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    stats = {
+        "corpus_sha256": sha,
+        "corpus_tokens": int(ids.numel()),
+        "corpus_files": [str(p) for p in corpus_files()],
+        "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))) if losses else float("nan"),
+        "pretrain_s": time.perf_counter() - t0,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "spec": spec.model_dump(mode="json"),
+    }
+    (out_dir / "pretrain_stats.json").write_text(json.dumps(stats, indent=1))
+    return stats
+
+
+def ensure_qwen3_tiny(spec: TinySpec, cache: Cache, log=_say) -> Path:
+    """The cache directory of the pre-trained tiny model, training it first if absent."""
+    _, sha = corpus_text()
+    key = cache_key(spec, sha)
+    final = cache.root / "qwen3_tiny" / key
+    if (final / "pretrain_stats.json").exists():
+        return final
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _say(f"[qwen3-tiny] pre-training a {spec.layers}-layer d={spec.hidden} Qwen3 for {spec.pretrain_steps} steps "
+         f"(once; cached as {final})")
+    stats = pretrain(spec, tmp, log=log)
+    _say(f"[qwen3-tiny] pre-trained in {stats['pretrain_s']:.0f}s, final loss {stats['final_loss']:.3f} nats/token")
+    if final.exists():  # another process won the race; keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def load_qwen3_tiny(spec: TinySpec, cache: Cache, device: torch.device | str = "cpu", log=_say):
+    """(model, tokenizer): the cached pre-trained tiny Qwen3 in float32, eval mode, on ``device``."""
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
+
+    d = ensure_qwen3_tiny(spec, cache, log=log)
+    tokenizer = AutoTokenizer.from_pretrained(d)
+    model = Qwen3ForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    model.to(device).eval()
+    return model, tokenizer

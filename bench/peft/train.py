@@ -1,0 +1,191 @@
+"""The one supervised fine-tuning loop every PEFT arm uses (same data order, optimiser, schedule).
+
+Data: (context, continuation) string pairs (:func:`bench.peft.tasks.task_pairs`), tokenised the
+way lm-eval's ``HFLM`` scores them (context encoded alone; the continuation's tokens are the
+tail of the encoded concatenation; trailing context spaces move to the continuation), so the
+model is trained on exactly the token boundary it is evaluated on. The loss is the mean
+cross-entropy (nats/token) over continuation tokens only.
+
+Optimiser: AdamW over the parameters with ``requires_grad`` (betas 0.9/0.999), linear warm-up for
+``warmup_steps`` then linear decay to 10 %, gradient clipping at ``grad_clip``; minibatches from
+:func:`bench.training.minibatches` seeded by the cell's seed (so every arm sees the same batches).
+Each step is timed with ``time.perf_counter`` (CUDA synchronised) around forward + backward +
+optimiser step, excluding tokenisation (and with ``time.process_time``: CPU seconds, which on a
+shared CPU box is less sensitive to other processes' load than wall time); peak memory is tracked by :class:`bench.peft.cost.PeakMemory`.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.training import check_loss, minibatches, progress
+
+
+class FinetuneBudget(BaseModel):
+    """The suite's ``budget`` block for the PEFT suites (validated by every PEFT adapter).
+
+    ``steps`` optimiser steps of ``batch_size`` examples at peak learning rate ``lr``;
+    ``timing_warmup`` first steps are excluded from the median s/step; sequences are cut to
+    ``max_length`` tokens (from the left of the context); ``eval_batch_size`` is lm-eval's batch.
+    ``cpu_threads`` caps torch's intra-op threads while the cell trains and evaluates (restored
+    afterwards): on a small, shared CPU box one thread avoids OpenMP oversubscription, which made
+    2-thread runs several times slower here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(150, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    timing_warmup: int = Field(5, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    max_length: int = Field(256, ge=8)
+    eval_batch_size: int = Field(64, ge=1)
+    cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads during the cell (None: leave)")
+
+
+@dataclass
+class TrainStats:
+    """What :func:`train` measured: per-step seconds and losses (nats/token), tokens computed."""
+
+    step_s: list[float] = field(default_factory=list)
+    step_cpu_s: list[float] = field(default_factory=list)  # process CPU seconds (all threads) per step
+    losses: list[float] = field(default_factory=list)
+    tokens: int = 0  # padded tokens processed (B x L summed over steps): what the matmuls computed
+    label_tokens: int = 0
+    total_s: float = 0.0
+    peak_memory_bytes: int = 0
+    memory_kind: str = ""
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Temporarily set ``torch.set_num_threads(n)`` (no-op for None)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) as lm-eval's ``HFLM._encode_pair`` splits them."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    return whole[: len(ctx)], whole[len(ctx):]
+
+
+def collate(tokenizer, pairs: list[tuple[str, str]], max_length: int, device) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids / attention_mask / labels (int64 [B, L]; labels -100 off-target)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs, labs = [], []
+    for c, t in pairs:
+        ci, ti = encode_pair(tokenizer, c, t)
+        ids = (ci + ti)[-max_length:]
+        lab = ([-100] * len(ci) + ti)[-max_length:]
+        seqs.append(ids)
+        labs.append(lab)
+    L = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), L), pad, dtype=torch.long)
+    labels = torch.full((len(seqs), L), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for i, (s, lab) in enumerate(zip(seqs, labs)):
+        input_ids[i, : len(s)] = torch.tensor(s)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(s)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) over the label tokens (labels shifted by the model)."""
+    return model(**batch).loss
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(model, tokenizer, pairs: list[tuple[str, str]], budget: FinetuneBudget, seed: int,
+          what: str = "finetune", show_progress: bool = True, log_metric=None) -> TrainStats:
+    """Train ``model``'s trainable parameters on ``pairs`` for ``budget.steps`` steps; return stats."""
+    from bench.peft.cost import PeakMemory
+
+    if not pairs:
+        from bench.errors import BenchError
+
+        raise BenchError(f"{what}: the task has no training examples")
+    device = model_device(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=budget.lr, weight_decay=budget.weight_decay)
+    total = budget.steps
+
+    def lr_at(step: int) -> float:
+        if step < budget.warmup_steps:
+            return (step + 1) / (budget.warmup_steps + 1)
+        frac = (step - budget.warmup_steps) / max(1, total - budget.warmup_steps)
+        return max(0.1, 1.0 - 0.9 * frac)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    stats = TrainStats()
+    model.train()
+    mem = PeakMemory(device)
+    t_start = time.perf_counter()
+    with mem:
+        batches = minibatches(len(pairs), min(budget.batch_size, len(pairs)), total, seed)
+        for step, idx in progress(enumerate(batches), total, what, show_progress):
+            batch = collate(tokenizer, [pairs[i] for i in idx.tolist()], budget.max_length, device)
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            loss = lm_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
+            opt.step()
+            sched.step()
+            _sync(device)
+            stats.step_s.append(time.perf_counter() - t0)
+            stats.step_cpu_s.append(time.process_time() - c0)
+            stats.losses.append(check_loss(loss, what, step))
+            stats.tokens += int(batch["input_ids"].numel())
+            stats.label_tokens += int((batch["labels"] != -100).sum())
+            if log_metric is not None and (step % 10 == 0 or step == total - 1):
+                log_metric("train_loss", stats.losses[-1], step)
+    stats.total_s = time.perf_counter() - t_start
+    stats.peak_memory_bytes, stats.memory_kind = mem.peak, mem.kind
+    model.eval()
+    return stats
+
+
+@torch.no_grad()
+def mean_loss(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int, max_length: int) -> float:
+    """Label-token-weighted mean cross-entropy (nats/token) of ``model`` on ``pairs`` (eval mode)."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    tot, n = 0.0, 0
+    for i in range(0, len(pairs), batch_size):
+        batch = collate(tokenizer, pairs[i : i + batch_size], max_length, device)
+        k = int((batch["labels"][:, 1:] != -100).sum())
+        tot += float(model(**batch).loss) * k
+        n += k
+    model.train(was_training)
+    return tot / max(1, n)
