@@ -158,7 +158,8 @@ def to_markdown(board: Leaderboard) -> str:
     if board.claims:
         lines += ["", "### Claims", "", "| claim | paper | assertion | verdict | evidence |", "|---|---|---|---|---|"]
         for v in board.claims:
-            lines.append(f"| {v.name} | {v.paper} | `{v.assertion}` | **{v.verdict}** | {v.detail} |")
+            esc = v.assertion.replace("|", "\\|")  # |x| would end the table cell
+            lines.append(f"| {v.name} | {v.paper} | `{esc}` | **{v.verdict}** | {v.detail} |")
     return "\n".join(lines) + "\n"
 
 

@@ -56,7 +56,8 @@ class LinearProbe(Metric):
 
     @classmethod
     def columns(cls, params):
-        return {probe_key(k): Column(f"probe@{k} top-1 (first {k} tokens)", True) for k in params.ks}
+        # probe@k = the first k tokens of the sequence the AR model sees (Prologue: its prologue tokens first)
+        return {probe_key(k): Column(f"probe@{k} top-1 (first {k} tokens of the AR sequence)", True) for k in params.ks}
 
     def compute(self, adapter, ctx, params):
         train = ctx.dataset.train.head(params.n_train)

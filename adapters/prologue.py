@@ -1,0 +1,409 @@
+"""``prologue``: Prologue-Post, "Autoregressive Visual Generation Needs a Prologue" (arXiv 2605.06137).
+
+What the paper states (abstract): a small set of *prologue tokens* is produced by the tokenizer's
+encoder and prepended to the visual tokens; they are trained exclusively with the AR cross-entropy,
+while the visual tokens stay dedicated to reconstruction (the decoder never sees the prologue).
+The "Post" variant freezes a pretrained tokenizer and adds a prologue path, so reconstruction is
+identical to the baseline by construction. Details below follow the official code
+(github.com/Zyriix/prologue, read for reference, not copied) at CPU scale; where the code and
+paper are silent, the choice is a :class:`PrologueParams` / :class:`PrologueBudget` field:
+
+- **Frozen visual path**: exactly the ``vq`` tokenizer (same parameters, same cache key, so the
+  cached vq tokenizer is reused and ``rfid``/``rfd`` equal vq's up to decoding).
+- **Prologue encoder** (``prologue_width``/``prologue_depth``/``prologue_heads``): a Transformer over
+  the frozen encoder's output features (all patch + query positions) plus ``n_prologue`` learned
+  queries -> ``n_prologue`` latents -> l2-normalised, projected to ``prologue_code_dim``.
+- **ProbQ** (own codebook of ``prologue_codebook_size`` l2-normalised codes): p = softmax(cos / ``tau``),
+  index = argmax p, straight-through one-hot o = p + sg(onehot - p); no commitment/entropy loss.
+- **Joint AR** (``joint_prior``; unconditional, as in the code): sequence
+  [BOS, prologue_1..P, EOS, visual_1..L], vocabulary K_v + K_p + 1 (prologue ids offset by K_v,
+  EOS = K_v + K_p), per-segment ``allowed`` masks. The prologue *inputs* are o @ W_emb[prologue rows]
+  so the AR's CE reaches the prologue encoder; visual inputs are hard lookups. Encoder loss:
+  ``ce_weight_prologue`` * (CE_prologue + CE_eos) + ``ce_weight_visual`` * CE_visual, each summed over
+  its positions and divided by the full length P + 1 + L. ``visual_dropout``: per sample, every
+  visual input token is replaced by EOS (targets kept), so the prologue must carry information.
+- **Alternation** (budget ``prologue_steps``): an encoder step (AR parameters frozen) then an AR step
+  on the same batch's detached tokens (encoder frozen); AdamW ``prologue_lr`` / ``joint_prior_lr``.
+- **Final AR**: discarded joint AR; a fresh class-conditional AR (``prior``, same budget as vq's)
+  trained on the frozen sequences [class, prologue, EOS, visual].
+- **Sampling**: ``temperature`` on visual tokens, ``prologue_temperature`` (default: the same) on
+  prologue tokens; no guidance.
+
+Token layout of :meth:`encode`: [prologue_1..P, visual_1..L] (EOS excluded), ``codebook_sizes`` =
+[K_p]*P + [K_v]*L, so ``probe@k`` (the first k tokens of the sequence the AR sees) probes the
+prologue for k <= P. :meth:`decode` reads only the visual part. :meth:`prior_nll` returns the
+per-token NLL of those P + L tokens (the EOS position is deterministic and dropped).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from adapters._vq_tokenizer import VQTokenizer
+from adapters.vq import TokenizerARBudget, VQAdapter, VQParams, code_usage_perplexity
+from bench import HARNESS_VERSION
+from bench.adapter import check_image_batch
+from bench.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior, warmup_cosine
+from bench.context import CellContext, stable_hash
+from bench.data.base import ImageDataset
+from bench.errors import BenchError
+from bench.registry import register_adapter
+from bench.training import check_loss, minibatches, progress, to_unit
+
+PROLOGUE_FIELDS = ("n_prologue", "prologue_codebook_size", "prologue_code_dim", "tau", "prologue_width",
+                   "prologue_depth", "prologue_heads", "joint_prior", "visual_dropout", "ce_weight_prologue",
+                   "ce_weight_visual")
+
+
+class PrologueBudget(TokenizerARBudget):
+    """vq's budgets plus the alternating prologue-path training (method-level ``budget:`` keys)."""
+
+    prologue_steps: int = Field(1000, ge=0, description="alternating (encoder step, AR step) iterations")
+    prologue_batch: int = Field(128, gt=0)
+    prologue_lr: float = Field(1e-3, gt=0, description="prologue encoder + codebook learning rate")
+    joint_prior_lr: float = Field(1e-3, gt=0, description="joint AR learning rate")
+
+
+class PrologueParams(VQParams):
+    n_prologue: int = Field(4, gt=0, description="P, prologue tokens per image")
+    prologue_codebook_size: int = Field(32, ge=2, description="K_p, the prologue codebook size")
+    prologue_code_dim: int | None = Field(None, gt=0, description="prologue code dim (default: tokenizer.code_dim)")
+    tau: float = Field(0.1, gt=0, description="ProbQ temperature on cosine similarities")
+    prologue_width: int = Field(64, gt=0)
+    prologue_depth: int = Field(2, gt=0)
+    prologue_heads: int = Field(4, gt=0)
+    joint_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=128, layers=3, heads=4),
+                                     description="the small joint AR that trains the prologue (discarded)")
+    visual_dropout: float = Field(0.5, ge=0, le=1, description="fraction of samples whose visual inputs become EOS")
+    ce_weight_prologue: float = Field(3.0, ge=0, description="weight of CE on prologue + EOS targets")
+    ce_weight_visual: float = Field(3.0, ge=0, description="weight of CE on visual targets")
+    prologue_temperature: float | None = Field(None, gt=0, description="sampling temperature on prologue tokens")
+
+
+class PrologueEncoder(nn.Module):
+    """Frozen encoder features [B, N, w_in] -> ProbQ straight-through one-hots [B, P, K_p] and indices."""
+
+    def __init__(self, in_width: int, n_ctx: int, p: PrologueParams, code_dim: int):
+        super().__init__()
+        w, self.n, self.tau = p.prologue_width, p.n_prologue, p.tau
+        self.inp = nn.Linear(in_width, w)
+        self.pos = nn.Parameter(torch.randn(1, n_ctx + self.n, w) * 0.02)
+        self.queries = nn.Parameter(torch.randn(1, self.n, w) * 0.02)
+        layer = nn.TransformerEncoderLayer(w, p.prologue_heads, 2 * w, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, p.prologue_depth, enable_nested_tensor=False)
+        self.to_code = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, code_dim))
+        self.codebook = nn.Parameter(torch.randn(p.prologue_codebook_size, code_dim) * code_dim**-0.5)
+
+    def codes(self) -> torch.Tensor:
+        return F.normalize(self.codebook, dim=-1)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.cat([self.inp(feats), self.queries.expand(len(feats), -1, -1)], 1) + self.pos
+        z = F.normalize(self.to_code(self.encoder(h)[:, -self.n:]), dim=-1)
+        prob = torch.softmax(z @ self.codes().t() / self.tau, dim=-1)
+        idx = prob.argmax(-1)
+        onehot = F.one_hot(idx, prob.shape[-1]).to(prob.dtype)
+        return prob + (onehot - prob).detach(), idx
+
+
+def frozen_features(tok: VQTokenizer, x: torch.Tensor) -> torch.Tensor:
+    """The frozen tokenizer encoder's output sequence [B, n_patch + L, width] (no grad)."""
+    with torch.no_grad():
+        p = tok.patch_in(x).flatten(2).transpose(1, 2)
+        h = torch.cat([p, tok.queries.expand(len(x), -1, -1)], 1) + tok.enc_pos
+        return tok.encoder(h)
+
+
+def sequence_layout(k_v: int, k_p: int, n_pro: int, length: int) -> tuple[int, int, torch.Tensor]:
+    """(vocabulary V, sequence length T, allowed mask [T, V]) of [prologue, EOS, visual]."""
+    vocab, total = k_v + k_p + 1, n_pro + 1 + length
+    allowed = torch.zeros(total, vocab, dtype=torch.bool)
+    allowed[:n_pro, k_v:k_v + k_p] = True
+    allowed[n_pro, k_v + k_p] = True
+    allowed[n_pro + 1:, :k_v] = True
+    return vocab, total, allowed
+
+
+def to_sequences(prologue: torch.Tensor, visual: torch.Tensor, k_v: int, k_p: int) -> torch.Tensor:
+    """Prologue [B, P] in [0, K_p) and visual [B, L] in [0, K_v) -> AR ids [B, P + 1 + L]."""
+    eos = torch.full((len(visual), 1), k_v + k_p, dtype=torch.long, device=visual.device)
+    return torch.cat([prologue.to(visual.device) + k_v, eos, visual], 1)
+
+
+@register_adapter("prologue")
+class PrologueAdapter(VQAdapter):
+    """Prologue-Post: frozen vq tokenizer + AR-trained prologue tokens prepended (arXiv 2605.06137)."""
+
+    Params = PrologueParams
+    Budget = PrologueBudget
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def k_v(self) -> int:
+        return self.params.codebook_size
+
+    @property
+    def k_p(self) -> int:
+        return self.params.prologue_codebook_size
+
+    @property
+    def n_pro(self) -> int:
+        return self.params.n_prologue
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [self.k_p] * self.n_pro + self.schedule()
+
+    def prior_layout(self):
+        return sequence_layout(self.k_v, self.k_p, self.n_pro, self.params.tokenizer.length)
+
+    def prior_sequences(self, tokens: torch.Tensor) -> torch.Tensor:
+        return to_sequences(tokens[:, :self.n_pro], tokens[:, self.n_pro:], self.k_v, self.k_p)
+
+    def tokens_from_sequences(self, seqs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([seqs[:, :self.n_pro] - self.k_v, seqs[:, self.n_pro + 1:]], 1)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def prepare(self, ctx: CellContext) -> None:
+        ds = ctx.dataset
+        if not isinstance(ds, ImageDataset):
+            raise BenchError(f"adapter {self.registry_name!r} needs an image data set, got {type(ds).__name__}")
+        self.num_classes, self.channels, self.resolution = ds.num_classes, ds.channels, ds.resolution
+        self.device = ctx.device
+        budget = PrologueBudget.model_validate(ctx.budget)
+        self.tokenizer = self.load_or_train_tokenizer(ctx, ds, budget)  # vq's tokenizer, vq's cache key
+        self.tokenizer.requires_grad_(False).eval()
+        visual = self._train_tokens
+        self.penc, prologue = self.load_or_train_prologue(ctx, ds, budget, visual)
+        self.train_tokens = torch.cat([prologue, visual], 1)
+        n_prior = budget.prior_train_images or len(ds.train)
+        self.prior = self.load_or_train_prior(ctx, ds, budget, self.train_tokens[:n_prior], ds.train.labels[:n_prior])
+        ctx.log_param("codebook_sizes", self.codebook_sizes)
+        ctx.log_metric("code_usage_perplexity", code_usage_perplexity(visual, self.k_v))
+        ctx.log_metric("prologue_code_usage_perplexity", code_usage_perplexity(prologue, self.k_p))
+
+    def new_prologue_encoder(self) -> PrologueEncoder:
+        torch.manual_seed(self.seed + 1)
+        tok = self.tokenizer
+        return PrologueEncoder(tok.cfg.width, tok.grid**2 + tok.cfg.length, self.params,
+                               self.params.prologue_code_dim or self.params.tokenizer.code_dim).to(tok.device)
+
+    def prologue_key(self, ds: ImageDataset, budget: PrologueBudget) -> str:
+        return stable_hash({
+            "v": HARNESS_VERSION, "kind": "prologue_path", "tok": self.tokenizer_key(ds, budget), "seed": self.seed,
+            "params": self.params.model_dump(mode="json", include=set(PROLOGUE_FIELDS)),
+            "budget": {k: v for k, v in budget.model_dump().items() if k.startswith(("prologue", "joint"))},
+        })
+
+    def load_or_train_prologue(self, ctx, ds, budget, visual) -> tuple[PrologueEncoder, torch.Tensor]:
+        key = self.prologue_key(ds, budget)
+        ctx.log_param("prologue_cache_key", key)
+        penc = self.new_prologue_encoder()
+        cached = ctx.cache.load_torch("prologue", key)
+        if cached is not None:
+            penc.load_state_dict(cached["state"])
+            penc.eval()
+            return penc, cached["train_prologue"]
+        stats = self.train_prologue(penc, ds, budget, visual, ctx.log_metric, ctx.progress)
+        penc.eval()
+        prologue = self.encode_prologue(penc, ds.train.images)
+        ctx.cache.save_torch("prologue", key, {"state": penc.state_dict(), "train_prologue": prologue, "stats": stats})
+        for k, v in stats.items():
+            if math.isfinite(v):
+                ctx.log_metric(f"prologue_final_{k}", v)  # EMA at the end (the step-wise curves: prologue_*)
+        return penc, prologue
+
+    def train_prologue(self, penc: PrologueEncoder, ds: ImageDataset, budget: PrologueBudget, visual: torch.Tensor,
+                       log=None, show_progress: bool = True) -> dict:
+        """Alternate prologue-encoder steps (joint AR frozen) and joint-AR steps (encoder frozen)."""
+        p, steps = self.params, budget.prologue_steps
+        vocab, total, allowed = self.prior_layout()
+        torch.manual_seed(self.seed + 2)
+        dev = self.tokenizer.device
+        joint = ARPrior(vocab, total, ds.num_classes, p.joint_prior, allowed).to(dev)
+        opt_e = torch.optim.AdamW(penc.parameters(), lr=budget.prologue_lr, betas=(0.9, 0.99), weight_decay=1e-4)
+        opt_a = torch.optim.AdamW(joint.parameters(), lr=budget.joint_prior_lr, betas=(0.9, 0.99), weight_decay=0.03)
+        warm = min(100, steps // 10 + 1)
+        sch_e = torch.optim.lr_scheduler.LambdaLR(opt_e, lambda s: warmup_cosine(s, warm, steps))
+        sch_a = torch.optim.lr_scheduler.LambdaLR(opt_a, lambda s: warmup_cosine(s, warm, steps))
+        g = torch.Generator().manual_seed(self.seed + 3)
+        n_pro, k_v, k_p = self.n_pro, self.k_v, self.k_p
+        eos_id = k_v + k_p
+        w_emb = joint.model.get_input_embeddings().weight
+        t0, ema = time.time(), {}
+        bar = progress(minibatches(len(visual), budget.prologue_batch, steps, self.seed + 4), steps, "prologue path",
+                       show_progress)
+        penc.train()
+        joint.train()
+        for step, idx in enumerate(bar):
+            x = to_unit(ds.train.images[idx].to(dev))
+            vis = visual[idx].to(dev)
+            feats = frozen_features(self.tokenizer, x)
+            null = torch.full((len(idx),), joint.null_class, dtype=torch.long)
+            drop = (torch.rand(len(idx), generator=g) < p.visual_dropout).to(dev)
+
+            # (a) prologue-encoder step: CE through the joint AR (its parameters frozen) into o.
+            #     Both CE weights 0 = the untrained (random, frozen) prologue control: no step.
+            train_enc = p.ce_weight_prologue > 0 or p.ce_weight_visual > 0
+            joint.requires_grad_(False)
+            o, pidx = penc(feats)
+            ids = self._input_ids(joint, pidx, vis, null, drop)
+            emb = joint.embed(ids)
+            pro_emb = o @ w_emb[k_v:k_v + k_p]
+            emb = torch.cat([emb[:, :1], pro_emb, emb[:, 1 + n_pro:]], 1)
+            target = to_sequences(pidx, vis, k_v, k_p)
+            ce_pe, ce_v = self._segment_ce(joint, emb, target)
+            loss_e = p.ce_weight_prologue * ce_pe + p.ce_weight_visual * ce_v
+            check_loss(loss_e, "prologue encoder", step)
+            opt_e.zero_grad(set_to_none=True)
+            if train_enc:
+                loss_e.backward()
+                torch.nn.utils.clip_grad_norm_(penc.parameters(), 1.0)
+                opt_e.step()
+            if train_enc:
+                sch_e.step()
+            joint.requires_grad_(True)
+
+            # (b) joint-AR step on the same batch's detached tokens (hard lookups everywhere).
+            ce_pe_a, ce_v_a = self._segment_ce(joint, joint.embed(ids.detach()), target.detach())
+            loss_a = ce_pe_a + ce_v_a
+            check_loss(loss_a, "joint AR", step)
+            opt_a.zero_grad(set_to_none=True)
+            loss_a.backward()
+            torch.nn.utils.clip_grad_norm_(joint.parameters(), 1.0)
+            opt_a.step()
+            opt_a.zero_grad(set_to_none=True)
+            sch_a.step()
+
+            parts = {"ce_prologue_eos": float(ce_pe_a.detach()), "ce_visual": float(ce_v_a.detach()),
+                     "encoder_loss": float(loss_e.detach())}
+            for k, v in parts.items():
+                ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
+            if log and step % 50 == 0:
+                for k, v in parts.items():
+                    log(f"prologue_{k}", v, step)
+                log("prologue_usage_perplexity", code_usage_perplexity(pidx, k_p), step)
+            if step % 50 == 0:
+                bar.set_postfix(ce=f"{ema['ce_prologue_eos'] + ema['ce_visual']:.3f}")
+        penc.eval()
+        return {**ema, "seconds": time.time() - t0}
+
+    def _input_ids(self, joint: ARPrior, pidx, vis, labels, drop) -> torch.Tensor:
+        """AR input ids [B, T]: [class/null, prologue, EOS, visual_1..L-1], dropped visuals -> EOS."""
+        seq = to_sequences(pidx.detach(), vis, self.k_v, self.k_p)
+        if drop.any():
+            seq = seq.clone()
+            seq[drop, self.n_pro + 1:] = self.k_v + self.k_p
+        return joint.input_ids(seq[:, :-1], labels)
+
+    def _segment_ce(self, joint: ARPrior, emb: torch.Tensor, target: torch.Tensor):
+        """(CE summed over prologue + EOS targets, CE summed over visual targets), each / T, batch mean."""
+        logits = joint.logits_from_embeds(emb).float()
+        logits = logits.masked_fill(~joint.allowed[: logits.shape[1]], float("-inf"))
+        ce = F.cross_entropy(logits.reshape(-1, joint.vocab), target.reshape(-1), reduction="none").view(target.shape)
+        total = target.shape[1]
+        head = self.n_pro + 1
+        return ce[:, :head].sum(1).mean() / total, ce[:, head:].sum(1).mean() / total
+
+    @torch.no_grad()
+    def encode_prologue(self, penc: PrologueEncoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        dev = self.tokenizer.device
+        out = [penc(frozen_features(self.tokenizer, to_unit(images[i:i + batch_size].to(dev))))[1].cpu()
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.n_pro, dtype=torch.long)
+
+    def load_or_train_prior(self, ctx, ds, budget, tokens, labels) -> ARPrior:
+        """A fresh class-conditional AR on the frozen [prologue, EOS, visual] sequences (own cache key)."""
+        vocab, length, allowed = self.prior_layout()
+        key = stable_hash({"v": HARNESS_VERSION, "kind": "prologue_ar_prior", "pro": self.prologue_key(ds, budget),
+                           "cfg": self.params.prior.model_dump(), "n": len(tokens), "seed": self.seed,
+                           "budget": {k: v for k, v in budget.model_dump().items()
+                                      if k.startswith("prior") or k == "label_dropout"}})
+        ctx.log_param("prior_cache_key", key)
+        torch.manual_seed(self.seed)
+        prior = ARPrior(vocab, length, ds.num_classes, self.params.prior, allowed).to(self.device)
+        cached = ctx.cache.load_torch("prior", key)
+        if cached is not None:
+            prior.load_state_dict(cached["state"])
+            prior.eval()
+            return prior
+        pb = PriorBudget(budget.prior_steps, budget.prior_batch, budget.prior_lr, budget.label_dropout)
+        stats = train_prior(prior, self.prior_sequences(tokens), labels, pb, self.seed, "prior", ctx.log_metric,
+                            ctx.progress)
+        ctx.cache.save_torch("prior", key, {"state": prior.state_dict(), "stats": stats})
+        ctx.log_metric("prior_train_loss", stats["train_loss"])
+        ctx.log_metric("prior_seconds", stats["seconds"])
+        return prior
+
+    # -- tokenize -------------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> [prologue_1..P, visual_1..L] tokens (EOS excluded)."""
+        check_image_batch(images, self.channels, self.resolution, f"{self.registry_name}.encode")
+        return torch.cat([self.encode_prologue(self.penc, images), self.tokenizer.encode(images)], 1)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Decode the visual part only: the decoder never sees the prologue tokens."""
+        if tokens.ndim != 2 or tokens.shape[1] != len(self.codebook_sizes):
+            raise ValueError(f"{self.registry_name}.decode: expected tokens [B, {len(self.codebook_sizes)}], "
+                             f"got {tuple(tokens.shape)}")
+        return self.tokenizer.decode(tokens[:, self.n_pro:])
+
+    def code_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens [B, k] -> code vectors [B, k, max(d_p, d_v)] (prologue / visual codebooks, zero-padded)."""
+        with torch.no_grad():
+            pc, vc = self.penc.codes(), self.tokenizer.codes()
+            d = max(pc.shape[1], vc.shape[1])
+            pc, vc = F.pad(pc, (0, d - pc.shape[1])), F.pad(vc, (0, d - vc.shape[1]))
+            tokens = tokens.to(pc.device)
+            k = tokens.shape[1]
+            n = min(k, self.n_pro)
+            parts = [pc[tokens[:, :n]]]
+            if k > n:
+                parts.append(vc[tokens[:, n:]])
+            return torch.cat(parts, 1).cpu()
+
+    # -- generate / prior ----------------------------------------------------------------------
+    def sample(self, n: int, labels: torch.Tensor | None, steps: int | None, seed: int) -> torch.Tensor:
+        """Class-conditional ancestral sampling of [prologue, EOS, visual]; NFE = P + 1 + L; no guidance."""
+        length = self.prior.length
+        if steps not in (None, length):
+            raise ValueError(f"{self.registry_name}.sample: an AR prior takes exactly {length} steps, got {steps}")
+        if labels is None:
+            labels = torch.full((n,), self.prior.null_class, dtype=torch.long)
+        t_pro = self.params.prologue_temperature
+        if t_pro is None or t_pro == self.params.temperature:
+            seqs = self.prior.sample(labels[:n], self.params.temperature, seed)
+        else:
+            temps = torch.full((length,), float(self.params.temperature))
+            temps[: self.n_pro] = t_pro
+            seqs = sample_with_temperatures(self.prior, labels[:n], temps, seed)
+        return self.decode(self.tokens_from_sequences(seqs))
+
+    def prior_nll(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-token NLL [B, P + L] (nats) of [prologue, visual] under the final AR (EOS dropped)."""
+        nll = super().prior_nll(images, labels)
+        return torch.cat([nll[:, :self.n_pro], nll[:, self.n_pro + 1:]], 1)
+
+
+@torch.no_grad()
+def sample_with_temperatures(prior: ARPrior, labels: torch.Tensor, temps: torch.Tensor, seed: int,
+                             batch_size: int = 500) -> torch.Tensor:
+    """Like :meth:`ARPrior.sample` with a per-position temperature ``temps`` [T]."""
+    g = torch.Generator().manual_seed(seed)
+    prior.eval()
+    outs = []
+    for i in range(0, len(labels), batch_size):
+        lab = labels[i:i + batch_size]
+        seq = torch.empty(len(lab), 0, dtype=torch.long, device=prior.device)
+        for t in range(prior.length):
+            logit = prior.logits_from_embeds(prior.embed(prior.input_ids(seq, lab)))[:, -1].float()
+            logit = logit.masked_fill(~prior.allowed[t], float("-inf")) / max(float(temps[t]), 1e-6)
+            nxt = torch.multinomial(torch.softmax(logit, -1).cpu(), 1, generator=g)
+            seq = torch.cat([seq, nxt.to(prior.device)], 1)
+        outs.append(seq.cpu())
+    return torch.cat(outs)
