@@ -23,12 +23,12 @@ def conditional_entropy_per_position(tokens: np.ndarray | torch.Tensor) -> np.nd
     z = np.asarray(tokens, dtype=np.int64)
     n, length = z.shape
     out = np.zeros(length)
+    base = int(z.max()) + 1 if z.size else 1
     prefix_id = np.zeros(n, dtype=np.int64)  # id of each sequence's prefix z_<t (one node of the trie)
     for t in range(length):
-        pair = np.stack([prefix_id, z[:, t]], 1)
-        _, pair_id, pair_counts = np.unique(pair, axis=0, return_inverse=True, return_counts=True)
+        # One int64 key per (prefix, next token) pair: a 1D unique is far faster than unique(axis=0).
+        _, pair_id, pair_counts = np.unique(prefix_id * base + z[:, t], return_inverse=True, return_counts=True)
         pair_id = pair_id.reshape(-1)
-        # For each (prefix, next) pair: count; prefix total = sum over its pairs.
         first = np.unique(pair_id, return_index=True)[1]
         pair_prefix = prefix_id[first]
         prefix_tot = np.bincount(pair_prefix, weights=pair_counts)
