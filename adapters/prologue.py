@@ -48,7 +48,7 @@ from adapters._vq_tokenizer import VQTokenizer
 from adapters.vq import TokenizerARBudget, VQAdapter, VQParams, code_usage_perplexity
 from bench import HARNESS_VERSION
 from bench.adapter import check_image_batch
-from bench.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior, warmup_cosine
+from bench.ar_prior import ARPrior, PriorConfig, warmup_cosine
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
 from bench.errors import BenchError
@@ -233,7 +233,6 @@ class PrologueAdapter(VQAdapter):
         sch_a = torch.optim.lr_scheduler.LambdaLR(opt_a, lambda s: warmup_cosine(s, warm, steps))
         g = torch.Generator().manual_seed(self.seed + 3)
         n_pro, k_v, k_p = self.n_pro, self.k_v, self.k_p
-        eos_id = k_v + k_p
         w_emb = joint.model.get_input_embeddings().weight
         t0, ema = time.time(), {}
         bar = progress(minibatches(len(visual), budget.prologue_batch, steps, self.seed + 4), steps, "prologue path",
@@ -317,28 +316,9 @@ class PrologueAdapter(VQAdapter):
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.empty(0, self.n_pro, dtype=torch.long)
 
-    def load_or_train_prior(self, ctx, ds, budget, tokens, labels) -> ARPrior:
-        """A fresh class-conditional AR on the frozen [prologue, EOS, visual] sequences (own cache key)."""
-        vocab, length, allowed = self.prior_layout()
-        key = stable_hash({"v": HARNESS_VERSION, "kind": "prologue_ar_prior", "pro": self.prologue_key(ds, budget),
-                           "cfg": self.params.prior.model_dump(), "n": len(tokens), "seed": self.seed,
-                           "budget": {k: v for k, v in budget.model_dump().items()
-                                      if k.startswith("prior") or k == "label_dropout"}})
-        ctx.log_param("prior_cache_key", key)
-        torch.manual_seed(self.seed)
-        prior = ARPrior(vocab, length, ds.num_classes, self.params.prior, allowed).to(self.device)
-        cached = ctx.cache.load_torch("prior", key)
-        if cached is not None:
-            prior.load_state_dict(cached["state"])
-            prior.eval()
-            return prior
-        pb = PriorBudget(budget.prior_steps, budget.prior_batch, budget.prior_lr, budget.label_dropout)
-        stats = train_prior(prior, self.prior_sequences(tokens), labels, pb, self.seed, "prior", ctx.log_metric,
-                            ctx.progress)
-        ctx.cache.save_torch("prior", key, {"state": prior.state_dict(), "stats": stats})
-        ctx.log_metric("prior_train_loss", stats["train_loss"])
-        ctx.log_metric("prior_seconds", stats["seconds"])
-        return prior
+    def prior_key_parts(self, ds, budget) -> dict:
+        """The final AR is fitted on [prologue, EOS, visual] sequences: keyed by the prologue path."""
+        return {"kind": "prologue_ar_prior", "pro": self.prologue_key(ds, budget)}
 
     # -- tokenize -------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -133,9 +133,14 @@ class VQAdapter(Adapter):
         """Tokenizer tokens [B, L] -> the sequences the AR prior models (identity here)."""
         return tokens
 
+    def prior_key_parts(self, ds: ImageDataset, budget: TokenizerARBudget) -> dict:
+        """What the prior's training data depends on (part of its cache key)."""
+        return {"kind": "ar_prior", "tok": self.tokenizer_key(ds, budget)}
+
     def load_or_train_prior(self, ctx, ds, budget, tokens, labels) -> ARPrior:
+        """Train (or load from cache) a fresh AR prior on ``prior_sequences(tokens)`` with ``labels``."""
         vocab, length, allowed = self.prior_layout()
-        key = stable_hash({"v": HARNESS_VERSION, "kind": "ar_prior", "tok": self.tokenizer_key(ds, budget),
+        key = stable_hash({"v": HARNESS_VERSION, **self.prior_key_parts(ds, budget),
                            "cfg": self.params.prior.model_dump(), "n": len(tokens), "seed": self.seed,
                            "budget": {k: v for k, v in budget.model_dump().items()
                                       if k.startswith("prior") or k == "label_dropout"}})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,10 @@ def _seeds(seed: tuple[int, ...], seeds: str | None) -> list[int] | None:
 def _methods(method: tuple[str, ...], methods: str | None) -> list[str] | None:
     out = list(method) + [m for m in (methods or "").replace(" ", "").split(",") if m]
     return out or None
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class _Group(click.Group):
@@ -62,6 +67,8 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress):
     from bench.tracking import Tracker
 
     s = load_suite(suite)
+    # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     outcomes, parent = run_suite(s, _methods(method, methods), _seeds(seed, seeds), force, tracking_uri,
                                  progress=not no_progress)
     tracker = Tracker(tracking_uri)

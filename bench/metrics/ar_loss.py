@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from pydantic import Field
 
 from bench.metrics.base import Column, Metric, MetricParams, check_finite
