@@ -51,7 +51,6 @@ from bench.adapter import check_image_batch
 from bench.ar_prior import ARPrior, PriorConfig, warmup_cosine
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
-from bench.errors import BenchError
 from bench.registry import register_adapter
 from bench.training import check_loss, minibatches, progress, to_unit
 
@@ -170,11 +169,7 @@ class PrologueAdapter(VQAdapter):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def prepare(self, ctx: CellContext) -> None:
-        ds = ctx.dataset
-        if not isinstance(ds, ImageDataset):
-            raise BenchError(f"adapter {self.registry_name!r} needs an image data set, got {type(ds).__name__}")
-        self.num_classes, self.channels, self.resolution = ds.num_classes, ds.channels, ds.resolution
-        self.device = ctx.device
+        ds = self.bind(ctx)
         budget = PrologueBudget.model_validate(ctx.budget)
         self.tokenizer = self.load_or_train_tokenizer(ctx, ds, budget)  # vq's tokenizer, vq's cache key
         self.tokenizer.requires_grad_(False).eval()

@@ -65,12 +65,17 @@ class VQAdapter(Adapter):
         return [self.params.codebook_size] * self.params.tokenizer.length
 
     # -- lifecycle --------------------------------------------------------------------------
-    def prepare(self, ctx: CellContext) -> None:
+    def bind(self, ctx: CellContext) -> ImageDataset:
+        """Check the cell's data set is an image data set and take its shape and the device from it."""
         ds = ctx.dataset
         if not isinstance(ds, ImageDataset):
             raise BenchError(f"adapter {self.registry_name!r} needs an image data set, got {type(ds).__name__}")
         self.num_classes, self.channels, self.resolution = ds.num_classes, ds.channels, ds.resolution
         self.device = ctx.device
+        return ds
+
+    def prepare(self, ctx: CellContext) -> None:
+        ds = self.bind(ctx)
         budget = TokenizerARBudget.model_validate(ctx.budget)
         self.tokenizer = self.load_or_train_tokenizer(ctx, ds, budget)
         self.train_tokens = self._train_tokens
