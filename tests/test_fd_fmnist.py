@@ -17,6 +17,7 @@ from bench.metrics import fmnist_classifier as fc
 from bench.metrics import images as pools
 from bench.metrics.fid import frechet_distance
 from bench.suite import MetricSpec
+from tiny_images import IdentityTokenizer  # noqa: E402
 
 TINY = fc.Recipe(epochs=1, n_train=3000, batch_size=64)  # ~2-4 s on 2 cores
 
@@ -81,17 +82,6 @@ def test_fd_self_zero_and_classes_apart(fmnist, clf):
     assert abs(frechet_distance(f0, f0)) < 1e-6
     same, apart = frechet_distance(f0, f0b), frechet_distance(f0, f1)
     assert np.isfinite(apart) and apart > 10 * same > 0
-
-
-class IdentityTokenizer(Adapter):
-    capabilities = frozenset({"tokenize"})
-    registry_name = "test-identity"
-
-    def encode(self, images):
-        return images.flatten(1).long()
-
-    def decode(self, tokens):
-        return tokens.view(-1, 1, 28, 28).to(torch.uint8)
 
 
 class Sampler(Adapter):

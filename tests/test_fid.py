@@ -22,6 +22,7 @@ from bench.data.fmnist import fmnist_dir, load_split
 from bench.errors import BenchError
 from bench.metrics import fd_fmnist, fid, inception  # noqa: F401  (fd_fmnist registers rfd/gfd_fmnist)
 from bench.suite import MetricSpec
+from tiny_images import IdentityTokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +48,6 @@ def two_sets(fmnist, cache_root):
     fa = inception.inception_features(a, batch_size=10, progress=False, cache=cache)
     fb = inception.inception_features(b, batch_size=10, progress=False, cache=cache)
     return a, b, fa, fb
-
-
-class IdentityTokenizer(Adapter):
-    """Lossless 'tokenizer': pixels are the tokens (so rFID must be ~0)."""
-
-    capabilities = frozenset({"tokenize"})
-    registry_name = "test-identity"
-
-    def encode(self, images):
-        return images.flatten(1).long()
-
-    def decode(self, tokens):
-        return tokens.view(-1, 1, 28, 28).to(torch.uint8)
 
 
 class TrainSampler(Adapter):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.adapter import Adapter
 from bench.data.base import ImageDataset, ImageSplit
 
 TINY = {"codebook_size": 16, "tokenizer": {"length": 4, "width": 32, "depth": 1, "heads": 2},
@@ -20,3 +21,16 @@ def tiny_dataset(n_train: int = 192, n_test: int = 64) -> ImageDataset:
     imgs = (base[labels] + 40 * torch.rand(n_train + n_test, 1, 28, 28, generator=g)).clamp(0, 255).to(torch.uint8)
     return ImageDataset("tiny", ImageSplit(imgs[:n_train], labels[:n_train]), ImageSplit(imgs[n_train:], labels[n_train:]),
                         4, 1, 28, "synthetic")
+
+
+class IdentityTokenizer(Adapter):
+    """Lossless 'tokenizer': pixels are the tokens (so rFID/rFD must be ~0)."""
+
+    capabilities = frozenset({"tokenize"})
+    registry_name = "test-identity"
+
+    def encode(self, images):
+        return images.flatten(1).long()
+
+    def decode(self, tokens):
+        return tokens.view(-1, 1, 28, 28).to(torch.uint8)
