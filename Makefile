@@ -32,12 +32,19 @@ ui: install
 # CI_GATE_ARGS=--reuse reuses finished cells and cached weights (fast, but blind to training-code changes).
 CI_SUITE     ?= ci
 CI_BASELINE  ?= results/baselines/$(CI_SUITE).json
-CI_THREADS   ?= 1
 CI_GATE_ARGS ?=
-.PHONY: ci-gate ci-baseline
+# The gate's pinned float setting (docs/ci-gate.md): one thread, and torch's, MKL's and oneDNN's CPU
+# code paths capped at AVX2, so Intel AVX-512 and AMD AVX2 machines take the same kernels.
+CI_NUMERICS  ?= OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+.PHONY: ci-gate ci-baseline ci-noise
 ci-gate: install
-	OMP_NUM_THREADS=$(CI_THREADS) MKL_NUM_THREADS=$(CI_THREADS) $(PY) -m bench.cli gate $(CI_SUITE) --baseline $(CI_BASELINE) --no-progress $(CI_GATE_ARGS)
+	$(CI_NUMERICS) $(PY) -m bench.cli gate $(CI_SUITE) --baseline $(CI_BASELINE) --no-progress $(CI_GATE_ARGS)
 
 # Write the baseline the gate compares with (then review and commit $(CI_BASELINE)).
 ci-baseline: install
-	OMP_NUM_THREADS=$(CI_THREADS) MKL_NUM_THREADS=$(CI_THREADS) $(PY) -m bench.cli gate $(CI_SUITE) --baseline $(CI_BASELINE) --write-baseline --no-progress
+	$(CI_NUMERICS) $(PY) -m bench.cli gate $(CI_SUITE) --baseline $(CI_BASELINE) --write-baseline --no-progress
+
+# Re-measure the gate's paired noise (~20 min on 2 cores): the suite under three float settings,
+# then results/baselines/$(CI_SUITE).noise.json and a baseline from the reference run.
+ci-noise: install
+	CI_NUMERICS="$(CI_NUMERICS)" bash scripts/gate_noise.sh $(CI_SUITE)

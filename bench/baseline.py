@@ -30,6 +30,7 @@ from bench.suite import Suite, ToleranceSpec
 from bench.tracking import TAG, Tracker
 
 SCHEMA = "bench.baseline/1"
+NOISE_SCHEMA = "bench.gate-noise/1"
 
 DEFAULT_TOLERANCE = ToleranceSpec(abs=None, rel=0.05, k_std=2.5)
 """Used for metrics the suite's ``gate:`` section does not set (see docs/ci-gate.md for why)."""
@@ -170,17 +171,65 @@ def gated_columns(suite: Suite) -> dict:
     return cols
 
 
-def tolerance_for(suite: Suite, key: str) -> dict[str, float]:
+def load_noise(suite: Suite) -> dict | None:
+    """The suite's measured paired-noise document (``gate.noise_file``), or None."""
+    from bench.suite import REPO_ROOT
+
+    gate = suite.gate
+    if gate is None or not gate.noise_file:
+        return None
+    p = Path(gate.noise_file)
+    p = p if p.is_absolute() else REPO_ROOT / p
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise GateError(f"{suite.source}: gate.noise_file: cannot read {p} ({e}); measure it with "
+                        "`bench gate-noise` (docs/ci-gate.md)") from None
+    if doc.get("schema") != NOISE_SCHEMA:
+        raise GateError(f"{p}: not a noise file (expected \"schema\": {NOISE_SCHEMA!r})")
+    return doc
+
+
+def tolerance_for(suite: Suite, key: str, noise: dict | None = None) -> dict[str, float]:
+    """The tolerance written into the baseline for metric ``key``: the suite's ``gate:`` spec, with
+    the paired noise of ``noise`` (a :func:`load_noise` document) filled in where the spec sets none."""
     gate = suite.gate
     tol = None
     if gate is not None:
         tol = gate.metrics.get(key) or gate.tolerance
     tol = tol or DEFAULT_TOLERANCE
-    return {k: v for k, v in tol.model_dump().items() if v is not None and v is not False}
+    out = {k: v for k, v in tol.model_dump().items() if v is not None and v is not False}
+    measured = (noise or {}).get("metrics", {}).get(key)
+    if measured is not None and tol.noise_rel is None and tol.noise_abs is None:
+        out[f"noise_{tol.scale}"] = float(measured[f"rms_{tol.scale}"])
+    if "noise_rel" not in out and "noise_abs" not in out:
+        out.pop("k", None)
+        out.pop("scale", None)
+    return out
+
+
+def is_paired(entry: dict) -> bool:
+    tol = entry.get("tolerance") or {}
+    return tol.get("noise_rel") is not None or tol.get("noise_abs") is not None
+
+
+def noise_units(entry: dict) -> float | None:
+    """The per-seed paired noise of a baseline entry in metric units (None if unpaired)."""
+    tol = entry.get("tolerance") or {}
+    if tol.get("noise_abs") is not None:
+        return float(tol["noise_abs"])
+    if tol.get("noise_rel") is not None:
+        per_seed = entry.get("per_seed") or [entry["value"]]
+        return float(tol["noise_rel"]) * statistics.fmean(abs(float(v)) for v in per_seed)
+    return None
 
 
 def allowed_worsening(entry: dict) -> float:
-    """The largest allowed worsening of a baseline metric entry (>= a float round-off floor)."""
+    """The largest allowed worsening of a baseline metric entry's mean (>= a float round-off floor).
+
+    Paired entries: ``k * noise / sqrt(n)`` (the mean of n paired differences has noise/sqrt(n));
+    unpaired: ``k_std * std``; both with the ``abs`` and ``rel`` floors.
+    """
     tol = entry.get("tolerance") or {}
     value, std = float(entry["value"]), entry.get("std")
     cands = [FLOAT_EPS * max(1.0, abs(value))]
@@ -188,7 +237,11 @@ def allowed_worsening(entry: dict) -> float:
         cands.append(float(tol["abs"]))
     if tol.get("rel") is not None:
         cands.append(float(tol["rel"]) * abs(value))
-    if tol.get("k_std") is not None and std is not None and math.isfinite(float(std)):
+    sigma = noise_units(entry)
+    if sigma is not None:
+        n = int(entry.get("n") or len(entry.get("per_seed") or [1]))
+        cands.append(float(tol.get("k", 3.5)) * sigma / math.sqrt(max(1, n)))
+    elif tol.get("k_std") is not None and std is not None and math.isfinite(float(std)):
         cands.append(float(tol["k_std"]) * float(std))
     return max(cands)
 
@@ -196,12 +249,16 @@ def allowed_worsening(entry: dict) -> float:
 def describe_tolerance(entry: dict) -> str:
     tol = entry.get("tolerance") or {}
     parts = []
+    if tol.get("noise_rel") is not None:
+        parts.append(f"{tol.get('k', 3.5):g}·σ/√n, σ {100 * tol['noise_rel']:.2g}%")
+    if tol.get("noise_abs") is not None:
+        parts.append(f"{tol.get('k', 3.5):g}·σ/√n, σ {tol['noise_abs']:.3g}")
     if tol.get("abs") is not None:
         parts.append(f"abs {tol['abs']:g}")
     if tol.get("rel") is not None:
         parts.append(f"rel {tol['rel']:g}")
-    if tol.get("k_std") is not None:
-        parts.append(f"{tol['k_std']:g}σ")
+    if tol.get("k_std") is not None and not is_paired(entry):
+        parts.append(f"{tol['k_std']:g}σ_seeds")
     return (", ".join(parts) or "exact") + (" (±)" if tol.get("two_sided") else "")
 
 
@@ -217,11 +274,12 @@ def build_baseline(suite: Suite, tracker: Tracker, current: str = "latest",
     """The baseline document for the suite's current finished runs (raises :class:`GateError`)."""
     import torch
 
-    from bench.runner import git_sha
+    from bench.runner import git_sha, numerics
 
     methods = methods or [m.name for m in suite.methods]
     seeds = sorted(seeds or suite.seeds)
     cols = gated_columns(suite)
+    noise = load_noise(suite)
     selected, problems = select_runs(suite, tracker, methods, seeds, current)
     if problems:
         raise GateError("cannot write a baseline:\n  " + "\n  ".join(problems))
@@ -234,6 +292,8 @@ def build_baseline(suite: Suite, tracker: Tracker, current: str = "latest",
         "seeds": seeds,
         "torch_threads": torch.get_num_threads(),
         "package_versions": {},
+        "numerics": numerics(),
+        "noise_file": suite.gate.noise_file if suite.gate else None,
         "methods": {},
     }
     all_versions: dict[int, dict[str, str]] = {}
@@ -254,7 +314,7 @@ def build_baseline(suite: Suite, tracker: Tracker, current: str = "latest",
             metrics[key] = {
                 "title": col.title, "value": mean, "std": std, "n": len(vals), "per_seed": vals,
                 "direction": "higher" if col.higher_is_better else "lower", "arrow": col.arrow,
-                "tolerance": tolerance_for(suite, key),
+                "tolerance": tolerance_for(suite, key, noise),
             }
         doc["methods"][name] = {
             "label": suite.method(name).label or name,
@@ -303,10 +363,11 @@ def load_baseline(path: str | Path) -> dict:
                     problems.append(f"methods.{name}.metrics.{mk}: missing {key!r}")
             if e.get("direction") not in (None, "higher", "lower"):
                 problems.append(f"methods.{name}.metrics.{mk}.direction: must be 'higher' or 'lower'")
-            bad = set(e.get("tolerance") or {}) - {"abs", "rel", "k_std", "two_sided"}
+            bad = set(e.get("tolerance") or {}) - {"abs", "rel", "k_std", "two_sided", "noise_rel", "noise_abs",
+                                                   "k", "scale"}
             if bad:
                 problems.append(f"methods.{name}.metrics.{mk}.tolerance: unknown key(s) {sorted(bad)} "
-                                "(use abs, rel, k_std, two_sided)")
+                                "(use abs, rel, k_std, noise_rel, noise_abs, k, two_sided)")
     if not doc.get("methods"):
         problems.append("methods: empty")
     if problems:

@@ -230,21 +230,29 @@ def baseline_cli(suite, output, current, tracking_uri):
 
 @main.command("gate")
 @click.argument("suite")
-@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--baseline", "baseline_file", default=None, type=click.Path(dir_okay=False),
+              help="The committed baseline JSON (required unless --run-only).")
 @click.option("--workdir", default=None, type=click.Path(file_okay=False),
               help="The gate's MLflow store, weight cache and reports [default: results/gate/<suite>].")
 @click.option("--reuse", is_flag=True, help="Reuse finished cells and cached weights (fast; cannot see code "
                                             "regressions in training).")
 @click.option("--strict", is_flag=True, help="Also fail when a metric improved beyond its tolerance.")
 @click.option("--write-baseline", is_flag=True, help="After running, write the baseline file instead of comparing.")
+@click.option("--run-only", is_flag=True, help="Only run the suite into the workdir (for `bench gate-noise`).")
 @click.option("--no-progress", is_flag=True)
-def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, no_progress):
+def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_only, no_progress):
     """Run SUITE from fresh weights in its own store, then compare with the baseline (exit 0/1/2)."""
     from bench.compare import gate_run, run_gate
     from bench.suite import load_suite
     from bench.tracking import Tracker
 
     s = load_suite(suite)
+    if run_only:
+        g = gate_run(s, workdir, reuse, progress=not no_progress)
+        click.echo(f"gate: suite run {g.parent} in {g.workdir} ({g.seconds:.0f}s)")
+        return
+    if not baseline_file:
+        raise click.UsageError("--baseline FILE is required (or --run-only)")
     if write_baseline:
         from bench.baseline import build_baseline, write_baseline as write
 
@@ -256,6 +264,78 @@ def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, no_pr
     click.echo(text)
     click.echo(f"gate: {cmp.verdict} (suite run {g.seconds:.0f}s)")
     sys.exit(cmp.exit_code)
+
+
+@main.command("gate-noise")
+@click.argument("suite")
+@click.option("--reference", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Gate workdir (holding mlflow.db) of the reference run, e.g. results/gate/noise/ref.")
+@click.option("--variant", "variants", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
+              help="Gate workdir of a run under other float settings (repeatable).")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Noise JSON to write.")
+def gate_noise_cli(suite, reference, variants, output):
+    """Measure SUITE's paired per-seed noise between float settings (scripts/gate_noise.sh runs them)."""
+    import json
+
+    from bench.gate_noise import Variant, measure_noise, to_text
+    from bench.suite import load_suite
+
+    def v(d):
+        p = Path(d).resolve()
+        return Variant(p.name, f"sqlite:///{p / 'mlflow.db'}")
+
+    doc = measure_noise(load_suite(suite), v(reference), [v(d) for d in variants])
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(doc, indent=1) + "\n")
+    click.echo(to_text(doc) + f"written: {output}")
+
+
+# -- measuring instruments (bench.instruments) ----------------------------------------------------
+@main.group("instrument")
+def instrument_grp():
+    """Registered measuring instruments (feature extractors, judges): fixed files with a sha256."""
+
+
+@instrument_grp.command("list")
+def instrument_list():
+    """List the registered instruments with their kind, sha256 and whether the file verifies."""
+    from bench import instruments
+
+    for iid, c in instruments.cards().items():
+        try:
+            instruments.path(iid)
+            state = "ok"
+        except instruments.InstrumentError as e:
+            state = f"BAD: {e}"
+        acc = c.provenance.get("test_acc")
+        click.echo(f"{iid} [{c.kind}] sha256 {c.sha256[:12]}…" + (f" test_acc {acc}" if acc is not None else "")
+                   + f" {state}: {c.description}")
+
+
+@instrument_grp.command("train")
+@click.argument("family", type=click.Choice(["fmnist-cnn"]))
+@click.option("--id", "instrument_id", required=True, help="The NEW instrument id, e.g. fmnist-cnn-v2 (ids are immutable).")
+@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
+@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
+def instrument_train(family, instrument_id, epochs, seed):
+    """Train a new version of an instrument and register it under a new id (bench/instruments/ID.*).
+
+    Suites keep using the old id until they name the new one (e.g. a metric param
+    `classifier: fmnist-cnn-v2`), which changes their config hash and column titles.
+    """
+    import dataclasses
+
+    import torch
+
+    from bench.data.fmnist import fmnist_dir, load_split
+    from bench.metrics import fmnist_classifier as fc
+
+    root = fmnist_dir(None)
+    recipe = fc.DEFAULT_RECIPE
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
+    torch.set_num_threads(fc.TRAIN_THREADS)
+    card = fc.train_instrument(instrument_id, load_split(root, "train"), load_split(root, "test"), recipe)
+    click.echo(f"{card}: registered {instrument_id}; commit it and its .safetensors file")
 
 
 if __name__ == "__main__":

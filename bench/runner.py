@@ -81,6 +81,27 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+NUMERICS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+"""Environment variables that change float results on a CPU (logged with every gate run)."""
+
+
+def numerics() -> dict[str, str]:
+    """This process's floating-point setting: torch's CPU kernel level, threads, pinned env vars, CPU model."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": str(torch.get_num_threads()),
+            **{k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
+
+
 @dataclass
 class CellOutcome:
     method: str
@@ -161,6 +182,7 @@ def _run_cell(tracker, exp, parent, suite, method, seed, cfg, h, dataset, cache,
         f"{TAG}baseline": str(method.baseline).lower(), f"{TAG}seed": seed, f"{TAG}config_hash": h,
         f"{TAG}git_sha": sha, f"{TAG}dataset": suite.dataset.name,
         **{f"{TAG}version.{k}": v for k, v in versions.items()},
+        **{f"{TAG}numerics.{k}": v for k, v in numerics().items()},
     }
     run_id = tracker.start(exp, f"{method.name}-s{seed}", tags, parent_id=parent)
     _say(f"[bench] {method.name} seed={seed}: running (config {h}, run {run_id[:8]})")

@@ -80,13 +80,23 @@ class ClaimSpec(_Strict):
 class ToleranceSpec(_Strict):
     """How much a gated metric may worsen vs the baseline before ``bench compare`` flags it.
 
-    Any of ``abs`` (metric units), ``rel`` (fraction of |baseline value|) and ``k_std``
-    (multiples of the baseline's spread over seeds); the allowance is the largest of those given.
+    Paired (seed by seed, the gate's mode): ``noise_rel`` / ``noise_abs`` is the measured
+    per-seed noise between machines (RMS of paired differences, as a fraction of the value or in
+    metric units; usually filled in from the suite's ``gate.noise_file``), and the allowed
+    worsening of the mean paired difference over n seeds is ``k * noise / sqrt(n)``.
+    Floors: ``abs`` (metric units) and ``rel`` (fraction of |baseline value|); ``k_std``
+    (multiples of the baseline's spread over seeds) is the unpaired rule for suites without a
+    noise measurement. The allowance is the largest of those that apply.
     """
 
     abs: float | None = Field(default=None, ge=0)
     rel: float | None = Field(default=None, ge=0)
     k_std: float | None = Field(default=None, ge=0)
+    noise_rel: float | None = Field(default=None, ge=0, description="paired per-seed noise, fraction of |value|")
+    noise_abs: float | None = Field(default=None, ge=0, description="paired per-seed noise, metric units")
+    scale: Literal["rel", "abs"] = Field(default="rel", description="which noise of the noise file applies: "
+                                         "relative (losses, distances) or absolute (accuracies, positions)")
+    k: float = Field(default=3.5, gt=0, description="allowance = k x noise / sqrt(seeds) on the mean paired Δ")
     two_sided: bool = Field(default=False, description="a move beyond the allowance in either direction fails "
                             "(descriptive metrics without a better direction, e.g. t_star)")
 
@@ -99,6 +109,8 @@ class GateSpec(_Strict):
 
     tolerance: ToleranceSpec | None = Field(default=None, description="default for every gated metric")
     metrics: dict[str, ToleranceSpec] = Field(default_factory=dict, description="per-metric overrides")
+    noise_file: str | None = Field(default=None, description="measured paired noise per metric "
+                                   "(`bench gate-noise`), relative to the repository root")
     exclude: list[str] = Field(default_factory=list, description="metric keys not gated")
 
 

@@ -305,3 +305,73 @@ def test_gate_round_trip_and_planted_regression(tmp_path, monkeypatch):
     cmp, text, _ = run_gate(s, base, wd, progress=False, shared=Cache(shared))
     assert cmp.exit_code == 1, text
     assert any(r.metric in ("ar_loss", "bits_per_image") for r in cmp.failures), text
+
+
+# -- paired tolerances from a measured noise file (bench gate-noise) ---------------------------------
+def test_paired_allowance_is_k_noise_over_sqrt_seeds():
+    e = {"value": 2.0, "per_seed": [1.0, 3.0], "n": 2, "std": 1.4, "tolerance": {"noise_rel": 0.02, "k": 3}}
+    # sigma in units = 2 % of mean |per-seed| (2.0) = 0.04; mean of 2 paired deltas: 3 * 0.04 / sqrt(2)
+    assert allowed_worsening(e) == pytest.approx(3 * 0.04 / 2 ** 0.5)
+    # the seed spread (std 1.4) no longer widens the allowance
+    assert allowed_worsening({**e, "tolerance": {"noise_rel": 0.02, "k": 3, "k_std": 2.5}}) == pytest.approx(0.0848528)
+    assert allowed_worsening({**e, "tolerance": {"noise_abs": 0.01, "k": 2}}) == pytest.approx(2 * 0.01 / 2 ** 0.5)
+    assert allowed_worsening({**e, "tolerance": {"noise_abs": 0.0, "abs": 1}}) == pytest.approx(1.0)  # floor
+
+
+def _noise_suite(suite, tmp_path, tracker, k=3.0):
+    """Two variant stores with known paired differences; the measured noise file; the suite pointing at it."""
+    from bench.gate_noise import Variant, measure_noise
+
+    ref_uri, var_uri = (f"sqlite:///{tmp_path / n / 'mlflow.db'}" for n in ("ref", "var"))
+    for n in ("ref", "var"):
+        (tmp_path / n).mkdir()
+    log_runs(Tracker(ref_uri), suite)
+    vals = json.loads(json.dumps(BASE))
+    for m in vals:  # +1 % on seed 0, -1 % on seed 1: RMS relative noise exactly 1 %
+        vals[m]["ar_loss"] = [vals[m]["ar_loss"][0] * 1.01, vals[m]["ar_loss"][1] * 0.99]
+    log_runs(Tracker(var_uri), suite, vals)
+    doc = measure_noise(suite, Variant("ref", ref_uri), [Variant("var", var_uri)], seeds=SEEDS)
+    path = tmp_path / "noise.json"
+    path.write_text(json.dumps(doc))
+    suite.gate = GateSpec(noise_file=str(path), tolerance=ToleranceSpec(k=k),
+                          metrics={"t_star": ToleranceSpec(abs=0, scale="abs", two_sided=True)})
+    return doc, ref_uri
+
+
+def test_gate_noise_measures_paired_rms_and_fills_the_baseline(suite, tmp_path):
+    doc, ref_uri = _noise_suite(suite, tmp_path, None)
+    m = doc["metrics"]["ar_loss"]
+    assert m["n_pairs"] == 4 and m["rms_rel"] == pytest.approx(0.01) and m["max_rel"] == pytest.approx(0.01)
+    assert doc["metrics"]["t_star"]["rms_abs"] == 0.0
+    base = build_baseline(suite, Tracker(ref_uri), seeds=SEEDS)
+    e = base["methods"]["vq"]["metrics"]["ar_loss"]
+    assert e["tolerance"] == {"noise_rel": pytest.approx(0.01), "k": 3.0, "scale": "rel"}
+    assert allowed_worsening(e) == pytest.approx(3 * 0.01 * 1.05 / 2 ** 0.5)
+    assert base["methods"]["vq"]["metrics"]["t_star"]["tolerance"]["noise_abs"] == 0.0
+    assert base["noise_file"] == str(tmp_path / "noise.json") and "torch_cpu_capability" in base["numerics"]
+
+
+def test_paired_gate_catches_a_shift_the_seed_spread_would_hide(suite, tmp_path):
+    _, ref_uri = _noise_suite(suite, tmp_path, None)
+    tracker = Tracker(ref_uri)
+    base = build_baseline(suite, tracker, seeds=SEEDS)
+    # +5 % on ar_loss: the old rule (2.5 x seed std 0.0707 = 0.177) passed it; paired allowance is 0.0223
+    log_runs(tracker, suite, changed("vq", "ar_loss", factor=1.05))
+    cmp = compare(suite, tracker, base)
+    assert [(f.method, f.metric) for f in cmp.failures] == [("vq", "ar_loss")]
+    assert "σ 1%" in row(cmp, "vq", "ar_loss").tolerance
+    # +1.5 %, within the measured noise band: passes
+    log_runs(tracker, suite, changed("vq", "ar_loss", factor=1.015))
+    assert compare(suite, tracker, base).exit_code == 0
+
+
+def test_gate_noise_cli_writes_the_file(suite, tmp_path):
+    _noise_suite(suite, tmp_path, None)
+    out = tmp_path / "n2.json"
+    r = CliRunner().invoke(main, ["gate-noise", str(SMOKE), "--reference", str(tmp_path / "ref"),
+                                  "--variant", str(tmp_path / "var"), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "ar_loss" in r.output and json.loads(out.read_text())["schema"] == "bench.gate-noise/1"
+    r = CliRunner().invoke(main, ["gate-noise", str(SMOKE), "--reference", str(tmp_path / "ref"),
+                                  "--variant", str(tmp_path), "--output", str(out)])
+    assert r.exit_code == 2 and "no experiment" in r.output

@@ -1,4 +1,5 @@
-"""Fashion-MNIST CNN features: deterministic training, cache, sane Fréchet distances, image pools."""
+"""Fashion-MNIST CNN features: the shipped instrument (sha256, ids), deterministic training, sane
+Fréchet distances, image pools."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -39,9 +40,8 @@ def module_cache(tmp_path_factory):
 
 
 @pytest.fixture
-def tiny_default(monkeypatch, module_cache):
-    """Metrics use the tiny recipe and a temporary cache (trained once for this module)."""
-    monkeypatch.setattr(fc, "DEFAULT_RECIPE", TINY)
+def tiny_default(module_cache):
+    """A temporary cache (the metrics use the shipped instrument, nothing is trained)."""
     return module_cache
 
 
@@ -60,17 +60,59 @@ def test_training_is_deterministic_and_beats_chance(fmnist, clf):
     assert other_seed.weights_sha256 != clf.weights_sha256
 
 
-def test_classifier_is_cached(fmnist, tmp_path, monkeypatch):
-    monkeypatch.setattr(fc, "_LOADED", {})
-    cache = Cache(tmp_path)
-    train, test = fmnist.train.head(640), fmnist.test.head(200)
+def test_shipped_instrument_loads_verified_and_same_everywhere(fmnist):
+    from bench import instruments
+
+    c = instruments.card(fc.DEFAULT_INSTRUMENT)
+    assert c.kind == fc.KIND and len(c.sha256) == 64
+    assert instruments.path(fc.DEFAULT_INSTRUMENT).name == "fmnist-cnn-v1.safetensors"
+    clf = fc.load_classifier()
+    assert clf.weights_sha256 == c.provenance["weights_sha256"]  # the weights are the card's, not retrained
+    assert fc.load_classifier() is clf  # once per process
+    assert clf.provenance()["extractor"] == "fmnist-cnn-v1"
+    assert clf.provenance()["instrument_file_sha256"] == c.sha256
+    assert 0.88 < fc.accuracy(clf.model, fmnist.test) == pytest.approx(c.provenance["test_acc"], abs=1e-4)
+
+
+def test_corrupt_or_unknown_instruments_are_refused(fmnist, tmp_path, monkeypatch):
+    import shutil
+
+    from bench import instruments
+
+    with pytest.raises(instruments.InstrumentError, match="registered: .*fmnist-cnn-v1"):
+        instruments.card("fmnist-cnn-v9")
+    with pytest.raises(ValueError, match="fmnist-cnn-v9"):
+        fd_fmnist.FDParams(n=10, classifier="fmnist-cnn-v9")
+    for f in ("fmnist-cnn-v1.json", "fmnist-cnn-v1.safetensors"):
+        shutil.copy(instruments.INSTRUMENTS_DIR / f, tmp_path / f)
+    monkeypatch.setattr(instruments, "cards", lambda folder=tmp_path: {
+        p.stem: instruments._read_card(p) for p in tmp_path.glob("*.json")})
+    assert instruments.path("fmnist-cnn-v1").parent == tmp_path
+    blob = bytearray((tmp_path / "fmnist-cnn-v1.safetensors").read_bytes())
+    blob[-1] ^= 1
+    (tmp_path / "fmnist-cnn-v1.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(instruments.InstrumentError, match="sha256"):
+        instruments.path("fmnist-cnn-v1")
+
+
+def test_retraining_registers_a_new_id_and_never_overwrites(fmnist, tmp_path):
+    from bench import instruments
+
     recipe = fc.Recipe(epochs=1, n_train=640)
-    first = fc.get_classifier(train, test, cache=cache, recipe=recipe)
-    assert fc.cached_path(cache, first.key).exists()
-    monkeypatch.setattr(fc, "_LOADED", {})
-    monkeypatch.setattr(fc, "train_classifier", lambda *a, **k: pytest.fail("retrained despite cache"))
-    second = fc.get_classifier(train, test, cache=cache, recipe=recipe)
-    assert second.weights_sha256 == first.weights_sha256 and second.test_acc == first.test_acc
+    card = fc.train_instrument("fmnist-cnn-t1", fmnist.train.head(640), fmnist.test.head(200), recipe,
+                               folder=tmp_path, progress=False)
+    c = instruments._read_card(card)
+    assert c.id == "fmnist-cnn-t1" and c.provenance["recipe"]["n_train"] == 640
+    assert instruments.sha256_file(tmp_path / c.file) == c.sha256
+    with pytest.raises(instruments.InstrumentError, match="exists"):
+        fc.train_instrument("fmnist-cnn-t1", fmnist.train.head(640), fmnist.test.head(200), recipe,
+                            folder=tmp_path, progress=False)
+
+
+def test_instrument_id_names_the_column_and_enters_the_config():
+    a, b = fd_fmnist.FDParams(n=300), fd_fmnist.FDParams(n=300, classifier="fmnist-cnn-v1")
+    assert a == b and a.model_dump()["classifier"] == "fmnist-cnn-v1"
+    assert fd_fmnist.GenerationFD.columns(a)["gfd_fmnist"].title == "gFD (fmnist-cnn-v1, n=300)"
 
 
 def test_fd_self_zero_and_classes_apart(fmnist, clf):
@@ -120,10 +162,11 @@ def test_rfd_identity_zero_and_provenance(fmnist, tiny_default, tmp_path):
                                                fd_fmnist.FDParams(n=300))
     assert set(out) == {"rfd_fmnist"} and abs(out["rfd_fmnist"]) < 1e-6
     assert len(logged["rfd_fmnist.classifier_weights_sha256"]) == 64
-    assert logged["rfd_fmnist.classifier_test_acc"] > 0.5 and logged["rfd_fmnist.n"] == 300
+    assert logged["rfd_fmnist.classifier_test_acc"] > 0.88 and logged["rfd_fmnist.n"] == 300
+    assert logged["rfd_fmnist.extractor"] == "fmnist-cnn-v1"
     assert (tmp_path / "art" / "reconstructions.png").exists()
     cols = fd_fmnist.ReconstructionFD.columns(fd_fmnist.FDParams(n=300))
-    assert cols["rfd_fmnist"].title == "rFD (fmnist-cnn, n=300)" and not cols["rfd_fmnist"].higher_is_better
+    assert cols["rfd_fmnist"].title == "rFD (fmnist-cnn-v1, n=300)" and not cols["rfd_fmnist"].higher_is_better
 
 
 def test_gfd_real_samples_beat_noise_and_pool_is_shared(fmnist, tiny_default, tmp_path):

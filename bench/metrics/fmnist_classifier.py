@@ -1,12 +1,14 @@
-"""A small Fashion-MNIST CNN, trained once and deterministically, as a fast feature extractor.
+"""A small Fashion-MNIST CNN, a shipped instrument, as a fast feature extractor.
 
 Inception runs at only a few images per second on a 2-core CPU, so the Fashion-MNIST suite
 also reports a Fréchet distance in the 64-d penultimate features of this network
 (:mod:`bench.metrics.fd_fmnist`), in the spirit of the domain-specific "FID" variants used for
-MNIST-like data. It is a measuring instrument: always trained on CPU, on the full
-Fashion-MNIST train split, with a fixed seed, data order and recipe, and cached under
-``results/cache/fmnist_cnn/<key>.pt`` where ``key`` hashes (data fingerprints, architecture,
-recipe). Values are only comparable between runs that log the same ``weights_sha256``.
+MNIST-like data. It is a measuring instrument: its weights are a fixed file shipped with the project
+(``bench/instruments/fmnist-cnn-v1.safetensors``, sha256 checked on load, recipe and test accuracy
+in the card beside it; :mod:`bench.instruments`), never retrained per machine: the same recipe
+on another CPU trains different weights. :func:`train_instrument` (``bench instrument train``)
+trains a new version under a new id. Values are only comparable between runs that log the same
+instrument id and sha256.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.context import Cache, stable_hash
 from bench.data.base import ImageSplit
 
 EXTRACTOR_ID = "fmnist-cnn"
@@ -39,7 +40,7 @@ _MEAN, _STD = 0.2860, 0.3530
 
 @dataclass(frozen=True)
 class Recipe:
-    """Training recipe (all of it enters the cache key). Override fields in tests for speed.
+    """Training recipe of an instrument version (recorded in its card). Tests use tiny ones.
 
     ``n_train``: use the first n training images (None = all 60k); ``epochs`` full passes
     in a seeded random order; Adam with ``lr`` and a cosine decay to 0 over all steps.
@@ -54,7 +55,7 @@ class Recipe:
 
 
 DEFAULT_RECIPE = Recipe()
-"""The recipe the metrics use (module attribute so tests can monkeypatch a tiny one)."""
+"""The recipe fmnist-cnn-v1 was trained with (``bench instrument train`` uses it by default)."""
 
 
 class FMNISTNet(nn.Module):
@@ -111,7 +112,7 @@ class FMNISTClassifier:
     weights_sha256: str
     train_seconds: float  # wall time of the training run that produced the weights
     recipe: Recipe
-    key: str  # cache key
+    key: str  # the instrument id (empty for a classifier trained in-process)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
@@ -122,14 +123,17 @@ class FMNISTClassifier:
         parts = [self.model.embed(images[i: i + batch_size]).double() for i in range(0, len(images), batch_size)]
         return torch.cat(parts).numpy()
 
+    instrument: dict | None = None  # the instrument card's record when loaded from the registry
+
     def provenance(self) -> dict:
+        """Params logged beside an fd value: the instrument id and its sha256 identify the extractor."""
         return {
-            "extractor": EXTRACTOR_ID,
+            "extractor": self.key if self.instrument else EXTRACTOR_ID,
             "classifier_arch": ARCH_VERSION,
             "classifier_recipe": json.dumps(asdict(self.recipe), sort_keys=True),
-            "classifier_cache_key": self.key,
             "classifier_test_acc": round(self.test_acc, 5),
             "classifier_weights_sha256": self.weights_sha256,
+            **({"instrument_file_sha256": self.instrument["sha256"]} if self.instrument else {}),
         }
 
 
@@ -181,48 +185,74 @@ def train_classifier(train: ImageSplit, test: ImageSplit, recipe: Recipe = DEFAU
     return FMNISTClassifier(model, acc, weights_sha256(model), seconds, recipe, key="")
 
 
-def cache_key(train: ImageSplit, test: ImageSplit, recipe: Recipe) -> str:
-    """Key of the cached classifier: data fingerprints + architecture + recipe."""
-    return stable_hash({"arch": ARCH_VERSION, "recipe": asdict(recipe), "threads": TRAIN_THREADS,
-                        "train": train.fingerprint(), "test": test.fingerprint()})
+KIND = "fmnist-classifier"
+"""Instrument kind of these classifiers in :mod:`bench.instruments`."""
 
+DEFAULT_INSTRUMENT = "fmnist-cnn-v1"
+"""The shipped classifier the fd_fmnist metrics use unless a suite names another id."""
 
 _LOADED: dict[tuple[str, str], FMNISTClassifier] = {}
 
 
-def get_classifier(train: ImageSplit, test: ImageSplit, cache: Cache | None = None,
-                   recipe: Recipe | None = None, progress: bool = False) -> FMNISTClassifier:
-    """The classifier for these splits and recipe: from this process, the cache, or trained now.
+def load_classifier(instrument_id: str = DEFAULT_INSTRUMENT) -> FMNISTClassifier:
+    """The registered, shipped classifier ``instrument_id`` (sha256 verified), loaded once per process.
 
-    ``train`` / ``test``: the full Fashion-MNIST splits (uint8 [N, 1, 28, 28], int64 [N]).
-    ``recipe`` defaults to :data:`DEFAULT_RECIPE` (~1 min on 2 CPU cores).
+    Raises :class:`bench.instruments.InstrumentError` for an unknown id or a missing/corrupt file.
     """
-    cache = cache or Cache()
-    recipe = recipe or DEFAULT_RECIPE
-    key = cache_key(train, test, recipe)
-    mem_key = (str(cache.root), key)
+    from safetensors.torch import load_file
+
+    from bench import instruments
+
+    path = instruments.path(instrument_id, KIND)  # verifies the file's sha256
+    mem_key = (instrument_id, str(path))
     if mem_key in _LOADED:
         return _LOADED[mem_key]
-    kind = "fmnist_cnn"
-    entry = cache.load_torch(kind, key)
-    if entry is not None:
-        model = FMNISTNet()
-        model.load_state_dict(entry["state_dict"])
-        model.eval().requires_grad_(False)
-        clf = FMNISTClassifier(model, float(entry["test_acc"]), weights_sha256(model),
-                               float(entry["train_seconds"]), recipe, key)
-        if clf.weights_sha256 != entry["weights_sha256"]:  # a corrupted / foreign file: retrain
-            entry = None
-    if entry is None:
-        clf = replace(train_classifier(train, test, recipe, progress), key=key)
-        cache.save_torch(kind, key, {
-            "state_dict": clf.model.state_dict(), "test_acc": clf.test_acc,
-            "weights_sha256": clf.weights_sha256, "train_seconds": clf.train_seconds,
-            "arch": ARCH_VERSION, "recipe": asdict(recipe),
-        })
+    c = instruments.card(instrument_id, KIND)
+    if c.provenance.get("arch") != ARCH_VERSION:
+        raise instruments.InstrumentError(f"instrument {instrument_id}: architecture {c.provenance.get('arch')!r} "
+                                          f"is not this code's {ARCH_VERSION!r}")
+    model = FMNISTNet()
+    model.load_state_dict(load_file(str(path)))
+    model.eval().requires_grad_(False)
+    recipe = Recipe(**c.provenance.get("recipe", {}))
+    clf = FMNISTClassifier(model, float(c.provenance["test_acc"]), weights_sha256(model),
+                           float(c.provenance.get("train_seconds", 0.0)), recipe, key=instrument_id)
+    clf.instrument = c.record()
     _LOADED[mem_key] = clf
     return clf
 
 
-def cached_path(cache: Cache, key: str) -> Path:
-    return cache.path("fmnist_cnn", key)
+def train_instrument(instrument_id: str, train: ImageSplit, test: ImageSplit, recipe: Recipe = DEFAULT_RECIPE,
+                     folder: Path | None = None, progress: bool = True) -> Path:
+    """Train a classifier with ``recipe`` and register it as a *new* instrument ``instrument_id``.
+
+    Writes ``<folder>/<id>.safetensors`` and its card ``<id>.json`` (recipe, architecture, test
+    accuracy, data fingerprints, CPU and torch version it was trained with); refuses an id that
+    exists. ``train`` / ``test``: the full Fashion-MNIST splits. Returns the card's path.
+    """
+    import platform
+
+    from safetensors.torch import save_file
+
+    from bench.runner import numerics
+
+    from bench import instruments
+
+    folder = Path(folder or instruments.INSTRUMENTS_DIR)
+    if (folder / f"{instrument_id}.json").exists():
+        raise instruments.InstrumentError(f"instrument {instrument_id} exists in {folder}: choose a new id")
+    clf = train_classifier(train, test, recipe, progress)
+    out = folder / f"{instrument_id}.safetensors"
+    save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()}, str(out))
+    from bench.context import sha256_file
+
+    card = instruments.Card(
+        id=instrument_id, kind=KIND, file=out.name, sha256=sha256_file(out), folder=folder,
+        description="Fashion-MNIST CNN whose 64-d penultimate features define rFD/gFD (bench.metrics.fd_fmnist).",
+        provenance={"arch": ARCH_VERSION, "recipe": asdict(recipe), "train_threads": TRAIN_THREADS,
+                    "test_acc": round(clf.test_acc, 5), "weights_sha256": clf.weights_sha256,
+                    "train_seconds": round(clf.train_seconds, 1), "train_data": train.fingerprint(),
+                    "test_data": test.fingerprint(), "torch": torch.__version__,
+                    "trained_on": f"{platform.machine()} {numerics()['cpu']}".strip(),
+                    "created": time.strftime("%Y-%m-%d")})
+    return instruments.write_card(card)
