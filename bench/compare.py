@@ -13,9 +13,10 @@ Exit codes (what CI keys on):
 The config hash covers the suite's configuration only, not the code, so a code change that
 moves the numbers under an unchanged suite is exactly what the gate reports as a regression.
 :func:`run_gate` runs the suite first with fresh model weights (its own cache of trained
-weights, emptied each time; only measuring instruments such as the Fashion-MNIST classifier
-and Inception reference statistics are shared), so a code regression cannot hide behind a
-cached checkpoint. See docs/ci-gate.md.
+weights, emptied each time; only data-derived caches such as Inception reference statistics are
+shared, and instruments are shipped files), so a code regression cannot hide behind a cached
+checkpoint. Allowances are paired (seed by seed) and come from the measured cross-machine noise
+of each metric (:mod:`bench.gate_noise`). See docs/ci-gate.md.
 """
 from __future__ import annotations
 
