@@ -12,14 +12,12 @@ similarity logits before the argmax (VCQ, arXiv 2605.06207; all K_t = K for the 
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from bench.training import check_loss, minibatches, progress, to_unit, to_uint8
+from bench.training import Schedule, Update, fit, minibatches, to_unit, to_uint8
 
 
 class TokenizerConfig(BaseModel):
@@ -136,20 +134,18 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def train_tokenizer(tok: VQTokenizer, images: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int,
                     what: str = "tokenizer", log=None, show_progress: bool = True, extra_loss=None) -> dict:
-    """Train ``tok`` on uint8 ``images`` [N, C, H, W] with L1 + L2 + VQ loss (AdamW, warm-up + cosine).
+    """Train ``tok`` on uint8 ``images`` [N, C, H, W] with L1 + L2 + VQ loss (AdamW, warm-up + cosine, clip 1).
 
     ``extra_loss(tok, x, z, idx, step) -> scalar`` lets a method add a term (e.g. wAR-Tok's prior
     matching) without changing the reconstruction objective. Returns final EMA losses and seconds.
     """
-    from bench.ar_prior import warmup_cosine
-
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, min(100, steps // 10 + 1), steps))
+    update = Update(opt, Schedule("cosine", steps, min(100, steps // 10 + 1), floor=0.05), 1.0, tok.parameters(),
+                    what)
     tok.train()
-    t0, ema = time.time(), {}
-    bar = progress(minibatches(len(images), batch_size, steps, seed), steps, what, show_progress)
-    for step, idx in enumerate(bar):
+
+    def step_fn(step: int, idx: torch.Tensor):
         x = to_unit(images[idx].to(tok.device))
         z = tok.encode_latents(x)
         q, codes, vq_loss = tok.quantize(z)
@@ -161,19 +157,9 @@ def train_tokenizer(tok: VQTokenizer, images: torch.Tensor, steps: int, batch_si
             if extra is not None:
                 loss = loss + extra
                 parts["extra_loss"] = extra
-        check_loss(loss, what, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        for k, v in parts.items():
-            fv = float(v.detach()) if torch.is_tensor(v) else float(v)
-            ema[k] = fv if k not in ema else 0.98 * ema[k] + 0.02 * fv
-        if log and step % 50 == 0:
-            for k, v in parts.items():
-                log(f"{what}_{k}", float(v.detach()) if torch.is_tensor(v) else float(v), step)
-        if step % 50 == 0:
-            bar.set_postfix(rec=f"{ema['rec_loss']:.4f}")
+        return loss, parts
+
+    res = fit(step_fn, minibatches(len(images), batch_size, steps, seed), steps, what, update, log=log,
+              log_prefix=f"{what}_", show_progress=show_progress)
     tok.eval()
-    return {**ema, "seconds": time.time() - t0}
+    return {**res.ema, "seconds": res.seconds}

@@ -37,7 +37,6 @@ per-token NLL of those P + L tokens (the EOS position is deterministic and dropp
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +47,11 @@ from adapters._vq_tokenizer import VQTokenizer
 from adapters.vq import TokenizerARBudget, VQAdapter, VQParams, code_usage_perplexity
 from bench import HARNESS_VERSION
 from bench.adapter import check_image_batch
-from bench.ar_prior import ARPrior, PriorConfig, warmup_cosine
+from bench.ar_prior import ARPrior, PriorConfig
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
 from bench.registry import register_adapter
-from bench.training import check_loss, minibatches, progress, to_unit
+from bench.training import Schedule, Update, check_loss, fit, minibatches, to_unit
 
 PROLOGUE_FIELDS = ("n_prologue", "prologue_codebook_size", "prologue_code_dim", "tau", "prologue_width",
                    "prologue_depth", "prologue_heads", "joint_prior", "visual_dropout", "ce_weight_prologue",
@@ -223,18 +222,16 @@ class PrologueAdapter(VQAdapter):
         joint = ARPrior(vocab, total, ds.num_classes, p.joint_prior, allowed).to(dev)
         opt_e = torch.optim.AdamW(penc.parameters(), lr=budget.prologue_lr, betas=(0.9, 0.99), weight_decay=1e-4)
         opt_a = torch.optim.AdamW(joint.parameters(), lr=budget.joint_prior_lr, betas=(0.9, 0.99), weight_decay=0.03)
-        warm = min(100, steps // 10 + 1)
-        sch_e = torch.optim.lr_scheduler.LambdaLR(opt_e, lambda s: warmup_cosine(s, warm, steps))
-        sch_a = torch.optim.lr_scheduler.LambdaLR(opt_a, lambda s: warmup_cosine(s, warm, steps))
+        schedule = Schedule("cosine", steps, min(100, steps // 10 + 1), floor=0.05)
+        upd_e = Update(opt_e, schedule, 1.0, penc.parameters(), "prologue encoder")
+        upd_a = Update(opt_a, schedule, 1.0, joint.parameters(), "joint AR")
         g = torch.Generator().manual_seed(self.seed + 3)
         n_pro, k_v, k_p = self.n_pro, self.k_v, self.k_p
         w_emb = joint.model.get_input_embeddings().weight
-        t0, ema = time.time(), {}
-        bar = progress(minibatches(len(visual), budget.prologue_batch, steps, self.seed + 4), steps, "prologue path",
-                       show_progress)
         penc.train()
         joint.train()
-        for step, idx in enumerate(bar):
+
+        def step_fn(step: int, idx: torch.Tensor):
             x = to_unit(ds.train.images[idx].to(dev))
             vis = visual[idx].to(dev)
             feats = frozen_features(self.tokenizer, x)
@@ -253,39 +250,23 @@ class PrologueAdapter(VQAdapter):
             target = to_sequences(pidx, vis, k_v, k_p)
             ce_pe, ce_v = self._segment_ce(joint, emb, target)
             loss_e = p.ce_weight_prologue * ce_pe + p.ce_weight_visual * ce_v
-            check_loss(loss_e, "prologue encoder", step)
-            opt_e.zero_grad(set_to_none=True)
             if train_enc:
-                loss_e.backward()
-                torch.nn.utils.clip_grad_norm_(penc.parameters(), 1.0)
-                opt_e.step()
-            if train_enc:
-                sch_e.step()
+                upd_e.step(loss_e, step)
+            else:
+                check_loss(loss_e, "prologue encoder", step)
             joint.requires_grad_(True)
 
             # (b) joint-AR step on the same batch's detached tokens (hard lookups everywhere).
             ce_pe_a, ce_v_a = self._segment_ce(joint, joint.embed(ids.detach()), target.detach())
-            loss_a = ce_pe_a + ce_v_a
-            check_loss(loss_a, "joint AR", step)
-            opt_a.zero_grad(set_to_none=True)
-            loss_a.backward()
-            torch.nn.utils.clip_grad_norm_(joint.parameters(), 1.0)
-            opt_a.step()
-            opt_a.zero_grad(set_to_none=True)
-            sch_a.step()
-
-            parts = {"ce_prologue_eos": float(ce_pe_a.detach()), "ce_visual": float(ce_v_a.detach()),
-                     "encoder_loss": float(loss_e.detach())}
-            for k, v in parts.items():
-                ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
+            upd_a.step(ce_pe_a + ce_v_a, step, zero_grad_after=True)
             if log and step % 50 == 0:
-                for k, v in parts.items():
-                    log(f"prologue_{k}", v, step)
                 log("prologue_usage_perplexity", code_usage_perplexity(pidx, k_p), step)
-            if step % 50 == 0:
-                bar.set_postfix(ce=f"{ema['ce_prologue_eos'] + ema['ce_visual']:.3f}")
+            return None, {"ce_prologue_eos": ce_pe_a, "ce_visual": ce_v_a, "encoder_loss": loss_e}
+
+        res = fit(step_fn, minibatches(len(visual), budget.prologue_batch, steps, self.seed + 4), steps,
+                  "prologue path", log=log, log_prefix="prologue_", show_progress=show_progress)
         penc.eval()
-        return {**ema, "seconds": time.time() - t0}
+        return {**res.ema, "seconds": res.seconds}
 
     def _input_ids(self, joint: ARPrior, pidx, vis, labels, drop) -> torch.Tensor:
         """AR input ids [B, T]: [class/null, prologue, EOS, visual_1..L-1], dropped visuals -> EOS."""
@@ -368,17 +349,6 @@ class PrologueAdapter(VQAdapter):
 @torch.no_grad()
 def sample_with_temperatures(prior: ARPrior, labels: torch.Tensor, temps: torch.Tensor, seed: int,
                              batch_size: int = 500) -> torch.Tensor:
-    """Like :meth:`ARPrior.sample` with a per-position temperature ``temps`` [T]."""
-    g = torch.Generator().manual_seed(seed)
+    """:meth:`ARPrior.sample` with a per-position temperature ``temps`` [T]; leaves ``prior`` in eval mode."""
     prior.eval()
-    outs = []
-    for i in range(0, len(labels), batch_size):
-        lab = labels[i:i + batch_size]
-        seq = torch.empty(len(lab), 0, dtype=torch.long, device=prior.device)
-        for t in range(prior.length):
-            logit = prior.logits_from_embeds(prior.embed(prior.input_ids(seq, lab)))[:, -1].float()
-            logit = logit.masked_fill(~prior.allowed[t], float("-inf")) / max(float(temps[t]), 1e-6)
-            nxt = torch.multinomial(torch.softmax(logit, -1).cpu(), 1, generator=g)
-            seq = torch.cat([seq, nxt.to(prior.device)], 1)
-        outs.append(seq.cpu())
-    return torch.cat(outs)
+    return prior.sample(labels, temps, seed, batch_size)

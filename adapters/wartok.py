@@ -54,6 +54,7 @@ from bench.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
 from bench.context import CellContext
 from bench.data.base import ImageDataset
 from bench.registry import register_adapter
+from bench.training import Update
 
 WARTOK_FIELDS = ("lam", "target", "tau", "warm_start_frac", "aux_prior", "target_prior", "aux_lr", "aux_steps",
                  "target_fit_steps", "target_fit_images", "ema_decay", "fresh_prior_checks", "fresh_prior_steps")
@@ -110,16 +111,14 @@ def wgf_loss(tok: VQTokenizer, z: torch.Tensor, codes: torch.Tensor, tracker: AR
     return (pi * delta).sum(-1).mean(), delta
 
 
-def _ce_step(model: ARPrior, opt: torch.optim.Optimizer, codes: torch.Tensor) -> float:
+def _ce_step(model: ARPrior, opt: torch.optim.Optimizer, codes: torch.Tensor, what: str = "wAR-Tok auxiliary AR",
+             step: int = 0) -> float:
+    """One clipped AdamW CE step of ``model`` on the detached ``codes`` [B, L] (null class); its CE (nats/token)."""
     labels = torch.full((len(codes),), model.null_class, dtype=torch.long)
     logits = model.logits(codes, labels, masked=model.cfg.mask_logits_in_training)
     loss = F.cross_entropy(logits.reshape(-1, model.vocab).float(), codes.reshape(-1))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)  # grads never linger into the tokenizer's step
-    return float(loss.detach())
+    # zero_grad_after: grads never linger into the tokenizer's step
+    return Update(opt, clip=1.0, params=model.parameters(), what=what).step(loss, step, zero_grad_after=True)
 
 
 class WGFTrainer:
@@ -191,13 +190,13 @@ class WGFTrainer:
         self.target.requires_grad_(self.p.target == "small")
         self.tracker_opt = self._adamw(self.tracker)
 
-    def update_auxiliaries(self, codes: torch.Tensor) -> float:
+    def update_auxiliaries(self, codes: torch.Tensor, step: int = 0) -> float:
         """q_phi CE step(s) on the detached codes, then the target update (EMA / small CE)."""
         codes = codes.detach()
         self.tracker.train()
         ce = float("nan")
         for _ in range(self.p.aux_steps):
-            ce = _ce_step(self.tracker, self.tracker_opt, codes)
+            ce = _ce_step(self.tracker, self.tracker_opt, codes, "wAR-Tok tracking AR", step)
         self.tracker.eval()
         if self.p.target == "ema":
             with torch.no_grad():
@@ -205,7 +204,7 @@ class WGFTrainer:
                     pt.lerp_(pq, 1.0 - self.p.ema_decay)
         elif self.p.target == "small":
             self.target.train()
-            _ce_step(self.target, self.target_opt, codes)
+            _ce_step(self.target, self.target_opt, codes, "wAR-Tok target AR", step)
             self.target.eval()
         return ce
 
@@ -238,7 +237,7 @@ class WGFTrainer:
                     self.record("wartok_tracker_ce", float(self.tracker.nll(codes, labels).mean()), step)
                     self.record("wartok_target_ce", float(self.target.nll(codes, labels).mean()), step)
                     self.record("wartok_wgf_loss", float(loss.detach()), step)
-            self.update_auxiliaries(codes)
+            self.update_auxiliaries(codes, step)
             if step in self.fresh_at:
                 self.fresh_prior_ce(tok, step)
         return self.p.lam * loss

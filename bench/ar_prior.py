@@ -10,8 +10,6 @@ Prologue for its per-segment vocabularies (arXiv 2605.06137).
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from bench.training import check_loss, minibatches, progress
+from bench.training import Schedule, Update, fit, minibatches, sample_autoregressive
 
 
 class PriorConfig(BaseModel):
@@ -99,36 +97,23 @@ class ARPrior(torch.nn.Module):
         return -lp.gather(-1, tokens.to(self.device).unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, temperature: float = 1.0, seed: int = 0, batch_size: int = 500,
-               top_k: int | None = None) -> torch.Tensor:
-        """Draw token sequences int64 [n, L] for ``labels`` [n]; NFE = L forward passes per batch."""
-        g = torch.Generator().manual_seed(seed)
+    def sample(self, labels: torch.Tensor, temperature: float | torch.Tensor = 1.0, seed: int = 0,
+               batch_size: int = 500, top_k: int | None = None) -> torch.Tensor:
+        """Draw token sequences int64 [n, L] for ``labels`` [n]; NFE = L forward passes per batch.
+
+        ``temperature``: a float, or one per position ([L], read as ``float(temperature[t])``).
+        Positions are restricted to ``allowed``; see :func:`bench.training.sample_autoregressive`.
+        """
         was_training = self.training
         self.eval()
-        outs = []
-        for i in range(0, len(labels), batch_size):
-            lab = labels[i : i + batch_size].to(self.device)
-            seq = torch.empty(len(lab), 0, dtype=torch.long, device=self.device)
-            for t in range(self.length):
-                ids = self.input_ids(seq, lab)
-                logit = self.logits_from_embeds(self.embed(ids))[:, -1].float()
-                logit = logit.masked_fill(~self.allowed[t], float("-inf")) / max(temperature, 1e-6)
-                if top_k:
-                    kth = torch.topk(logit, top_k, dim=-1).values[:, -1:]
-                    logit = logit.masked_fill(logit < kth, float("-inf"))
-                nxt = torch.multinomial(torch.softmax(logit, -1).cpu(), 1, generator=g)
-                seq = torch.cat([seq, nxt.to(self.device)], dim=1)
-            outs.append(seq.cpu())
+        out = sample_autoregressive(self.next_logits, labels, self.length, seed, temperature, self.allowed, top_k,
+                                    batch_size, self.device)
         self.train(was_training)
-        return torch.cat(outs)
+        return out
 
-
-def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.05) -> float:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    frac = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+    def next_logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Code logits float32 [B, V] of position t given tokens [B, t] and labels [B] (unmasked)."""
+        return self.logits_from_embeds(self.embed(self.input_ids(tokens, labels)))[:, -1].float()
 
 
 def train_prior(prior: ARPrior, tokens: torch.Tensor, labels: torch.Tensor, budget: PriorBudget, seed: int,
@@ -136,32 +121,25 @@ def train_prior(prior: ARPrior, tokens: torch.Tensor, labels: torch.Tensor, budg
     """Fit ``prior`` by next-token CE on ``tokens`` [N, L] (int64) with ``labels`` [N].
 
     Label dropout replaces the class by the null class with probability ``label_dropout``.
-    AdamW, linear warm-up then cosine decay. Returns {"train_loss": final mean CE (nats/token), "seconds"}.
+    AdamW, linear warm-up then cosine decay to 5 % (:class:`bench.training.Schedule`), gradient
+    clipping at 1. Returns {"train_loss": final mean CE (nats/token), "seconds"}.
     Raises :class:`bench.training.TrainingDiverged` on NaN/inf.
     """
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(prior.parameters(), lr=budget.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, budget.warmup, budget.steps))
+    update = Update(opt, Schedule("cosine", budget.steps, budget.warmup, floor=0.05), 1.0, prior.parameters(), what)
     g = torch.Generator().manual_seed(seed + 1)
     prior.train()
-    t0, ema = time.time(), None
-    bar = progress(minibatches(len(tokens), budget.batch_size, budget.steps, seed), budget.steps, what, show_progress)
-    for step, idx in enumerate(bar):
+
+    def step_fn(step: int, idx: torch.Tensor):
         z, y = tokens[idx].to(prior.device), labels[idx].clone()
         drop = torch.rand(len(y), generator=g) < budget.label_dropout
         y[drop] = prior.null_class
         logits = prior.logits(z, y, masked=prior.cfg.mask_logits_in_training)
         loss = F.cross_entropy(logits.reshape(-1, prior.vocab).float(), z.reshape(-1))  # nats/token
-        v = check_loss(loss, what, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema = v if ema is None else 0.98 * ema + 0.02 * v
-        if log and step % 50 == 0:
-            log(f"{what.replace(' ', '_')}_loss", v, step)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{ema:.3f}")
+        return loss, {"loss": loss}
+
+    res = fit(step_fn, minibatches(len(tokens), budget.batch_size, budget.steps, seed), budget.steps, what, update,
+              log=log, log_prefix=f"{what.replace(' ', '_')}_", show_progress=show_progress)
     prior.eval()
-    return {"train_loss": ema or float("nan"), "seconds": time.time() - t0}
+    return {"train_loss": res.ema.get("loss") or float("nan"), "seconds": res.seconds}

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.data.base import ImageSplit
+from bench.training import Schedule, Update, epoch_minibatches, fit
 
 EXTRACTOR_ID = "fmnist-cnn"
 ARCH_VERSION = "fmnist-cnn-v1: conv32-pool-conv64-pool-fc64-relu | fc10"
@@ -163,22 +164,16 @@ def train_classifier(train: ImageSplit, test: ImageSplit, recipe: Recipe = DEFAU
         model = FMNISTNet()
         gen = torch.Generator().manual_seed(recipe.seed)
         opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-        steps_per_epoch = (len(data) + recipe.batch_size - 1) // recipe.batch_size
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
+        steps = recipe.epochs * ((len(data) + recipe.batch_size - 1) // recipe.batch_size)
+        update = Update(opt, Schedule("torch_cosine", steps), what="fmnist-cnn training")  # no grad clipping
         model.train()
-        bar = tqdm(total=recipe.epochs * steps_per_epoch, desc="fmnist-cnn training", unit="step",
-                   disable=not progress, leave=False)
-        for _ in range(recipe.epochs):
-            order = torch.randperm(len(data), generator=gen)
-            for i in range(0, len(data), recipe.batch_size):
-                idx = order[i: i + recipe.batch_size]
-                loss = F.cross_entropy(model(data.images[idx]), data.labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.update()
-        bar.close()
+
+        def step_fn(step: int, idx: torch.Tensor):
+            loss = F.cross_entropy(model(data.images[idx]), data.labels[idx])
+            return loss, {}
+
+        fit(step_fn, epoch_minibatches(len(data), recipe.batch_size, recipe.epochs, gen), steps,
+            "fmnist-cnn training", update, show_progress=progress)
         seconds = time.perf_counter() - t0
         model.eval().requires_grad_(False)
         acc = accuracy(model, test)  # inside: one thread is also faster for inference on a busy box

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import sysconfig
@@ -28,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.context import Cache, stable_hash
+from bench.training import Schedule, Update, fit
 
 EOS = "<|endoftext|>"
 
@@ -166,29 +166,26 @@ def pretrain(spec: TinySpec, out_dir: Path, log=_say) -> dict:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = max(1, spec.pretrain_steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        frac = (step - warm) / max(1, spec.pretrain_steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    schedule = Schedule("cosine", spec.pretrain_steps, warm, floor=0.1)
+    update = Update(opt, schedule, 1.0, model.parameters(), "qwen3-tiny pre-training")
     g = torch.Generator().manual_seed(spec.seed)
     n = ids.numel() - spec.pretrain_seq - 1
-    losses = []
-    for step in range(spec.pretrain_steps):
-        starts = torch.randint(0, n, (spec.pretrain_batch,), generator=g)
-        batch = torch.stack([ids[s : s + spec.pretrain_seq] for s in starts.tolist()])
-        out = model(input_ids=batch, labels=batch)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(out.loss.item())
-        if log and (step % 100 == 0 or step == spec.pretrain_steps - 1):
-            log(f"[qwen3-tiny] pretrain step {step + 1}/{spec.pretrain_steps} loss {out.loss.item():.3f}")
+
+    def windows():
+        for _ in range(spec.pretrain_steps):
+            starts = torch.randint(0, n, (spec.pretrain_batch,), generator=g)
+            yield torch.stack([ids[s : s + spec.pretrain_seq] for s in starts.tolist()])  # int64 [B, seq]
+
+    def step_fn(step: int, batch: torch.Tensor):
+        loss = model(input_ids=batch, labels=batch).loss
+        return loss, {"loss": loss}
+
+    def say_loss(key: str, value: float, step: int) -> None:
+        log(f"[qwen3-tiny] pretrain step {step + 1}/{spec.pretrain_steps} loss {value:.3f}")
+
+    res = fit(step_fn, windows(), spec.pretrain_steps, "qwen3-tiny pre-training", update,
+              log=say_loss if log else None, log_every=100, log_last=True, show_progress=False)
+    losses = res.history.get("loss", [])
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

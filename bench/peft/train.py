@@ -7,7 +7,8 @@ model is trained on exactly the token boundary it is evaluated on. The loss is t
 cross-entropy (nats/token) over continuation tokens only.
 
 Optimiser: AdamW over the parameters with ``requires_grad`` (betas 0.9/0.999), linear warm-up for
-``warmup_steps`` then linear decay to 10 %, gradient clipping at ``grad_clip``; minibatches from
+``warmup_steps`` then linear decay to 10 % (:class:`bench.training.Schedule` ``linear``), gradient
+clipping at ``grad_clip``; minibatches from
 :func:`bench.training.minibatches` seeded by the cell's seed (so every arm sees the same batches).
 Each step is timed with ``time.perf_counter`` (CUDA synchronised) around forward + backward +
 optimiser step, excluding tokenisation (and with ``time.process_time``: CPU seconds, which on a
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.training import check_loss, minibatches, progress
+from bench.training import Schedule, Update, fit, minibatches
 
 
 class FinetuneBudget(BaseModel):
@@ -137,38 +138,30 @@ def train(model, tokenizer, pairs: list[tuple[str, str]], budget: FinetuneBudget
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=budget.lr, weight_decay=budget.weight_decay)
     total = budget.steps
-
-    def lr_at(step: int) -> float:
-        if step < budget.warmup_steps:
-            return (step + 1) / (budget.warmup_steps + 1)
-        frac = (step - budget.warmup_steps) / max(1, total - budget.warmup_steps)
-        return max(0.1, 1.0 - 0.9 * frac)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    schedule = Schedule("linear", total, budget.warmup_steps, floor=0.1, warmup_plus_one=True)
+    update = Update(opt, schedule, budget.grad_clip, params, what)
     stats = TrainStats()
     model.train()
     mem = PeakMemory(device)
     t_start = time.perf_counter()
+
+    def step_fn(step: int, idx: torch.Tensor):
+        batch = collate(tokenizer, [pairs[i] for i in idx.tolist()], budget.max_length, device)
+        _sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = update.step(lm_loss(model, batch), step)  # timed: forward + backward + clip + opt/LR step
+        _sync(device)
+        stats.step_s.append(time.perf_counter() - t0)
+        stats.step_cpu_s.append(time.process_time() - c0)
+        stats.losses.append(loss)
+        stats.tokens += int(batch["input_ids"].numel())
+        stats.label_tokens += int((batch["labels"] != -100).sum())
+        return None, {"loss": loss}
+
     with mem:
         batches = minibatches(len(pairs), min(budget.batch_size, len(pairs)), total, seed)
-        for step, idx in progress(enumerate(batches), total, what, show_progress):
-            batch = collate(tokenizer, [pairs[i] for i in idx.tolist()], budget.max_length, device)
-            _sync(device)
-            t0, c0 = time.perf_counter(), time.process_time()
-            loss = lm_loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
-            opt.step()
-            sched.step()
-            _sync(device)
-            stats.step_s.append(time.perf_counter() - t0)
-            stats.step_cpu_s.append(time.process_time() - c0)
-            stats.losses.append(check_loss(loss, what, step))
-            stats.tokens += int(batch["input_ids"].numel())
-            stats.label_tokens += int((batch["labels"] != -100).sum())
-            if log_metric is not None and (step % 10 == 0 or step == total - 1):
-                log_metric("train_loss", stats.losses[-1], step)
+        fit(step_fn, batches, total, what, log=log_metric, log_prefix="train_", log_every=10, log_last=True,
+            show_progress=show_progress)
     stats.total_s = time.perf_counter() - t_start
     stats.peak_memory_bytes, stats.memory_kind = mem.peak, mem.kind
     model.eval()
