@@ -87,7 +87,7 @@ def select_runs(suite: Suite, tracker: Tracker, methods: list[str], seeds: list[
     problems found (missing runs), which the caller turns into a :class:`GateError`.
     """
     from bench import registry
-    from bench.runner import config_hash
+    from bench.plan import config_hash
 
     registry.load_all()
     exp = tracker.experiment_id(suite.name, create=False)
@@ -274,7 +274,7 @@ def build_baseline(suite: Suite, tracker: Tracker, current: str = "latest",
     """The baseline document for the suite's current finished runs (raises :class:`GateError`)."""
     import torch
 
-    from bench.runner import git_sha, numerics
+    from bench.provenance import git_sha, numerics
 
     methods = methods or [m.name for m in suite.methods]
     seeds = sorted(seeds or suite.seeds)

@@ -421,7 +421,7 @@ def evaluate_claims(suite: Any, rows: Iterable[Any]) -> list[ClaimVerdict]:
     return [evaluate_claim(c, rows) for c in suite.claims]
 
 
-# -- validation (called from bench.suite.check_suite) ------------------------------------------
+# -- validation (called from bench.plan.load / check) ------------------------------------------
 def check_claims(suite: Any, metric_keys: Iterable[str]) -> list[str]:
     """Problems (``claims[i].field: message``) with the suite's claims: unknown methods/metric keys, ..."""
     keys = set(metric_keys)

@@ -1,4 +1,4 @@
-"""The ``bench`` command line (click): run, validate, list, leaderboard, claims, ui, compare, baseline, gate."""
+"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, claims, ui, compare, baseline, gate."""
 from __future__ import annotations
 
 import os
@@ -25,6 +25,10 @@ def _seeds(seed: tuple[int, ...], seeds: str | None) -> list[int] | None:
 def _methods(method: tuple[str, ...], methods: str | None) -> list[str] | None:
     out = list(method) + [m for m in (methods or "").replace(" ", "").split(",") if m]
     return out or None
+
+
+_plugin = click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+                       help="Import this module first: it registers external adapters/metrics (repeatable).")
 
 
 def _raise_interrupt(signum, frame):
@@ -59,14 +63,15 @@ def main():
 @click.option("--force", is_flag=True, help="Recompute cells that already have a finished run.")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under results/).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress):
+@_plugin
+def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, plugins):
     """Run SUITE's (method, seed) cells, then write and print its leaderboard."""
     from bench import leaderboard
+    from bench.plan import load
     from bench.runner import run_suite
-    from bench.suite import load_suite
     from bench.tracking import Tracker
 
-    s = load_suite(suite)
+    s = load(suite, plugins)
     # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     outcomes, parent = run_suite(s, _methods(method, methods), _seeds(seed, seeds), force, tracking_uri,
@@ -91,18 +96,60 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress):
 
 @main.command()
 @click.argument("suite")
-def validate(suite):
-    """Check SUITE against the schema, the registries and the adapters' capabilities."""
-    from bench.suite import load_suite
+@_plugin
+def validate(suite, plugins):
+    """Check SUITE against the schema, the registries and the adapters' capabilities (every error at once)."""
+    from bench.plan import resolve
 
-    s = load_suite(suite)
+    s = resolve(suite, plugins=plugins).suite
     click.echo(f"{s.source}: ok ({len(s.methods)} methods, {len(s.metrics)} metrics, seeds {s.seeds})")
+
+
+@main.command("plan")
+@click.argument("suite")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write one <method>-s<seed>.json per cell here and print the paths [default: print the JSON].")
+@click.option("--method", "method", multiple=True, help="Only this method (repeatable).")
+@click.option("--seed", "seed", multiple=True, type=int, help="Only this seed (repeatable); default: the suite's seeds.")
+@_plugin
+def plan_cmd(suite, output, method, seed, plugins):
+    """Resolve SUITE into one self-contained cell spec per (method, seed), for `bench run-cell`."""
+    from bench.plan import resolve
+
+    p = resolve(suite, list(method) or None, list(seed) or None, plugins)
+    if output is None:
+        for c in p.cells:
+            click.echo(c.model_dump_json())
+        return
+    for path in p.write(output):
+        click.echo(str(path))
+
+
+@main.command("run-cell")
+@click.argument("spec_file", metavar="SPEC.json", type=click.Path(dir_okay=False, exists=True))
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under results/).")
+@click.option("--parent", default=None, help="Log the cell as a child of this run (e.g. a suite run).")
+@click.option("--force", is_flag=True, help="Run even if a finished run of this config hash and seed exists.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def run_cell_cmd(spec_file, tracking_uri, parent, force, no_progress):
+    """Execute exactly one cell spec (written by `bench plan`) into a new MLflow run of its suite's experiment."""
+    from bench.plan import CellSpec
+    from bench.runner import run_cell
+
+    spec = CellSpec.read(spec_file)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    o = run_cell(spec, tracking_uri, parent, progress=not no_progress, skip_finished=not force)
+    click.echo(f"{o.method} seed={o.seed}: {o.status} (run {o.run_id}, config {spec.config_hash})")
+    if o.status == "failed":
+        click.echo(f"FAILED: {o.method} seed={o.seed}: {o.error}", err=True)
+        sys.exit(1)
 
 
 @main.command("list")
 @click.argument("what", type=click.Choice(["suites", "adapters", "metrics", "datasets"]))
-def list_(what):
-    """List the available suites, adapters, metrics or data sets."""
+@_plugin
+def list_(what, plugins):
+    """List the available suites, adapters, metrics or data sets (with entry points and --plugin modules)."""
     from bench import registry
     from bench.suite import SUITES_DIR
 
@@ -110,7 +157,9 @@ def list_(what):
         for p in sorted(SUITES_DIR.glob("*.yaml")):
             click.echo(p.stem)
         return
-    registry.load_all()
+    problems = registry.import_plugins((f"--plugin {m}", m) for m in plugins)
+    if problems:
+        raise BenchError("\n".join(problems))
     table = {"adapters": registry.ADAPTERS, "metrics": registry.METRICS, "datasets": registry.DATASETS}[what]
     for name, cls in sorted(table.items()):
         doc = (cls.__doc__ or "").strip().splitlines()

@@ -112,7 +112,7 @@ def check_config(suite: Suite, baseline: dict) -> list[str]:
     a gate spends minutes training: same suite, same methods, same config hashes.
     """
     from bench import registry
-    from bench.runner import config_hash
+    from bench.plan import config_hash
 
     registry.load_all()
     problems: list[str] = []

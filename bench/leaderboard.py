@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import registry
 from bench.context import RESULTS_DIR
 from bench.metrics.base import Column, all_columns
-from bench.runner import config_hash
+from bench.plan import config_hash
 from bench.suite import Suite
 from bench.tracking import TAG, Tracker
 

@@ -1,17 +1,23 @@
 """Name -> class registries for adapters, metrics and data sets (lm-eval-harness style).
 
 Adapters register with ``@register_adapter("name")``, metrics with ``@register_metric("name")``.
-Modules under ``adapters/`` and ``bench/metrics/`` are imported lazily by :func:`load_all`.
+Modules under ``adapters/`` and ``bench/metrics/`` are imported lazily by :func:`load_all`, and so
+are external packages' modules: entry points of the groups ``genbench.adapters`` /
+``genbench.metrics``, a suite's ``plugins:`` and ``--plugin`` (:func:`import_plugins`).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 from bench.errors import BenchError
 
 T = TypeVar("T")
+
+ENTRY_POINT_GROUPS = ("genbench.adapters", "genbench.metrics")
+"""Entry-point groups whose modules are imported by :func:`load_all` (value: a module, or module:object)."""
 
 ADAPTERS: dict[str, type] = {}
 METRICS: dict[str, type] = {}
@@ -48,7 +54,7 @@ _loaded = False
 
 
 def load_all() -> None:
-    """Import every module of ``adapters`` and ``bench.metrics`` / ``bench.data`` so they register."""
+    """Import every module of ``adapters`` and ``bench.metrics`` / ``bench.data``, then the entry points."""
     global _loaded
     if _loaded:
         return
@@ -57,7 +63,31 @@ def load_all() -> None:
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{mod.name}")
+    for group in ENTRY_POINT_GROUPS:
+        for ep in importlib.metadata.entry_points(group=group):
+            try:
+                ep.load()
+            except Exception as e:  # noqa: BLE001 - any import failure of a plugin is the user's to fix
+                dist = getattr(ep.dist, "name", None) or "?"
+                raise BenchError(f"entry point {ep.name!r} = {ep.value!r} (group {group}, package {dist}) "
+                                 f"cannot be loaded: {type(e).__name__}: {e}") from None
     _loaded = True
+
+
+def import_plugins(modules: Iterable[tuple[str, str]]) -> list[str]:
+    """Import plugin modules (they register adapters/metrics when imported); return the problems.
+
+    ``modules`` holds (where, module name) pairs; each problem reads ``<where>: cannot import ...``.
+    """
+    load_all()
+    problems = []
+    for where, name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - reported with where it was asked for
+            problems.append(f"{where}: cannot import plugin module {name!r} ({type(e).__name__}: {e}); "
+                            "is its package installed or on PYTHONPATH?")
+    return problems
 
 
 def get(table: dict[str, type], kind: str, name: str) -> type:

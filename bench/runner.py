@@ -1,16 +1,14 @@
 """Run a suite: every (method, seed) cell, logged to MLflow, resuming finished cells.
 
-A cell's identity is its *config hash*: a hash of everything that determines its numbers
-(harness version, data set, adapter and resolved params, resolved budget, metric specs; not the
-seed, which is its own tag). A cell whose hash and seed already have a FINISHED run is skipped
+Each cell is a :class:`bench.plan.CellSpec` executed by :func:`run_cell` (``bench run`` for every
+cell of a suite, ``bench run-cell`` for one spec file). A cell's identity is its *config hash*
+(:mod:`bench.plan`). A cell whose hash and seed already have a FINISHED run is skipped
 unless ``force``. A failed or interrupted cell is marked FAILED/KILLED, so it never counts as a
 finished row, and what it logged before failing stays in MLflow.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,85 +19,14 @@ from pathlib import Path
 import torch
 
 from bench import HARNESS_VERSION, registry
-from bench.context import Cache, CellContext, stable_hash
+from bench.context import Cache, CellContext
 from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.metrics.base import check_finite
-from bench.suite import REPO_ROOT, MethodSpec, Suite
+from bench.plan import CellSpec, cell_config, config_hash, resolve  # noqa: F401 - re-exported
+from bench.provenance import NUMERICS_ENV, PACKAGES, git_sha, numerics, package_versions  # noqa: F401 - re-exported
+from bench.suite import MethodSpec, Suite
 from bench.tracking import TAG, Tracker, flatten
-
-PACKAGES = ("torch", "torchvision", "transformers", "peft", "torch-fidelity", "clean-fid", "torchmetrics",
-            "scikit-learn", "mlflow", "lm_eval", "numpy")
-
-
-def cell_config(suite: Suite, method: MethodSpec) -> dict:
-    """The resolved configuration of a method's cells (defaults filled in); hashed for identity."""
-    cls = registry.get(registry.ADAPTERS, "adapter", method.adapter)
-    params = cls.Params.model_validate(method.params).model_dump(mode="json")
-    budget = {**suite.budget, **method.budget}
-    budget_model = getattr(cls, "Budget", None)
-    if budget_model is not None:
-        budget = budget_model.model_validate(budget).model_dump(mode="json")
-    metrics = []
-    for spec in suite.metrics:
-        mcls = registry.get(registry.METRICS, "metric", spec.name)
-        metrics.append({"name": spec.name, "params": mcls.Params.model_validate(spec.params).model_dump(mode="json")})
-    dataset = suite.dataset.model_dump(mode="json", exclude={"root"})  # where the data lies is not what it is
-    return {
-        "harness_version": HARNESS_VERSION,
-        "dataset": dataset,
-        "base_model": suite.base_model,
-        "adapter": method.adapter,
-        "params": params,
-        "budget": budget,
-        "metrics": metrics,
-    }
-
-
-def config_hash(suite: Suite, method: MethodSpec) -> str:
-    return stable_hash(cell_config(suite, method))
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        sha = out.stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for p in PACKAGES:
-        try:
-            out[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-NUMERICS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
-"""Environment variables that change float results on a CPU (logged with every gate run)."""
-
-
-def numerics() -> dict[str, str]:
-    """This process's floating-point setting: torch's CPU kernel level, threads, pinned env vars, CPU model."""
-    import os
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_threads": str(torch.get_num_threads()),
-            **{k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
 
 
 @dataclass
@@ -132,41 +59,26 @@ def run_suite(
     cache: Cache | None = None,
     progress: bool = True,
 ) -> tuple[list[CellOutcome], str]:
-    """Run the suite's cells; return their outcomes and the parent run id.
+    """Run the suite's cells (each with :func:`run_cell`); return their outcomes and the parent run id.
 
     Raises :class:`BenchError` before anything is logged if the data set is missing.
     A failing cell does not stop the others; its error is in its run (tag ``bench.error``).
     """
-    registry.load_all()
-    chosen = select_methods(suite, methods)
-    seeds = list(seeds) if seeds else list(suite.seeds)
-    dataset = load_dataset(suite.dataset)  # fail fast, before any run is created
-    # Optional adapter pre-flight (e.g. base-model weights present), also before any run is created:
-    # a classmethod ``preflight(suite)`` raising BenchError; called once per adapter class.
-    for cls in dict.fromkeys(registry.get(registry.ADAPTERS, "adapter", m.adapter) for m in chosen):
-        if hasattr(cls, "preflight"):
-            cls.preflight(suite)
+    plan = resolve(suite, methods, seeds)
+    dataset = preflight(plan.cells[0])  # fail fast, before any run is created
+    for spec in {c.adapter: c for c in plan.cells[1:]}.values():
+        preflight(spec, dataset)
     cache = cache or Cache()
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(suite.name)
-    versions = package_versions()
-    sha = git_sha()
     parent = tracker.start(exp, f"{suite.name}@{time.strftime('%Y%m%d-%H%M%S')}",
-                           {f"{TAG}kind": "suite", f"{TAG}suite": suite.name, f"{TAG}git_sha": sha,
+                           {f"{TAG}kind": "suite", f"{TAG}suite": suite.name, f"{TAG}git_sha": git_sha(),
                             f"{TAG}suite_file": suite.source})
     outcomes: list[CellOutcome] = []
     try:
-        for method in chosen:
-            cfg = cell_config(suite, method)
-            h = stable_hash(cfg)
-            for seed in seeds:
-                done = None if force else tracker.finished_cell(exp, h, seed)
-                if done is not None:
-                    _say(f"[bench] {method.name} seed={seed}: finished run {done.info.run_id[:8]} (config {h}) -> skipped")
-                    outcomes.append(CellOutcome(method.name, seed, "skipped", done.info.run_id))
-                    continue
-                outcomes.append(_run_cell(tracker, exp, parent, suite, method, seed, cfg, h, dataset, cache,
-                                          versions, sha, progress))
+        for spec in plan.cells:
+            outcomes.append(run_cell(spec, tracker.uri, parent, cache, progress, skip_finished=not force,
+                                     dataset=dataset))
         tracker.end(parent, "FINISHED" if all(o.status != "failed" for o in outcomes) else "FAILED")
     except KeyboardInterrupt:
         tracker.end(parent, "KILLED")
@@ -174,19 +86,67 @@ def run_suite(
     return outcomes, parent
 
 
-def _run_cell(tracker, exp, parent, suite, method, seed, cfg, h, dataset, cache, versions, sha, progress) -> CellOutcome:
-    cls = registry.get(registry.ADAPTERS, "adapter", method.adapter)
+def preflight(spec: CellSpec, dataset=None):
+    """Checks before a cell's run is created: harness version, plugins, data set, adapter pre-flight.
+
+    Returns the data set (``dataset`` if given, else loaded). An adapter may define a classmethod
+    ``preflight(suite)`` raising :class:`BenchError` (e.g. base-model weights present); it sees
+    :meth:`CellSpec.suite_view`.
+    """
+    if spec.harness_version != HARNESS_VERSION:
+        raise BenchError(f"cell {spec.method}-s{spec.seed} was planned by harness version {spec.harness_version}, "
+                         f"this is {HARNESS_VERSION}: plan it again (`bench plan`)")
+    problems = registry.import_plugins((f"cell {spec.filename}: plugins[{i}]", m) for i, m in enumerate(spec.plugins))
+    if problems:
+        raise BenchError("\n".join(problems))
+    cls = registry.get(registry.ADAPTERS, "adapter", spec.adapter)
+    dataset = dataset if dataset is not None else load_dataset(spec.dataset)
+    if hasattr(cls, "preflight"):
+        cls.preflight(spec.suite_view())
+    return dataset
+
+
+def _check_parent(tracker: Tracker, exp: str, run_id: str, suite: str) -> None:
+    try:
+        run = tracker.client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - mlflow raises its own exception types
+        raise BenchError(f"parent run {run_id!r}: no such run in the MLflow store {tracker.uri}") from None
+    if run.info.experiment_id != exp:
+        raise BenchError(f"parent run {run_id!r} is not in the experiment of suite {suite!r}")
+
+
+def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None = None, cache: Cache | None = None,
+             progress: bool = True, skip_finished: bool = False, dataset=None) -> CellOutcome:
+    """Execute one cell into a new MLflow run of the suite's experiment (child of ``parent_run_id``).
+
+    With ``skip_finished``, a cell whose config hash and seed already have a FINISHED run is not
+    run again (status "skipped"). Raises :class:`BenchError` before any run is created if the
+    data set or a pre-flight check fails; an error while training or measuring marks the run FAILED.
+    ``dataset``: the cell's data set if the caller has loaded it already (``bench run``, once per suite).
+    """
+    dataset = preflight(spec, dataset)
+    tracker = Tracker(tracking_uri)
+    exp = tracker.experiment_id(spec.suite)
+    h, seed, name = spec.config_hash, spec.seed, spec.method
+    if parent_run_id:
+        _check_parent(tracker, exp, parent_run_id, spec.suite)
+    if skip_finished:
+        done = tracker.finished_cell(exp, h, seed)
+        if done is not None:
+            _say(f"[bench] {name} seed={seed}: finished run {done.info.run_id[:8]} (config {h}) -> skipped")
+            return CellOutcome(name, seed, "skipped", done.info.run_id)
+    cls = registry.get(registry.ADAPTERS, "adapter", spec.adapter)
     tags = {
-        f"{TAG}kind": "cell", f"{TAG}suite": suite.name, f"{TAG}method": method.name,
-        f"{TAG}adapter": method.adapter, f"{TAG}label": method.label or method.name,
-        f"{TAG}baseline": str(method.baseline).lower(), f"{TAG}seed": seed, f"{TAG}config_hash": h,
-        f"{TAG}git_sha": sha, f"{TAG}dataset": suite.dataset.name,
-        **{f"{TAG}version.{k}": v for k, v in versions.items()},
+        f"{TAG}kind": "cell", f"{TAG}suite": spec.suite, f"{TAG}method": name,
+        f"{TAG}adapter": spec.adapter, f"{TAG}label": spec.label,
+        f"{TAG}baseline": str(spec.baseline).lower(), f"{TAG}seed": seed, f"{TAG}config_hash": h,
+        f"{TAG}git_sha": git_sha(), f"{TAG}dataset": spec.dataset.name,
+        **{f"{TAG}version.{k}": v for k, v in package_versions().items()},
         **{f"{TAG}numerics.{k}": v for k, v in numerics().items()},
     }
-    run_id = tracker.start(exp, f"{method.name}-s{seed}", tags, parent_id=parent)
-    _say(f"[bench] {method.name} seed={seed}: running (config {h}, run {run_id[:8]})")
-    artifact_dir = Path(tempfile.mkdtemp(prefix=f"bench-{method.name}-"))
+    run_id = tracker.start(exp, f"{name}-s{seed}", tags, parent_id=parent_run_id)
+    _say(f"[bench] {name} seed={seed}: running (config {h}, run {run_id[:8]})")
+    artifact_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     t0 = time.time()
 
     def log_metric(key, value, step=None):
@@ -196,22 +156,23 @@ def _run_cell(tracker, exp, parent, suite, method, seed, cfg, h, dataset, cache,
     def log_param(key, value):
         tracker.log_params(run_id, {key: value})
 
-    ctx = CellContext(suite=suite, method=method, seed=seed, budget=cfg["budget"], dataset=dataset, cache=cache,
-                      artifact_dir=artifact_dir, log_metric=log_metric, log_param=log_param, progress=progress)
+    ctx = CellContext(suite=spec.suite_view(), method=spec.method_spec(), seed=seed, budget=dict(spec.budget),
+                      dataset=dataset, cache=cache or Cache(), artifact_dir=artifact_dir, log_metric=log_metric,
+                      log_param=log_param, progress=progress)
     status, err, values = "FINISHED", None, {}
     try:
-        tracker.log_params(run_id, flatten(cfg))
+        tracker.log_params(run_id, flatten(spec.config()))
         torch.manual_seed(seed)
-        adapter = cls(cls.Params.model_validate(method.params), seed)
+        adapter = cls(cls.Params.model_validate(spec.params), seed)
         adapter.prepare(ctx)
-        for spec in suite.metrics:
-            mcls = registry.get(registry.METRICS, "metric", spec.name)
+        for m in spec.metrics:
+            mcls = registry.get(registry.METRICS, "metric", m.name)
             t1 = time.time()
-            out = check_finite(mcls().compute(adapter, ctx, mcls.Params.model_validate(spec.params)),
-                               f"metric {spec.name} ({method.name}, seed {seed})")
+            out = check_finite(mcls().compute(adapter, ctx, mcls.Params.model_validate(m.params)),
+                               f"metric {m.name} ({name}, seed {seed})")
             tracker.log_metrics(run_id, out)
             values.update(out)
-            _say(f"[bench]   {spec.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items())
+            _say(f"[bench]   {m.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items())
                  + f" ({time.time() - t1:.0f}s)")
     except KeyboardInterrupt:
         tracker.client.set_tag(run_id, f"{TAG}error", "interrupted")
@@ -220,7 +181,7 @@ def _run_cell(tracker, exp, parent, suite, method, seed, cfg, h, dataset, cache,
     except Exception as e:  # noqa: BLE001 - a failed cell is recorded, then the suite goes on
         status, err = "FAILED", f"{type(e).__name__}: {e}"
         tracker.client.set_tag(run_id, f"{TAG}error", err[:5000])
-        _say(f"[bench] {method.name} seed={seed}: FAILED: {err}")
+        _say(f"[bench] {name} seed={seed}: FAILED: {err}")
         if not isinstance(e, BenchError):
             _say(traceback.format_exc())
     finally:
@@ -232,5 +193,5 @@ def _run_cell(tracker, exp, parent, suite, method, seed, cfg, h, dataset, cache,
     if status == "FINISHED":
         tracker.log_metrics(run_id, {"cell_seconds": secs})
     tracker.end(run_id, status)
-    _say(f"[bench] {method.name} seed={seed}: {status.lower()} in {secs:.0f}s")
-    return CellOutcome(method.name, seed, "finished" if status == "FINISHED" else "failed", run_id, secs, err, values)
+    _say(f"[bench] {name} seed={seed}: {status.lower()} in {secs:.0f}s")
+    return CellOutcome(name, seed, "finished" if status == "FINISHED" else "failed", run_id, secs, err, values)

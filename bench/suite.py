@@ -128,6 +128,8 @@ class Suite(_Strict):
     claims: list[ClaimSpec] = Field(default_factory=list)
     base_model: dict[str, Any] | None = None
     gate: GateSpec | None = None
+    plugins: list[str] = Field(default_factory=list, description="modules imported before validation: they "
+                               "register external adapters and metrics (see also --plugin, entry points)")
 
     # Set by load_suite; not part of the YAML.
     source: str = Field(default="<memory>", exclude=True)
@@ -195,13 +197,8 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_suite(suite: str | os.PathLike, check_registry: bool = True) -> Suite:
-    """Load, parse and validate a suite.
-
-    Raises :class:`SuiteError` naming the file and every offending field path.
-    With ``check_registry`` the adapters, their params and budgets, the metrics and their
-    params, and the capabilities each metric needs are checked too (:func:`check_suite`).
-    """
+def read_suite_file(suite: str | os.PathLike) -> tuple[str, dict]:
+    """A suite name or file -> (its display path, its YAML mapping); :class:`SuiteError` otherwise."""
     path = resolve_suite_path(suite)
     where = _display(path)
     try:
@@ -210,70 +207,32 @@ def load_suite(suite: str | os.PathLike, check_registry: bool = True) -> Suite:
         raise SuiteError(f"{where}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{where}: a suite must be a YAML mapping, got {type(raw).__name__}")
+    return where, raw
+
+
+def load_suite(suite: str | os.PathLike, check_registry: bool = True) -> Suite:
+    """Load, parse and validate a suite.
+
+    Raises :class:`SuiteError` naming the file and every offending field path.
+    With ``check_registry`` the suite's plugins are imported and the adapters, their params and
+    budgets, the metrics and their params, and the capabilities each metric needs are checked too,
+    all problems together (:func:`bench.plan.load`).
+    """
+    if check_registry:
+        from bench.plan import load  # the checks against the registries live with plan resolution
+
+        return load(suite)
+    where, raw = read_suite_file(suite)
     try:
         s = Suite.model_validate(raw)
     except ValidationError as e:
         raise SuiteError("\n".join(f"{where}: {line}" for line in _errors_to_lines(e))) from None
     s.source = where
-    if check_registry:
-        check_suite(s)
     return s
 
 
 def check_suite(s: Suite) -> None:
     """Check a parsed suite against the registries; raise :class:`SuiteError` listing all problems."""
-    from bench import registry
+    from bench.plan import check
 
-    registry.load_all()
-    problems: list[str] = []
-    for i, m in enumerate(s.methods):
-        cls = registry.ADAPTERS.get(m.adapter)
-        if cls is None:
-            problems.append(f"methods[{i}].adapter: unknown adapter {m.adapter!r}; known: {sorted(registry.ADAPTERS)}")
-            continue
-        try:
-            cls.Params.model_validate(m.params)
-        except ValidationError as e:
-            problems += _errors_to_lines(e, ("methods", i, "params"))
-        budget_model = getattr(cls, "Budget", None)
-        if budget_model is not None:
-            try:
-                budget_model.model_validate({**s.budget, **m.budget})
-            except ValidationError as e:
-                for line in _errors_to_lines(e):
-                    key = line.split(":")[0]
-                    src = f"methods[{i}].budget" if key in m.budget else "budget"
-                    problems.append(f"{src}.{line}")
-        for j, spec in enumerate(s.metrics):
-            mcls = registry.METRICS.get(spec.name)
-            if mcls is None:
-                continue
-            missing = set(mcls.requires) - set(cls.capabilities)
-            if missing:
-                problems.append(
-                    f"metrics[{j}]: metric {spec.name!r} needs capability {sorted(missing)} that adapter "
-                    f"{m.adapter!r} (methods[{i}]) does not have (it has {sorted(cls.capabilities)})"
-                )
-    for j, spec in enumerate(s.metrics):
-        mcls = registry.METRICS.get(spec.name)
-        if mcls is None:
-            problems.append(f"metrics[{j}].name: unknown metric {spec.name!r}; known: {sorted(registry.METRICS)}")
-            continue
-        try:
-            mcls.Params.model_validate(spec.params)
-        except ValidationError as e:
-            problems += _errors_to_lines(e, ("metrics", j, "params"))
-    if s.claims:  # claims must name the suite's methods and metric keys (bench.claims)
-        from bench.claims import check_claims
-        from bench.metrics.base import all_columns
-
-        try:
-            keys = list(all_columns(s)) + ["cell_seconds"]
-        except (BenchError, ValidationError):
-            keys = None  # a metric problem is reported above
-        if keys is not None:
-            problems += check_claims(s, keys)
-    if s.dataset.name not in registry.DATASETS:
-        problems.append(f"dataset.name: unknown data set {s.dataset.name!r}; known: {sorted(registry.DATASETS)}")
-    if problems:
-        raise SuiteError("\n".join(f"{s.source}: {p}" for p in problems))
+    check(s)

@@ -229,7 +229,7 @@ def train_instrument(instrument_id: str, train: ImageSplit, test: ImageSplit, re
 
     from safetensors.torch import save_file
 
-    from bench.runner import numerics
+    from bench.provenance import numerics
 
     from bench import instruments
 
