@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from bench.adapter import count_nfe
 from bench.training import check_loss, minibatches, progress
 
 
@@ -112,6 +113,7 @@ class ARPrior(torch.nn.Module):
             for t in range(self.length):
                 ids = self.input_ids(seq, lab)
                 logit = self.logits_from_embeds(self.embed(ids))[:, -1].float()
+                count_nfe(len(lab))  # one prior forward per token position = one NFE per image
                 logit = logit.masked_fill(~self.allowed[t], float("-inf")) / max(temperature, 1e-6)
                 if top_k:
                     kth = torch.topk(logit, top_k, dim=-1).values[:, -1:]
