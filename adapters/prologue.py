@@ -46,7 +46,7 @@ from torch import nn
 from adapters._vq_tokenizer import VQTokenizer
 from adapters.vq import TokenizerARBudget, VQAdapter, VQParams, code_usage_perplexity
 from bench import HARNESS_VERSION
-from bench.adapter import check_image_batch
+from bench.adapter import Conditioning, check_image_batch, count_nfe
 from bench.ar_prior import ARPrior, PriorConfig
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
@@ -324,11 +324,12 @@ class PrologueAdapter(VQAdapter):
             return torch.cat(parts, 1).cpu()
 
     # -- generate / prior ----------------------------------------------------------------------
-    def sample(self, n: int, labels: torch.Tensor | None, steps: int | None, seed: int) -> torch.Tensor:
+    def sample(self, n: int, cond: Conditioning, steps: int | None, seed: int) -> torch.Tensor:
         """Class-conditional ancestral sampling of [prologue, EOS, visual]; NFE = P + 1 + L; no guidance."""
         length = self.prior.length
         if steps not in (None, length):
             raise ValueError(f"{self.registry_name}.sample: an AR prior takes exactly {length} steps, got {steps}")
+        labels = Conditioning.of(cond).labels
         if labels is None:
             labels = torch.full((n,), self.prior.null_class, dtype=torch.long)
         t_pro = self.params.prologue_temperature

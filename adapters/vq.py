@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters._vq_tokenizer import TokenizerConfig, VQTokenizer, train_tokenizer
 from bench import HARNESS_VERSION
-from bench.adapter import Adapter, AdapterParams, check_image_batch
+from bench.adapter import NLL, Adapter, AdapterParams, Conditioning, check_image_batch
 from bench.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
@@ -185,7 +185,7 @@ class VQAdapter(Adapter):
             return self.tokenizer.codes()[tokens.to(self.device)].cpu()
 
     # -- generate / prior -------------------------------------------------------------------
-    def sample(self, n: int, labels: torch.Tensor | None, steps: int | None, seed: int) -> torch.Tensor:
+    def sample(self, n: int, cond: Conditioning, steps: int | None, seed: int) -> torch.Tensor:
         """Class-conditional ancestral sampling, temperature ``params.temperature``, no guidance.
 
         NFE = L (one prior forward per token); ``steps`` other than None or L is an error.
@@ -193,6 +193,7 @@ class VQAdapter(Adapter):
         length = self.prior.length
         if steps not in (None, length):
             raise ValueError(f"{self.registry_name}.sample: an AR prior takes exactly L={length} steps, got {steps}")
+        labels = Conditioning.of(cond).labels
         if labels is None:
             labels = torch.full((n,), self.prior.null_class, dtype=torch.long)
         seqs = self.prior.sample(labels[:n], self.params.temperature, seed)
@@ -201,6 +202,10 @@ class VQAdapter(Adapter):
     def tokens_from_sequences(self, seqs: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`prior_sequences` (identity here)."""
         return seqs
+
+    def nll(self, images: torch.Tensor, labels: torch.Tensor) -> NLL:
+        """The ``prior`` capability: :meth:`prior_nll` per position, summed per sequence (nats)."""
+        return NLL.from_positions(self.prior_nll(images, labels))
 
     def prior_nll(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-position NLL [B, L] (nats) of the images' tokens under the prior (masked as sampled)."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from bench.adapter import count_nfe
 from bench.training import Schedule, Update, fit, minibatches, sample_autoregressive
 
 
@@ -112,7 +113,11 @@ class ARPrior(torch.nn.Module):
         return out
 
     def next_logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Code logits float32 [B, V] of position t given tokens [B, t] and labels [B] (unmasked)."""
+        """Code logits float32 [B, V] of position t given tokens [B, t] and labels [B] (unmasked).
+
+        One call is one network evaluation per image: counted (:func:`bench.adapter.count_nfe`).
+        """
+        count_nfe(len(labels))
         return self.logits_from_embeds(self.embed(self.input_ids(tokens, labels)))[:, -1].float()
 
 

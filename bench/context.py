@@ -73,7 +73,8 @@ class CellContext:
 
     ``budget`` is the resolved budget (suite budget merged with the method's overrides),
     ``log_artifact(path)`` / ``log_metric(key, value, step)`` write to this cell's MLflow run,
-    ``artifact_dir`` is a scratch directory whose files are logged when the cell ends.
+    ``artifact_dir`` is a scratch directory whose files are logged when the cell ends;
+    ``inputs`` is the cell's :class:`bench.inputs.InputProvider` (made by ``bench.inputs.provider(ctx)``).
     """
 
     suite: Any
@@ -87,3 +88,4 @@ class CellContext:
     log_param: Callable[[str, Any], None] = lambda k, v: None
     device: torch.device = field(default_factory=lambda: default_device())
     progress: bool = True
+    inputs: Any = None

@@ -209,7 +209,8 @@ def to_html(board: Leaderboard, figure_names: list[str] | None = None) -> str:
 
 def make_figures(board: Leaderboard, out_dir: Path) -> list[Path]:
     """Figures contributed by adapter classes: an optional classmethod
-    ``leaderboard_figures(board, out_dir) -> list[Path]`` (called once per adapter class)."""
+    ``leaderboard_figures(board, out_dir) -> list[Path]`` (called once per adapter class), and the
+    quality-vs-NFE plot of a suite with an NFE sweep (:mod:`bench.nfe_plot`)."""
     figs: list[Path] = []
     seen = set()
     for m in board.suite.methods:
@@ -219,7 +220,9 @@ def make_figures(board: Leaderboard, out_dir: Path) -> list[Path]:
             continue
         seen.add(fn.__func__)
         figs += list(fn(board, out_dir) or [])
-    return figs
+    from bench.nfe_plot import quality_vs_nfe
+
+    return figs + quality_vs_nfe(board, out_dir)  # when a sample metric sweeps the NFE
 
 
 def write(board: Leaderboard, out_dir: Path | None = None, formats=("md", "csv", "html")) -> dict[str, Path]:

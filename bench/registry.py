@@ -36,8 +36,19 @@ def _register(table: dict[str, type], kind: str, name: str) -> Callable[[T], T]:
 
 
 def register_adapter(name: str):
-    """Class decorator: make an :class:`bench.adapter.Adapter` subclass available as ``name``."""
-    return _register(ADAPTERS, "adapter", name)
+    """Class decorator: make an :class:`bench.adapter.Adapter` subclass available as ``name``.
+
+    Refuses (:class:`BenchError`) a class declaring a capability whose contract it does not implement.
+    """
+    register = _register(ADAPTERS, "adapter", name)
+
+    def deco(cls: T) -> T:
+        from bench.adapter import check_capabilities
+
+        check_capabilities(cls)  # type: ignore[arg-type]
+        return register(cls)
+
+    return deco
 
 
 def register_metric(name: str):

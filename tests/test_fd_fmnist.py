@@ -1,5 +1,5 @@
 """Fashion-MNIST CNN features: the shipped instrument (sha256, ids), deterministic training, sane
-Fréchet distances, image pools."""
+Fréchet distances, shared declared inputs."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -15,7 +15,7 @@ from bench.data.fmnist import fmnist_dir, load_split
 from bench.errors import MetricError
 from bench.metrics import fd_fmnist, fid  # noqa: F401  (fid registers gfid/rfid for pool sizing)
 from bench.metrics import fmnist_classifier as fc
-from bench.metrics import images as pools
+from bench import inputs
 from bench.metrics.fid import frechet_distance
 from bench.suite import MetricSpec
 from tiny_images import IdentityTokenizer  # noqa: E402
@@ -136,7 +136,8 @@ class Sampler(Adapter):
         super().__init__(AdapterParams(), 0)
         self.train, self.noise, self.calls = train, noise, []
 
-    def sample(self, n, labels, steps, seed):
+    def sample(self, n, cond, steps, seed):
+        labels = cond.labels
         self.calls.append((n, labels.clone(), steps, seed))
         if self.noise:
             return torch.randint(0, 256, (n, 1, 28, 28), generator=torch.Generator().manual_seed(seed),
@@ -178,7 +179,7 @@ def test_gfd_real_samples_beat_noise_and_pool_is_shared(fmnist, tiny_default, tm
     assert len(real.calls) == 1
     n, labels, steps, seed = real.calls[0]
     assert (n, steps, seed) == (250, None, 3) and torch.equal(labels, torch.arange(250) % 10)
-    assert len(pools.generated(real, ctx, 100)) == 100 and len(real.calls) == 1  # prefix, no resampling
+    assert len(inputs.provider(ctx).get(inputs.samples(100), real)) == 100 and len(real.calls) == 1  # prefix
     assert (tmp_path / "art" / "samples.png").exists()
 
     ctx2, _ = make_ctx(fmnist, tiny_default, tmp_path, metrics)
@@ -193,6 +194,6 @@ def test_needs_fmnist_and_enough_images(fmnist, tiny_default, tmp_path):
         fd_fmnist.ReconstructionFD().compute(IdentityTokenizer(AdapterParams(), 0), ctx, fd_fmnist.FDParams(n=10))
     ctx, _ = make_ctx(fmnist, tiny_default, tmp_path, [("rfd_fmnist", {"n": 600})])
     with pytest.raises(MetricError, match="n_test"):
-        pools.reconstructed(IdentityTokenizer(AdapterParams(), 0), ctx, 600)
+        inputs.provider(ctx).get(inputs.reconstructions(600), IdentityTokenizer(AdapterParams(), 0))
     with pytest.raises(ValueError):
         fd_fmnist.FDParams(n=1)

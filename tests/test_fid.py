@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import bench.context
-from bench import registry
+from bench import inputs, registry
 from bench.adapter import Adapter, AdapterParams
 from bench.context import Cache, CellContext
 from bench.data.base import ImageDataset, ImageSplit
@@ -60,8 +60,8 @@ class TrainSampler(Adapter):
         super().__init__(AdapterParams(), 0)
         self.train = train
 
-    def sample(self, n, labels, steps, seed):
-        idx = [int(torch.nonzero(self.train.labels == c).flatten()[-1 - i]) for i, c in enumerate(labels.tolist())]
+    def sample(self, n, cond, steps, seed):
+        idx = [int(torch.nonzero(self.train.labels == c).flatten()[-1 - i]) for i, c in enumerate(cond.labels.tolist())]
         return self.train.images[idx]
 
 
@@ -128,13 +128,13 @@ def test_fid_kid_equal_torch_fidelity(two_sets, cache_root):
 def test_rfid_identity_is_zero_and_reference_is_cached(fmnist, cache_root, tmp_path, monkeypatch):
     """End to end: a lossless tokenizer has rFID ~ 0; the reference features come from the cache."""
     calls: list[np.ndarray] = []
-    real_fn = fid.inception_features
+    real_fn = inception.inception_features
 
     def spy(images, **kw):
         calls.append(real_fn(images, **kw))
         return calls[-1]
 
-    monkeypatch.setattr(fid, "inception_features", spy)
+    monkeypatch.setattr(inception, "inception_features", spy)
     ctx, logged = make_ctx(fmnist, cache_root, tmp_path, [("rfid", {"n": 12}), ("rfd_fmnist", {"n": 30})])
     metric = fid.ReconstructionFID()
     params = metric.Params.model_validate({"n": 12})
@@ -144,7 +144,7 @@ def test_rfid_identity_is_zero_and_reference_is_cached(fmnist, cache_root, tmp_p
     assert all(np.isfinite(v) for v in out.values())
     assert abs(out["rfid"]) < 1e-2  # FID(X, X) = 0 up to eigvals round-off, never NaN
     assert len(calls) == 2  # reference (real) + reconstructions
-    assert len(ctx.memo["reconstructed"]) == 30  # reconstructed once for the largest n in the suite
+    assert len(inputs.provider(ctx).pooled(inputs.RECONSTRUCTIONS)) == 30  # once, for the largest n in the suite
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
     assert logged["rfid.n"] == 12 and logged["rfid.weights_sha256"] == inception.WEIGHTS_SHA256
     assert logged["rfid.resize"] == inception.RESIZE_MODE and logged["rfid.extractor"] == inception.EXTRACTOR_ID
@@ -165,7 +165,7 @@ def test_gfid_pairs_balanced_samples_with_balanced_train(fmnist, cache_root, tmp
     assert torch.bincount(real.labels, minlength=10).tolist() == [2] * 10
     assert torch.bincount(fake.labels, minlength=10).tolist() == [2] * 10
     assert torch.equal(real.images, ctx.dataset.train.class_balanced(20).images)
-    assert len(ctx.memo["generated"]) == 40  # sampled once for the largest n of the suite
+    assert len(inputs.provider(ctx).pooled(inputs.SAMPLES)) == 40  # sampled once for the largest n of the suite
     assert (tmp_path / "samples.png").exists()
 
 

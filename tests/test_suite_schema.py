@@ -59,9 +59,11 @@ def test_metric_needing_missing_capability_is_rejected(tmp_path):
 
     @register_adapter("_tok_only_for_test")
     class TokOnly(Adapter):
-        """Adapter with tokenize only."""
+        """Adapter with tokenize only (implemented: registration checks the Tokenizer contract)."""
 
         capabilities = frozenset({"tokenize"})
+        codebook_sizes = property(lambda self: [2])
+        encode = decode = lambda self, x: x
 
     try:
         p = write(tmp_path, GOOD.replace("adapter: vcq, params: {k_min: 2, k_max: 64}", "adapter: _tok_only_for_test"))

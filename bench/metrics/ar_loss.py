@@ -1,4 +1,4 @@
-"""AR loss: the prior's mean cross-entropy on test-split tokens.
+"""AR loss: the prior's mean cross-entropy on test-split tokens (the ``prior`` capability, ``nll``).
 
 ``ar_loss`` is nats/token averaged over positions (what the wAR-Tok/Prologue papers call AR loss);
 ``bits_per_image`` sums over positions and converts to bits. Per-token loss is not comparable
@@ -10,6 +10,7 @@ import math
 
 from pydantic import Field
 
+from bench.errors import MetricError
 from bench.metrics.base import Column, Metric, MetricParams, check_finite
 from bench.registry import register_metric
 
@@ -34,12 +35,15 @@ class ARLoss(Metric):
 
     def compute(self, adapter, ctx, params):
         test = ctx.dataset.test.head(params.n)
-        nll = adapter.prior_nll(test.images, test.labels)  # [N, L] nats
+        res = adapter.nll(test.images, test.labels)  # bench.adapter.NLL, nats
+        nll = res.per_position  # [N, L]
+        if nll is None:
+            raise MetricError(f"ar_loss: {adapter.registry_name}.nll gives no per-position NLL (needed for nats/token)")
         per_pos = nll.mean(0)
         for t, v in enumerate(per_pos.tolist()):
             ctx.log_metric("ar_loss_per_position", v, t)
         ctx.log_param("ar_loss.n", len(test))
         return check_finite({
             "ar_loss": float(nll.mean()),
-            "bits_per_image": float(nll.sum(1).mean() / math.log(2)),
+            "bits_per_image": float(res.per_sequence.mean() / math.log(2)),
         }, "ar_loss")

@@ -1,7 +1,10 @@
 """Metric interface: one class per metric, registered by name.
 
-A metric declares ``requires`` (adapter capabilities it needs), a pydantic ``Params`` model
-(validated against the suite), and ``compute(adapter, ctx, params) -> dict[str, float]``.
+A metric declares ``requires`` (the adapter capabilities it needs: contracts of
+:mod:`bench.adapter`, and it uses no other adapter member), a pydantic ``Params`` model
+(validated against the suite), ``inputs(params)`` (the image sets and features it consumes,
+:class:`bench.inputs.InputSpec`; the cell's provider makes each once) and
+``compute(adapter, ctx, params) -> dict[str, float]``.
 Its output keys are described by ``outputs``: key -> :class:`Column` (display name,
 direction, unit). Extra provenance (sample counts, extractor, weights sha256) goes to
 ``ctx.log_param``; columns that differ in extractor or n carry it in ``Column.header``.
@@ -43,6 +46,11 @@ class Metric:
     def columns(cls, params: MetricParams) -> dict[str, Column]:
         """Output key -> column description, for these parameters."""
         raise NotImplementedError
+
+    @classmethod
+    def inputs(cls, params: MetricParams) -> list:
+        """The inputs ``compute`` takes from ``bench.inputs.provider(ctx)`` (list of ``InputSpec``)."""
+        return []
 
     def compute(self, adapter: Any, ctx: Any, params: MetricParams) -> dict[str, float]:
         raise NotImplementedError

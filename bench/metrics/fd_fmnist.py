@@ -2,13 +2,15 @@
 
 Same construction as FID (Fréchet distance between Gaussian fits of features, Heusel et al.
 2017, arXiv 1706.08500, computed with torch-fidelity's functions) and the same image pairs
-as :mod:`bench.metrics.fid`, but in the 64-d penultimate features of the small CNN of
-:mod:`bench.metrics.fmnist_classifier` (thousands of images per second on CPU instead of ~5).
-Values are not comparable with FID, only with fd values of the same classifier instrument id
-(``classifier`` param, default ``fmnist-cnn-v1``; it is part of the config hash and the column title).
+as :mod:`bench.metrics.fid` (both are members of :mod:`bench.metrics.frechet`), but in the 64-d
+penultimate features of the small CNN of :mod:`bench.metrics.fmnist_classifier` (thousands of
+images per second on CPU instead of ~5). Values are not comparable with FID, only with fd values
+of the same classifier instrument id (``classifier`` param, default ``fmnist-cnn-v1``; it is part
+of the config hash and the column title).
 
 * ``rfd_fmnist``: reconstructions of the first n test images vs those test images.
-* ``gfd_fmnist``: n class-balanced samples vs n class-balanced *train* images.
+* ``gfd_fmnist``: n class-balanced samples vs n class-balanced *train* images; ``steps: [...]``
+  sweeps the sampler's NFE.
 """
 from __future__ import annotations
 
@@ -16,12 +18,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from bench.data.base import ImageSplit
-from bench.errors import MetricError
 from bench.metrics import fmnist_classifier as fc
-from bench.metrics import images as pools
-from bench.metrics.base import Column, Metric, MetricParams, check_finite
-from bench.metrics.fid import frechet_distance
+from bench.metrics.base import MetricParams
+from bench.metrics.frechet import GENERATION, RECONSTRUCTION, FrechetMetric, SweepParams
 from bench.registry import register_metric
 
 
@@ -43,34 +42,25 @@ class FDParams(MetricParams):
         return v
 
 
+class GenerationFDParams(FDParams, SweepParams):
+    """:class:`FDParams` plus ``steps``, the NFE sweep."""
+
+
 def classifier_for(ctx: Any, instrument_id: str = fc.DEFAULT_INSTRUMENT) -> fc.FMNISTClassifier:
     """The shipped classifier ``instrument_id`` (a fixed file, the same on every machine)."""
-    ds = ctx.dataset
-    if getattr(ds, "name", None) != "fmnist" or ds.channels != 1 or ds.resolution != 28:
-        raise MetricError(f"fd_fmnist metrics need the fmnist data set (1x28x28), got {getattr(ds, 'name', ds)!r}")
+    from bench.instruments.features import extractor
+
+    extractor(instrument_id).check(ctx)
     return fc.load_classifier(instrument_id)
 
 
-class _FDMetric(Metric):
+class _FDMetric(FrechetMetric):
     Params: ClassVar[type[MetricParams]] = FDParams
-    prefix: ClassVar[str] = "?"
-    image_pool: ClassVar[str] = "?"
+    base, title = "fd_fmnist", "FD"
 
     @classmethod
-    def columns(cls, params: FDParams) -> dict[str, Column]:
-        return {f"{cls.prefix}fd_fmnist": Column(f"{cls.prefix}FD ({params.classifier}, n={params.n})",
-                                                 higher_is_better=False)}
-
-    def image_sets(self, adapter: Any, ctx: Any, n: int) -> tuple[ImageSplit, ImageSplit]:
-        raise NotImplementedError
-
-    def compute(self, adapter: Any, ctx: Any, params: FDParams) -> dict[str, float]:
-        clf = classifier_for(ctx, params.classifier)
-        real, fake = self.image_sets(adapter, ctx, params.n)
-        fd = frechet_distance(clf.features(fake.images, params.batch_size), clf.features(real.images, params.batch_size))
-        for k, v in {**clf.provenance(), "n": params.n, "reference_fingerprint": real.fingerprint()}.items():
-            ctx.log_param(f"{self.registry_name}.{k}", v)
-        return check_finite({f"{self.prefix}fd_fmnist": fd}, self.registry_name)
+    def instrument(cls, params) -> str:
+        return params.classifier
 
 
 @register_metric("rfd_fmnist")
@@ -78,11 +68,7 @@ class ReconstructionFD(_FDMetric):
     """rFD: reconstructions of the first n test images vs those test images (CNN features)."""
 
     requires = ("tokenize",)
-    prefix = "r"
-    image_pool = pools.RECONSTRUCTED
-
-    def image_sets(self, adapter, ctx, n):
-        return pools.reference_test(ctx, n), pools.reconstructed(adapter, ctx, n)
+    pair, prefix = RECONSTRUCTION, "r"
 
 
 @register_metric("gfd_fmnist")
@@ -90,8 +76,5 @@ class GenerationFD(_FDMetric):
     """gFD: n class-balanced samples vs n class-balanced training images (CNN features)."""
 
     requires = ("generate",)
-    prefix = "g"
-    image_pool = pools.GENERATED
-
-    def image_sets(self, adapter, ctx, n):
-        return pools.reference_train_balanced(ctx, n), pools.generated(adapter, ctx, n)
+    Params = GenerationFDParams
+    pair, prefix = GENERATION, "g"

@@ -2,7 +2,8 @@
 
 Multinomial logistic regression (scikit-learn) on the first k tokens of the sequence the AR model
 sees, fit on train images, top-1 accuracy on test images. Features: one-hot token indices
-(``onehot``, sparse) or the tokens' code vectors (``codes``, needs ``adapter.code_vectors``).
+(``onehot``, sparse) or the tokens' code vectors (``codes``: the optional ``code_vectors`` member of
+the :class:`bench.adapter.Tokenizer` contract).
 """
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def probe_accuracy(train_x, train_y, test_x, test_y, C: float, max_iter: int, se
 
 def _features(adapter, tokens: torch.Tensor, k: int, kind: str, sizes: list[int]):
     if kind == "codes":
+        if not callable(getattr(adapter, "code_vectors", None)):
+            from bench.errors import MetricError
+
+            raise MetricError(f"probe features 'codes': adapter {adapter.registry_name} has no code_vectors "
+                              "(optional member of the Tokenizer contract); use features: onehot")
         return adapter.code_vectors(tokens[:, :k]).reshape(len(tokens), -1).numpy()
     enc = OneHotEncoder(categories=[np.arange(s) for s in sizes[:k]], handle_unknown="error")
     return sparse.csr_matrix(enc.fit_transform(tokens[:, :k].numpy()))

@@ -196,15 +196,16 @@ def project_ar_nll(logits: torch.Tensor, tokens: torch.Tensor, labels: torch.Ten
 
 
 def project_ar_loss(nll: torch.Tensor) -> dict[str, float]:
-    """``ARLoss.compute`` on an adapter whose ``prior_nll`` returns ``nll`` [N, L]."""
+    """``ARLoss.compute`` on an adapter whose ``nll`` returns per-position ``nll`` [N, L]."""
     from types import SimpleNamespace
 
+    from bench.adapter import NLL
     from bench.data.base import ImageSplit
     from bench.metrics.ar_loss import ARLoss, ARLossParams
 
     n = len(nll)
     test = ImageSplit(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.zeros(n, dtype=torch.long))
-    adapter = SimpleNamespace(prior_nll=lambda images, labels: nll)
+    adapter = SimpleNamespace(nll=lambda images, labels: NLL.from_positions(nll), registry_name="golden")
     ctx = SimpleNamespace(dataset=SimpleNamespace(test=test), log_metric=lambda *a: None, log_param=lambda *a: None)
     return ARLoss().compute(adapter, ctx, ARLossParams())
 

@@ -1,0 +1,203 @@
+"""One Fréchet-distance (and KID) metric family: an instrument's features of a (real, fake) image pair.
+
+FID: Fréchet distance between Gaussians fitted to features of two image sets (Heusel et al. 2017,
+arXiv 1706.08500). KID: unbiased MMD^2 with the cubic polynomial kernel, mean over random subsets
+(Bińkowski et al. 2018, arXiv 1801.01401). Both formulas are torch-fidelity's own (``metric_fid`` /
+``metric_kid``, defaults: 100 subsets, rng seed 2020), staged as pure functions
+(features -> statistics -> metric) fed by the cell's input provider (:mod:`bench.inputs`), which
+makes each image set and its features once per cell.
+
+A member of the family (:class:`FrechetMetric`) is data: the image pair (``reconstruction``:
+decode(encode(x)) of the first n test images vs those images; ``generation``: n class-balanced
+samples vs n class-balanced train images), the instrument (:mod:`bench.instruments.features`),
+its output key and column title. ``rfid``/``gfid`` (:mod:`bench.metrics.fid`) and
+``rfd_fmnist``/``gfd_fmnist`` (:mod:`bench.metrics.fd_fmnist`) are the registered members.
+
+NFE sweep: a generation member's params may carry ``steps: [1, 2, 4, 8]`` (:class:`SweepParams`);
+it then outputs ``<key>_nfe<s>`` per asked steps s (``<key>@<s>``; MLflow keys allow no '@') and the measured
+NFE ``nfe_steps<s>``, and logs ``<key>`` as an MLflow metric history with step = measured NFE.
+Without ``steps`` the outputs, and the config hash, are those of the adapter's default steps.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator, model_serializer
+
+from bench import inputs as inp
+from bench.data.base import ImageSplit
+from bench.metrics.base import Column, Metric, MetricParams, check_finite
+
+KID_SUBSETS = 100  # torch-fidelity's default
+KID_RNG_SEED = 2020  # torch-fidelity's default: fixed subsets, so KID is reproducible
+RECONSTRUCTION, GENERATION = "reconstruction", "generation"
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussian fits of two feature sets (float [N, D] each, N >= 2).
+
+    torch-fidelity's ``fid_features_to_statistics`` (mean, ``np.cov``) and
+    ``fid_statistics_to_metric`` (trace of sqrt via eigenvalues of sigma_a @ sigma_b).
+    Units: squared feature units. Never NaN for finite inputs; can be ~-1e-6 for equal sets.
+    """
+    from threadpoolctl import threadpool_limits
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    stats = [fid_features_to_statistics(torch.from_numpy(np.ascontiguousarray(f))) for f in (feats_a, feats_b)]
+    # The 2048x2048 non-symmetric eigvals (LAPACK geev) is ~4x faster single-threaded on a busy
+    # 2-core machine (7 s vs 20-40 s measured): OpenBLAS threads spin against each other.
+    with threadpool_limits(1, user_api="blas"):
+        return float(fid_statistics_to_metric(stats[0], stats[1], verbose=False)[KEY_METRIC_FID])
+
+
+def kernel_distance(feats_a: np.ndarray, feats_b: np.ndarray, subset_size: int,
+                    subsets: int = KID_SUBSETS, rng_seed: int = KID_RNG_SEED) -> tuple[float, float]:
+    """KID (mean, std over subsets) via torch-fidelity's ``kid_features_to_metric``.
+
+    Features float [N, D]; ``subset_size`` <= min(N_a, N_b); polynomial kernel
+    (x.y / D + 1)^3; unbiased MMD^2 estimate, may be slightly negative for equal distributions.
+    The kernels are computed in float32, as torch-fidelity does (the network's own precision;
+    2x faster than float64: 100 subsets of 1000 take ~15-30 s on 2 cores).
+    """
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    a, b = (torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)) for f in (feats_a, feats_b))
+    out = kid_features_to_metric(a, b, kid_subsets=subsets, kid_subset_size=subset_size, rng_seed=rng_seed,
+                                 verbose=False)
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+class SweepParams(MetricParams):
+    """Mixin for sample-based metrics: ``steps``, the NFE sweep (absent = the adapter's default).
+
+    Left out of the dumped params when absent, so a suite without a sweep keeps its config hash.
+    """
+
+    steps: list[int] | None = Field(default=None, min_length=1,
+                                    description="sampler steps (NFE) to evaluate at; default: the adapter's own")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(s < 1 for s in v) or len(set(v)) != len(v)):
+            raise ValueError(f"steps must be distinct integers >= 1, got {v}")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_default_steps(self, handler):
+        d = handler(self)
+        if isinstance(d, dict) and d.get("steps") is None:
+            d.pop("steps", None)
+        return d
+
+
+def sweep_key(key: str, steps: int) -> str:
+    """Output key of ``key`` at ``steps`` sampler steps (MLflow keys allow no '@')."""
+    return f"{key}_nfe{steps}"
+
+
+def nfe_key(steps: int) -> str:
+    """Output key of the measured NFE of the samples asked at ``steps``."""
+    return f"nfe_steps{steps}"
+
+
+class FrechetMetric(Metric):
+    """A Fréchet (and, with ``kid``, KID) distance in an instrument's features; subclasses are data."""
+
+    pair: ClassVar[str] = "?"  # RECONSTRUCTION or GENERATION
+    prefix: ClassVar[str] = "?"  # "r" or "g": key = prefix + base, title = prefix + title
+    base: ClassVar[str] = "?"  # "fid" -> rfid / gfid; "fd_fmnist" -> rfd_fmnist / gfd_fmnist
+    title: ClassVar[str] = "?"  # "FID" / "FD"
+    kid: ClassVar[bool] = False  # also KID (keys prefix + "kid")
+
+    # -- declaration ---------------------------------------------------------------------------
+    @classmethod
+    def instrument(cls, params: MetricParams) -> str:
+        """The registered instrument id whose features this metric compares."""
+        raise NotImplementedError
+
+    @classmethod
+    def tag(cls, params: MetricParams) -> str:
+        return f"{cls.instrument(params)}, n={params.n}"
+
+    @classmethod
+    def sweep(cls, params: MetricParams) -> list[int | None]:
+        return list(getattr(params, "steps", None) or [None])
+
+    @classmethod
+    def real_input(cls, params: MetricParams) -> inp.InputSpec:
+        return inp.real_test(params.n) if cls.pair == RECONSTRUCTION else inp.real_train_balanced(params.n)
+
+    @classmethod
+    def fake_input(cls, params: MetricParams, steps: int | None) -> inp.InputSpec:
+        return inp.reconstructions(params.n) if cls.pair == RECONSTRUCTION else inp.samples(params.n, steps)
+
+    @classmethod
+    def inputs(cls, params: MetricParams) -> list[inp.InputSpec]:
+        inst, bs = cls.instrument(params), params.batch_size
+        return [inp.features(inst, cls.real_input(params), bs)] + [
+            inp.features(inst, cls.fake_input(params, s), bs) for s in cls.sweep(params)]
+
+    @classmethod
+    def columns(cls, params: MetricParams) -> dict[str, Column]:
+        names = [(cls.prefix + cls.base, cls.prefix + cls.title)]
+        if cls.kid:
+            names.append((f"{cls.prefix}kid", f"{cls.prefix}KID"))
+        cols: dict[str, Column] = {}
+        for key, title in names:  # one column per output and NFE, then the measured NFEs
+            for s in cls.sweep(params):
+                if s is None:
+                    cols[key] = Column(f"{title} ({cls.tag(params)})", higher_is_better=False)
+                else:
+                    cols[sweep_key(key, s)] = Column(f"{title} ({cls.tag(params)}, NFE={s})", higher_is_better=False)
+        for s in cls.sweep(params):
+            if s is not None:
+                cols[nfe_key(s)] = Column(f"measured NFE (steps={s})", higher_is_better=False)
+        return cols
+
+    # -- computation ---------------------------------------------------------------------------
+    def image_sets(self, adapter: Any, ctx: Any, params: MetricParams,
+                   steps: int | None = None) -> tuple[ImageSplit, ImageSplit]:
+        """(real reference set, generated or reconstructed set), ``params.n`` images each."""
+        p = inp.provider(ctx)
+        return p.get(self.real_input(params), adapter), p.get(self.fake_input(params, steps), adapter)
+
+    def compute(self, adapter: Any, ctx: Any, params: MetricParams) -> dict[str, float]:
+        name, p = self.registry_name, inp.provider(ctx)
+        inst, bs = self.instrument(params), params.batch_size
+        real = self.real_input(params)
+        f_real = p.get(inp.features(inst, real, bs), adapter)
+        out: dict[str, float] = {}
+        for s in self.sweep(params):
+            f_fake = p.get(inp.features(inst, self.fake_input(params, s), bs), adapter)
+            vals = {self.prefix + self.base: frechet_distance(f_fake, f_real)}
+            kid_std = None
+            if self.kid:
+                vals[f"{self.prefix}kid"], kid_std = kernel_distance(f_fake, f_real, params.kid_subset_size)
+            if s is None:
+                if kid_std is not None:
+                    ctx.log_metric(f"{self.prefix}kid_std", kid_std, None)
+                out.update(vals)
+                continue
+            nfe = p.nfe(s)
+            step = int(round(nfe))
+            for k, v in vals.items():  # the quality-vs-NFE history, one MLflow metric per output
+                ctx.log_metric(k, v, step)
+                out[sweep_key(k, s)] = v
+            if kid_std is not None:
+                ctx.log_metric(f"{self.prefix}kid_std", kid_std, step)
+            out[nfe_key(s)] = nfe
+        from bench.instruments.features import extractor
+
+        for k, v in {**extractor(inst).provenance(), **self.logged_params(params),
+                     "reference_fingerprint": p.get(real, adapter).fingerprint()}.items():
+            ctx.log_param(f"{name}.{k}", v)
+        return check_finite(out, name)
+
+    def logged_params(self, params: MetricParams) -> dict[str, Any]:
+        """Parameters logged with the values (besides the instrument's provenance)."""
+        extra = {"kid_subset_size": params.kid_subset_size, "kid_subsets": KID_SUBSETS} if self.kid else {}
+        steps = getattr(params, "steps", None)
+        return {"n": params.n, **extra, **({"steps": ",".join(map(str, steps))} if steps else {})}
