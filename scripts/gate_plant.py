@@ -9,7 +9,7 @@ of that size would produce. Plants:
 
 * ``priorNN``: the AR prior trains NN % of its steps (e.g. prior70, prior50);
 * ``codebookNN``: vq's tokenizer uses only NN % of its K codes at every position;
-* ``fdNNN``: the Fréchet distance in fmnist-cnn features is multiplied by NNN/100 (e.g. fd105);
+* ``fdNNN``: every Fréchet distance (rFD/gFD in the ci suite) is multiplied by NNN/100 (e.g. fd105);
 * ``probeNN``: the probe's reported accuracies are multiplied by NN/100.
 """
 from __future__ import annotations
@@ -42,10 +42,10 @@ def plant(name: str) -> None:
         cls.schedule = lambda self: ([max(2, round(k * f)) for k in base(self)]
                                      if type(self) is cls else base(self))
     elif kind == "fd":
-        import bench.metrics.fd_fmnist as fd
+        import bench.metrics.frechet as fr  # the one Fréchet implementation (rFD/gFD, and rFID/gFID)
 
-        orig_fd = fd.frechet_distance
-        fd.frechet_distance = lambda a, b: orig_fd(a, b) * f
+        orig_fd = fr.frechet_distance
+        fr.frechet_distance = lambda a, b: orig_fd(a, b) * f
     else:
         import bench.metrics.probe as probe
 
