@@ -1,7 +1,8 @@
 """Name -> class registries for adapters, metrics and data sets (lm-eval-harness style).
 
 Adapters register with ``@register_adapter("name")``, metrics with ``@register_metric("name")``.
-Modules under ``adapters/`` and ``bench/metrics/`` are imported lazily by :func:`load_all`, and so
+Modules under ``adapters/`` (recursively: one subpackage per method family) and ``bench/metrics/``
+are imported lazily by :func:`load_all`, and so
 are external packages' modules: entry points of the groups ``genbench.adapters`` /
 ``genbench.metrics``, a suite's ``plugins:`` and ``--plugin`` (:func:`import_plugins`).
 """
@@ -64,16 +65,37 @@ def register_dataset(name: str):
 _loaded = False
 
 
+def _import_tree(pkg_name: str) -> None:
+    """Import ``pkg_name`` and, recursively, every module and subpackage under it.
+
+    Skips any module or package whose name starts with ``_`` (and everything under such a package)
+    and folders without ``__init__.py`` (data folders such as ``adapters/peft/lm_eval_tasks/``).
+    Shared non-adapter modules of a family (``adapters.peft.train``, ``adapters.tokenizers.ar_prior``
+    ...) are imported too; they register nothing, so that is harmless.
+    """
+    pkg = importlib.import_module(pkg_name)
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name.startswith("_"):
+            continue
+        name = f"{pkg_name}.{mod.name}"
+        if mod.ispkg:
+            _import_tree(name)
+        else:
+            importlib.import_module(name)
+
+
 def load_all() -> None:
-    """Import every module of ``adapters`` and ``bench.metrics`` / ``bench.data``, then the entry points."""
+    """Import every module of ``bench.metrics`` / ``bench.data`` and, recursively, of the ``adapters``
+    family subpackages (``adapters.tokenizers``, ``adapters.peft``, ...), then the entry points."""
     global _loaded
     if _loaded:
         return
-    for pkg_name in ("bench.data", "bench.metrics", "adapters"):
+    for pkg_name in ("bench.data", "bench.metrics"):
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{mod.name}")
+    _import_tree("adapters")
     for group in ENTRY_POINT_GROUPS:
         for ep in importlib.metadata.entry_points(group=group):
             try:

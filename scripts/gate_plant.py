@@ -25,7 +25,7 @@ def plant(name: str) -> None:
         sys.exit(f"unknown plant {name!r}: use priorNN, codebookNN, fdNNN or probeNN")
     kind, f = m.group(1), int(m.group(2)) / 100
     if kind == "prior":
-        import adapters.vq as vq
+        import adapters.tokenizers.vq as vq
 
         orig = vq.train_prior
 
@@ -34,7 +34,7 @@ def plant(name: str) -> None:
 
         vq.train_prior = train_prior
     elif kind == "codebook":
-        import adapters.vq as vq
+        import adapters.tokenizers.vq as vq
 
         cls = vq.VQAdapter if hasattr(vq, "VQAdapter") else next(
             c for c in vars(vq).values() if isinstance(c, type) and getattr(c, "registry_name", None) == "vq")

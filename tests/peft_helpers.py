@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from bench.peft.base_models import LoadedBase
+from adapters.peft.base_models import LoadedBase
 
 TEXT = " ".join(["the cat sat on the mat and the dog ate the bread", "yes no yes no maybe",
                  "Words: rain snow cat dog Topic: animal weather", "Pair: cat dog Same kind: yes"] * 50)
@@ -13,7 +13,7 @@ TEXT = " ".join(["the cat sat on the mat and the dog ate the bread", "yes no yes
 
 @functools.lru_cache(maxsize=None)
 def tokenizer():
-    from bench.peft.qwen3_tiny import train_tokenizer
+    from adapters.peft.qwen3_tiny import train_tokenizer
 
     return train_tokenizer(TEXT, 300)
 

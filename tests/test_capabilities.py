@@ -61,7 +61,7 @@ def test_nfe_is_measured_by_the_meter():
 
 
 def test_ar_prior_counts_one_nfe_per_token_position():
-    from bench.ar_prior import ARPrior, PriorConfig
+    from adapters.tokenizers.ar_prior import ARPrior, PriorConfig
 
     torch.manual_seed(0)
     allowed = torch.ones(5, 8, dtype=torch.bool)

@@ -286,7 +286,7 @@ def test_gate_round_trip_and_planted_regression(tmp_path, monkeypatch):
     planted by monkeypatching the training code, not the suite) must fail with exit 1."""
     import dataclasses
 
-    import adapters.vq
+    import adapters.tokenizers.vq
     from bench.compare import gate_run, run_gate
     from bench.context import Cache
 
@@ -299,8 +299,8 @@ def test_gate_round_trip_and_planted_regression(tmp_path, monkeypatch):
     assert cmp.exit_code == 0, text
     assert all(r.verdict == IDENTICAL for r in cmp.rows), text
 
-    orig = adapters.vq.train_prior
-    monkeypatch.setattr(adapters.vq, "train_prior", lambda prior, tokens, labels, budget, *a, **k: orig(
+    orig = adapters.tokenizers.vq.train_prior
+    monkeypatch.setattr(adapters.tokenizers.vq, "train_prior", lambda prior, tokens, labels, budget, *a, **k: orig(
         prior, tokens, labels, dataclasses.replace(budget, steps=max(1, budget.steps // 10)), *a, **k))
     cmp, text, _ = run_gate(s, base, wd, progress=False, shared=Cache(shared))
     assert cmp.exit_code == 1, text

@@ -17,7 +17,7 @@ def _toy(N=200, d_in=6, d_out=3, seed=0):
 
 
 def test_resnorm_equals_projected_residual_and_normalised_gradient():
-    from bench.peft.layer_card import map_stats
+    from adapters.peft.layer_scores import map_stats
 
     X, W0, T = _toy()
     N, d = X.shape
@@ -53,7 +53,7 @@ def test_resnorm_equals_projected_residual_and_normalised_gradient():
 
 
 def test_resnorm_is_zero_when_residual_is_outside_span():
-    from bench.peft.layer_card import map_stats
+    from adapters.peft.layer_scores import map_stats
 
     X, W0, _ = _toy()
     T = X @ W0.T  # zero residual
@@ -62,8 +62,8 @@ def test_resnorm_is_zero_when_residual_is_outside_span():
 
 
 def test_card_on_tiny_qwen3_matches_autograd_weight_gradients():
-    from bench.peft.layer_card import card_statistics, coupling_matrix, layer_linears, map_stats
-    from bench.peft.train import collate
+    from adapters.peft.layer_scores import card_statistics, coupling_matrix, layer_linears, map_stats
+    from adapters.peft.train import collate
 
     base = tiny_base(layers=3)
     model = base.model

@@ -25,7 +25,7 @@ metric_list:
 
 
 def test_two_question_task_rigged_model(tmp_path):
-    from bench.peft.evaluate import lm_eval_accuracy
+    from adapters.peft.evaluate import lm_eval_accuracy
 
     data = tmp_path / "two.jsonl"
     docs = [{"text": "Pair: cat dog\nSame kind:", "choices": ["no", "yes"], "label": 1},

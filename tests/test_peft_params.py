@@ -12,14 +12,14 @@ LORA_PER_RANK = (D + H * HD) + (D + KV * HD) * 2 + (H * HD + D) + (D + FF) * 2 +
 
 
 def _finetune(adapter):
-    from bench.peft.train import FinetuneBudget
+    from adapters.peft.train import FinetuneBudget
 
     base = tiny_base(L, D, H, KV, HD, FF)
     return adapter.finetune(base, FakeTask(PAIRS), FinetuneBudget.model_validate(BUDGET), 0)
 
 
 def test_lora_all_layers():
-    from adapters.lora import LoRA
+    from adapters.peft.lora import LoRA
 
     r = _finetune(LoRA(LoRA.Params(rank=2, alpha=4), 0))
     assert r.trainable_params == L * 2 * LORA_PER_RANK
@@ -28,7 +28,7 @@ def test_lora_all_layers():
 
 
 def test_lora_attention_only():
-    from adapters.lora import LoRA
+    from adapters.peft.lora import LoRA
 
     r = _finetune(LoRA(LoRA.Params(rank=3, target_modules=["q_proj", "v_proj"]), 0))
     assert r.trainable_params == L * 3 * ((D + H * HD) + (D + KV * HD))
@@ -36,7 +36,7 @@ def test_lora_attention_only():
 
 @pytest.mark.parametrize("placement,k,layers", [("top", 1, [2]), ("bottom", 2, [0, 1]), ("uniform", 2, [0, 2])])
 def test_layer_card_fixed_placements(placement, k, layers):
-    from adapters.layer_card import LayerCardLoRA
+    from adapters.peft.layer_card import LayerCardLoRA
 
     r = _finetune(LayerCardLoRA(LayerCardLoRA.Params(rank=2, placement=placement, k=k, probe_steps=0,
                                                      score="resnorm"), 0))
@@ -45,7 +45,7 @@ def test_layer_card_fixed_placements(placement, k, layers):
 
 
 def test_prefix_tuning():
-    from adapters.prefix_tuning import PrefixTuning
+    from adapters.peft.prefix_tuning import PrefixTuning
 
     r = _finetune(PrefixTuning(PrefixTuning.Params(num_virtual_tokens=5), 0))
     assert r.trainable_params == 5 * L * 2 * (KV * HD)
@@ -57,7 +57,7 @@ def test_prefix_tuning():
     ({"match_params": L * H * 2 * HD * 5 + 7}, L * H * 2 * HD * 5),
 ])
 def test_prefix_tuning_plus(params, expected):
-    from adapters.prefix_tuning_plus import PrefixTuningPlus
+    from adapters.peft.prefix_tuning_plus import PrefixTuningPlus
 
     r = _finetune(PrefixTuningPlus(PrefixTuningPlus.Params(**params), 0))
     assert r.trainable_params == expected
@@ -65,7 +65,7 @@ def test_prefix_tuning_plus(params, expected):
 
 
 def test_cost_record_is_sane():
-    from adapters.lora import LoRA
+    from adapters.peft.lora import LoRA
 
     r = _finetune(LoRA(LoRA.Params(rank=1), 0))
     assert r.median_step_s > 0 and r.total_train_s >= r.median_step_s

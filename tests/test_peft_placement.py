@@ -7,14 +7,14 @@ from peft_helpers import PAIRS, FakeTask, tiny_base
 
 
 def _lora_layers(model):
-    from bench.peft.adapter_base import lora_layers_present
+    from adapters.peft.adapter_base import lora_layers_present
 
     return lora_layers_present(model)
 
 
 def test_only_selected_layers_carry_lora():
-    from adapters.layer_card import LayerCardLoRA
-    from bench.peft.train import FinetuneBudget
+    from adapters.peft.layer_card import LayerCardLoRA
+    from adapters.peft.train import FinetuneBudget
 
     base = tiny_base(layers=4)
     ad = LayerCardLoRA(LayerCardLoRA.Params(rank=2, placement="card", k=2, score="res_over_eact", probe_steps=0), 0)
@@ -40,7 +40,7 @@ def test_only_selected_layers_carry_lora():
 
 
 def test_card_rule_respects_k_and_coupling():
-    from bench.peft.layer_card import LayerCard, select_layers
+    from adapters.peft.layer_scores import LayerCard, select_layers
 
     rows = [{"layer": i, "resnorm": r, "e_act": 1.0, "probe_gain": g}
             for i, (r, g) in enumerate([(4.0, 0.1), (3.0, 0.5), (2.0, 0.4), (1.0, 0.3)])]

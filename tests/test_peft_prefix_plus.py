@@ -11,7 +11,7 @@ def _ids(base):
 
 
 def test_zero_memory_is_identity():
-    from bench.peft.prefix_plus import PrefixPlus
+    from adapters.peft.prefix_plus import PrefixPlus
 
     for rank in (None, 3):
         base = tiny_base()
@@ -34,7 +34,7 @@ def test_zero_memory_is_identity():
 
 
 def test_memory_gets_gradient_and_reads_pre_rope_query():
-    from bench.peft.prefix_plus import PrefixPlus
+    from adapters.peft.prefix_plus import PrefixPlus
 
     base = tiny_base()
     pp = PrefixPlus(base.model, rank=None, feature_map="gelu")

@@ -17,7 +17,7 @@ def test_suites_validate():
 
 def test_base_model_check_names_the_variable(monkeypatch, tmp_path):
     from bench.errors import DatasetMissing
-    from bench.peft.base_models import check_base_model
+    from adapters.peft.base_models import check_base_model
 
     monkeypatch.delenv("QWEN3_8B_DIR", raising=False)
     t0 = time.perf_counter()
@@ -52,7 +52,7 @@ def test_8b_suite_run_fails_fast(monkeypatch, tmp_path):
 def test_pareto_front_and_figure(tmp_path):
     from types import SimpleNamespace
 
-    from bench.peft.pareto import pareto_figures, pareto_front
+    from adapters.peft.pareto import pareto_figures, pareto_front
 
     assert pareto_front([(1, 0.5), (2, 0.4), (3, 0.9), (0.5, 0.1)]) == [3, 0, 2]
 

@@ -15,7 +15,7 @@ from bench.tracking import Tracker
 # A method as its difference from vq: half the codebook at the first position.
 PLUGIN = '''
 """A throw-away external adapter package (tests only)."""
-from adapters.vq import VQAdapter
+from adapters.tokenizers.vq import VQAdapter
 from bench.registry import register_adapter
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapters.prologue import PrologueAdapter, PrologueEncoder, PrologueParams, frozen_features
-from adapters.vq import VQAdapter
-from bench.ar_prior import ARPrior
+from adapters.tokenizers.prologue import PrologueAdapter, PrologueEncoder, PrologueParams, frozen_features
+from adapters.tokenizers.vq import VQAdapter
+from adapters.tokenizers.ar_prior import ARPrior
 from bench.context import Cache, CellContext
 
 from tiny_images import BUDGET, TINY, tiny_dataset  # noqa: E402

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bench.ar_prior import ARPrior, PriorConfig
+from adapters.tokenizers.ar_prior import ARPrior, PriorConfig
 from bench.training import (Schedule, TrainingDiverged, Update, epoch_minibatches, fit, minibatches,
                             sample_autoregressive)
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from adapters._vq_tokenizer import TokenizerConfig, VQTokenizer
-from adapters.vcq import codebook_schedule
-from bench.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
+from adapters.tokenizers.vq_tokenizer import TokenizerConfig, VQTokenizer
+from adapters.tokenizers.vcq import codebook_schedule
+from adapters.tokenizers.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
 
 
 @pytest.mark.parametrize("kind", ["log-linear", "doubling", "linear"])

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from adapters._vq_tokenizer import TokenizerConfig, VQTokenizer
-from adapters.vq import VQAdapter, VQParams
-from adapters.wartok import WARTokAdapter, WARTokParams, WGFTrainer, wgf_loss
-from bench.ar_prior import ARPrior, PriorConfig
+from adapters.tokenizers.vq_tokenizer import TokenizerConfig, VQTokenizer
+from adapters.tokenizers.vq import VQAdapter, VQParams
+from adapters.tokenizers.wartok import WARTokAdapter, WARTokParams, WGFTrainer, wgf_loss
+from adapters.tokenizers.ar_prior import ARPrior, PriorConfig
 from bench.context import Cache, CellContext
 
 from tiny_images import BUDGET, TINY, tiny_dataset  # noqa: E402
@@ -144,7 +144,7 @@ def test_params_are_validated():
 
 
 def test_target_variants_frozen_stays_fixed_ema_follows():
-    from adapters._vq_tokenizer import train_tokenizer
+    from adapters.tokenizers.vq_tokenizer import train_tokenizer
 
     ds = tiny_dataset()
     outs = {}

@@ -7,7 +7,7 @@ Suite block::
       n_train: 2000            # optional: first n (context, continuation) training pairs, pooled
       n_test: 400              # optional: lm-eval ``limit`` (test documents per task)
       params:
-        tasks: [peft_topic, peft_same_topic]     # generated here (bench/peft/tasks.py), or
+        tasks: [peft_topic, peft_same_topic]     # generated here (adapters/peft/tasks.py), or
         # tasks: [hellaswag, mathqa, gsm8k]      # standard lm-eval tasks from your HF cache
         seed: 1234                                # generation seed of the generated tasks
         sizes: {train: 1000, validation: 200, test: 400}   # per generated task
@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import SuiteError
-from bench.peft.tasks import GENERATED, TextSplit, TextTasks, build_text_tasks, offline_env, write_generated
+from adapters.peft.tasks import GENERATED, TextSplit, TextTasks, build_text_tasks, offline_env, write_generated
 from bench.registry import register_dataset
 
 

@@ -3,7 +3,7 @@
 Outputs ``accuracy`` (unweighted mean over the data set's tasks of each task's lm-eval metric:
 ``acc`` for multiple-choice, ``exact_match`` for generation unless the data set names another)
 and ``accuracy_stderr`` (sqrt(sum of the tasks' lm-eval standard errors²) / n_tasks). Per-task
-values are logged as ``acc_<task>`` metrics. See :mod:`bench.peft.evaluate`.
+values are logged as ``acc_<task>`` metrics. See :mod:`adapters.peft.evaluate`.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ class LmAccuracy(Metric):
         return {"accuracy": Column("accuracy", True), "accuracy_stderr": Column("accuracy stderr", False)}
 
     def compute(self, adapter, ctx, params: LmAccuracyParams) -> dict[str, float]:
-        from bench.peft.evaluate import lm_eval_accuracy, pooled
-        from bench.peft.train import cpu_threads
+        from adapters.peft.evaluate import lm_eval_accuracy, pooled
+        from adapters.peft.train import cpu_threads
 
         ds = ctx.dataset
         res = getattr(adapter, "result", None)

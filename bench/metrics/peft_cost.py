@@ -1,6 +1,6 @@
 """``peft_cost``: the cost record of a fine-tuning run (``finetune`` adapters).
 
-Reads :class:`bench.adapter.FinetuneResult` (see :mod:`bench.peft.cost` for how each is measured):
+Reads :class:`bench.adapter.FinetuneResult` (see :mod:`adapters.peft.cost` for how each is measured):
 ``trainable_params`` (count), ``adapter_layers`` (number of decoder layers carrying adapter
 weights), ``adapter_bytes`` (bytes written by save_pretrained), ``s_per_step`` (median s/step
 after warm-up, wall clock), ``cpu_s_per_step`` (the same in process CPU seconds, all threads:

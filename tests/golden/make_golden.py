@@ -180,7 +180,7 @@ def project_probe_onehot() -> dict[str, float]:
 
 def project_ar_nll(logits: torch.Tensor, tokens: torch.Tensor, labels: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """``ARPrior.nll`` (its masking, log-softmax and gather) with the transformer's output replaced by ``logits``."""
-    from bench.ar_prior import ARPrior, PriorConfig
+    from adapters.tokenizers.ar_prior import ARPrior, PriorConfig
 
     b, length, v = logits.shape
     torch.manual_seed(0)

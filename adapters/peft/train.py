@@ -1,6 +1,6 @@
 """The one supervised fine-tuning loop every PEFT arm uses (same data order, optimiser, schedule).
 
-Data: (context, continuation) string pairs (:func:`bench.peft.tasks.task_pairs`), tokenised the
+Data: (context, continuation) string pairs (:func:`adapters.peft.tasks.task_pairs`), tokenised the
 way lm-eval's ``HFLM`` scores them (context encoded alone; the continuation's tokens are the
 tail of the encoded concatenation; trailing context spaces move to the continuation), so the
 model is trained on exactly the token boundary it is evaluated on. The loss is the mean
@@ -12,7 +12,7 @@ clipping at ``grad_clip``; minibatches from
 :func:`bench.training.minibatches` seeded by the cell's seed (so every arm sees the same batches).
 Each step is timed with ``time.perf_counter`` (CUDA synchronised) around forward + backward +
 optimiser step, excluding tokenisation (and with ``time.process_time``: CPU seconds, which on a
-shared CPU box is less sensitive to other processes' load than wall time); peak memory is tracked by :class:`bench.peft.cost.PeakMemory`.
+shared CPU box is less sensitive to other processes' load than wall time); peak memory is tracked by :class:`adapters.peft.cost.PeakMemory`.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def _sync(device: torch.device) -> None:
 def train(model, tokenizer, pairs: list[tuple[str, str]], budget: FinetuneBudget, seed: int,
           what: str = "finetune", show_progress: bool = True, log_metric=None) -> TrainStats:
     """Train ``model``'s trainable parameters on ``pairs`` for ``budget.steps`` steps; return stats."""
-    from bench.peft.cost import PeakMemory
+    from adapters.peft.cost import PeakMemory
 
     if not pairs:
         from bench.errors import BenchError

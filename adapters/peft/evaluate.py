@@ -6,7 +6,7 @@ model as it is in memory (peft model, or base model with the Prefix-Tuning+ hook
 (the repository's task YAMLs over local JSONL) or, for standard tasks, the built-in index.
 ``HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE`` are set to 1; for the generated
 tasks ``HF_HOME`` defaults to ``results/cache/hf_home``, for standard tasks the user's cache is
-used (:func:`bench.peft.tasks.offline_env`).
+used (:func:`adapters.peft.tasks.offline_env`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import logging
 import math
 from pathlib import Path
 
-from bench.peft.tasks import offline_env, task_manager
+from adapters.peft.tasks import offline_env, task_manager
 
 # Default lm-eval metric per task output type (filter "none"); gsm8k-style tasks name theirs.
 DEFAULT_METRIC = {"multiple_choice": "acc", "generate_until": "exact_match", "loglikelihood": "acc"}

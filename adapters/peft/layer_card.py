@@ -5,7 +5,7 @@ the card depends on base model, task and card settings, not on the cell's seed),
 layers by a rule with a cost objective, logs the card (CSV, markdown, PNG) into the cell's
 artefacts, then trains peft LoRA with ``layers_to_transform = selected`` and the *same* LoRA
 configuration as the all-layer baseline. The card's quantities are the method note's
-operationalisation (see :mod:`bench.peft.layer_card`), not formulas from the paper.
+operationalisation (see :mod:`adapters.peft.layer_scores`), not formulas from the paper.
 
 Selection (``placement: card``): layers ranked by ``score`` -- ``probe`` (validation-loss drop of
 a ``probe_steps``-step single-layer LoRA probe, the card's "performance" column), ``res_over_eact``
@@ -25,11 +25,11 @@ from pydantic import Field, model_validator
 
 from bench.adapter import AdapterParams
 from bench.context import stable_hash
-from bench.peft import cost as costmod
-from bench.peft.adapter_base import Attached, PeftAdapter, lora_closed_form, lora_layers_present, peft_lora
-from bench.peft.layer_card import (LINEARS, LayerCard, card_statistics, coupling_matrix, fixed_placement,
+from adapters.peft import cost as costmod
+from adapters.peft.adapter_base import Attached, PeftAdapter, lora_closed_form, lora_layers_present, peft_lora
+from adapters.peft.layer_scores import (LINEARS, LayerCard, card_statistics, coupling_matrix, fixed_placement,
                                    select_layers, write_card)
-from bench.peft.train import collate, mean_loss, train
+from adapters.peft.train import collate, mean_loss, train
 from bench.registry import register_adapter
 
 

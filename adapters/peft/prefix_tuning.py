@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from bench.adapter import AdapterParams
-from bench.peft.adapter_base import Attached, PeftAdapter
+from adapters.peft.adapter_base import Attached, PeftAdapter
 from bench.registry import register_adapter
 
 

@@ -43,11 +43,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from adapters._vq_tokenizer import VQTokenizer
-from adapters.vq import TokenizerARBudget, VQAdapter, VQParams, code_usage_perplexity
+from adapters.tokenizers.vq_tokenizer import VQTokenizer
+from adapters.tokenizers.vq import TokenizerARBudget, VQAdapter, VQParams, code_usage_perplexity
 from bench import HARNESS_VERSION
 from bench.adapter import Conditioning, check_image_batch, count_nfe
-from bench.ar_prior import ARPrior, PriorConfig
+from adapters.tokenizers.ar_prior import ARPrior, PriorConfig
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
 from bench.registry import register_adapter

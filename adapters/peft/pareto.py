@@ -4,7 +4,7 @@ One PNG, ``pareto_<suite>.png``, with one panel per cost column that the rows ca
 (trainable params, adapter layers, adapter bytes, s/step, train time, peak memory, train FLOPs):
 each method is a point at its mean over seeds with ±1 std error bars on both axes, and the
 Pareto front (no other method is both cheaper and more accurate) is drawn as a step line.
-Called through :meth:`bench.peft.adapter_base.PeftAdapter.leaderboard_figures`.
+Called through :meth:`adapters.peft.adapter_base.PeftAdapter.leaderboard_figures`.
 """
 from __future__ import annotations
 

@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from adapters._vq_tokenizer import VQTokenizer, train_tokenizer
-from adapters.vq import TokenizerARBudget, VQAdapter, VQParams
-from bench.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
+from adapters.tokenizers.vq_tokenizer import VQTokenizer, train_tokenizer
+from adapters.tokenizers.vq import TokenizerARBudget, VQAdapter, VQParams
+from adapters.tokenizers.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
 from bench.context import CellContext
 from bench.data.base import ImageDataset
 from bench.registry import register_adapter

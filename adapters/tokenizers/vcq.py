@@ -1,6 +1,6 @@
 """``vcq``: Variable Codebook Size Quantization ("Taming the Entropy Cliff", arXiv 2605.06207).
 
-Identical to :class:`adapters.vq.VQAdapter` (same tokenizer, parameter count, loss and AR recipe)
+Identical to :class:`adapters.tokenizers.vq.VQAdapter` (same tokenizer, parameter count, loss and AR recipe)
 except the codebook-size schedule: position t may only use the first K_t codes of one shared
 codebook of size K_max, with K_t growing monotonically from K_min = 2 (paper abstract). The
 quantizer masks codes k >= K_t before the argmax; the AR prior's logits are masked to the first
@@ -20,10 +20,10 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from adapters._vq_tokenizer import TokenizerConfig
-from adapters.vq import VQAdapter
+from adapters.tokenizers.vq_tokenizer import TokenizerConfig
+from adapters.tokenizers.vq import VQAdapter
 from bench.adapter import AdapterParams
-from bench.ar_prior import PriorConfig
+from adapters.tokenizers.ar_prior import PriorConfig
 from bench.registry import register_adapter
 
 

@@ -1,7 +1,7 @@
 """``vq``: the uniform-codebook VQ tokenizer + class-conditional AR prior (the VCQ paper's baseline).
 
 Every position uses one codebook of size K (``codebook_size``). Tokenizer: see
-:mod:`adapters._vq_tokenizer`; prior: :mod:`bench.ar_prior`. Two-stage training: (1) train the
+:mod:`adapters.tokenizers.vq_tokenizer`; prior: :mod:`adapters.tokenizers.ar_prior`. Two-stage training: (1) train the
 tokenizer on reconstruction, (2) freeze it and tokenize the train split, (3) train the AR prior
 from scratch on the frozen tokens. Trained weights are cached by a hash of everything that
 determines them (config, budget, data fingerprint, seed), so a rerun loads instead of training.
@@ -13,10 +13,10 @@ import math
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters._vq_tokenizer import TokenizerConfig, VQTokenizer, train_tokenizer
+from adapters.tokenizers.vq_tokenizer import TokenizerConfig, VQTokenizer, train_tokenizer
 from bench import HARNESS_VERSION
 from bench.adapter import NLL, Adapter, AdapterParams, Conditioning, check_image_batch
-from bench.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
+from adapters.tokenizers.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
 from bench.errors import BenchError

@@ -2,7 +2,7 @@
 
 A suite names its base model in its top-level ``base_model`` block:
 
-* ``{name: qwen3-tiny, layers: 4, hidden: 128, ...}`` -- see :class:`bench.peft.qwen3_tiny.TinySpec`;
+* ``{name: qwen3-tiny, layers: 4, hidden: 128, ...}`` -- see :class:`adapters.peft.qwen3_tiny.TinySpec`;
   pre-trained on first use and cached by configuration hash (float32, eager attention).
 * ``{name: qwen3-8b, path: /abs/dir}`` or ``{name: qwen3-8b}`` with ``$QWEN3_8B_DIR`` -- Qwen3-8B in
   the Hugging Face layout (``config.json`` with ``model_type: qwen3``, ``*.safetensors`` shards and
@@ -72,7 +72,7 @@ def parse_spec(base_model: dict | None):
     name = base_model.get("name")
     try:
         if name == "qwen3-tiny":
-            from bench.peft.qwen3_tiny import TinySpec
+            from adapters.peft.qwen3_tiny import TinySpec
 
             return TinySpec.model_validate(base_model)
         if name == "qwen3-8b":
@@ -139,7 +139,7 @@ def check_base_model(base_model: dict | None) -> None:
 def load_base_model(base_model: dict | None, ctx) -> LoadedBase:
     """Load the suite's base model (frozen, eval mode) on ``ctx.device`` (CUDA if available for 8B)."""
     spec = parse_spec(base_model)
-    from bench.peft.qwen3_tiny import _say
+    from adapters.peft.qwen3_tiny import _say
 
     log = _say if getattr(ctx, "progress", True) else None  # per-100-step lines; notices always print
     if isinstance(spec, Qwen3HFSpec):
@@ -157,7 +157,7 @@ def load_base_model(base_model: dict | None, ctx) -> LoadedBase:
                  "index": sorted(p.name + str(p.stat().st_size) for p in d.glob("*.safetensors"))}
         name = "qwen3-8b"
     else:
-        from bench.peft.qwen3_tiny import load_qwen3_tiny
+        from adapters.peft.qwen3_tiny import load_qwen3_tiny
 
         device = torch.device(getattr(ctx, "device", "cpu"))
         dtype = torch.float32

@@ -18,7 +18,7 @@ qwen3-tiny stayed at chance on ``peft_same_topic`` and ``peft_first_topic`` in d
 
 Each has train / validation / test JSONL splits (disjoint texts) written under
 ``results/cache/peft_tasks/<key>/<task>/``. The lm-eval task YAMLs ship inside the repository
-(``bench/peft/lm_eval_tasks/*.yaml``) with the placeholder ``@DATA_DIR@``; :func:`materialise`
+(``adapters/peft/lm_eval_tasks/*.yaml``) with the placeholder ``@DATA_DIR@``; :func:`materialise`
 writes copies with the absolute path filled in to ``results/cache/peft_tasks/<key>/lm_eval/``,
 the include path handed to ``TaskManager(include_path=..., include_defaults=False)``.
 

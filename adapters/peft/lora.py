@@ -9,8 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from bench.adapter import AdapterParams
-from bench.peft.adapter_base import Attached, PeftAdapter, lora_closed_form, lora_layers_present, peft_lora
-from bench.peft.layer_card import LINEARS
+from adapters.peft.adapter_base import Attached, PeftAdapter, lora_closed_form, lora_layers_present, peft_lora
+from adapters.peft.layer_scores import LINEARS
 from bench.registry import register_adapter
 
 

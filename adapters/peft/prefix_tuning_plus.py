@@ -4,7 +4,7 @@ Every attention head's output gets ``phi(q_i)ᵀ M`` added before the output pro
 trainable memory read by a feature map of the (normed, pre-RoPE) query; the softmax attention
 itself is untouched, so the prefix's weight no longer depends on the sequence length. The module
 and the choices the paper leaves open (memory per head, zero init, pre-RoPE query, low-rank
-option for parameter matching) are documented in :mod:`bench.peft.prefix_plus`.
+option for parameter matching) are documented in :mod:`adapters.peft.prefix_plus`.
 
 Parameters: ``rank: null`` gives the full per-head memory (``L * H * d_head**2`` parameters);
 ``rank: r`` gives ``M^h = A^h B^h`` (``L * H * 2 * d_head * r``); ``match_params: n`` picks the rank
@@ -17,8 +17,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from bench.adapter import AdapterParams
-from bench.peft.adapter_base import Attached, PeftAdapter
-from bench.peft.prefix_plus import PrefixPlus, rank_for_params
+from adapters.peft.adapter_base import Attached, PeftAdapter
+from adapters.peft.prefix_plus import PrefixPlus, rank_for_params
 from bench.registry import register_adapter
 
 

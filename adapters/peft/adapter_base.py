@@ -2,8 +2,8 @@
 
 A subclass only says how to attach its trainable parameters (:meth:`PeftAdapter.attach`) and how
 many it should have in closed form (:meth:`PeftAdapter.expected_params`); training
-(:func:`bench.peft.train.train`), the cost record (:mod:`bench.peft.cost`) and accuracy
-(:mod:`bench.peft.evaluate`) are the same code for all arms, so differences between rows come
+(:func:`adapters.peft.train.train`), the cost record (:mod:`adapters.peft.cost`) and accuracy
+(:mod:`adapters.peft.evaluate`) are the same code for all arms, so differences between rows come
 from the methods only.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import torch
 
 from bench.adapter import Adapter, AdapterParams, FinetuneResult
-from bench.peft import cost as costmod
-from bench.peft.base_models import LoadedBase, check_base_model, load_base_model
-from bench.peft.train import FinetuneBudget, TrainStats, cpu_threads, train
+from adapters.peft import cost as costmod
+from adapters.peft.base_models import LoadedBase, check_base_model, load_base_model
+from adapters.peft.train import FinetuneBudget, TrainStats, cpu_threads, train
 
 
 @dataclass
@@ -52,7 +52,7 @@ class PeftAdapter(Adapter):
     @classmethod
     def leaderboard_figures(cls, board, out_dir: Path) -> list[Path]:
         """Pareto plots of accuracy vs each cost column (called once by :mod:`bench.leaderboard`)."""
-        from bench.peft.pareto import pareto_figures
+        from adapters.peft.pareto import pareto_figures
 
         return pareto_figures(board, out_dir)
 
@@ -98,7 +98,7 @@ class PeftAdapter(Adapter):
     def finetune(self, base_model: LoadedBase, task, budget: FinetuneBudget | dict, seed: int) -> FinetuneResult:
         """Attach the method to ``base_model``, train it on ``task.train`` within ``budget``.
 
-        Returns the adapted model (eval mode) and its cost record (see :mod:`bench.peft.cost`).
+        Returns the adapted model (eval mode) and its cost record (see :mod:`adapters.peft.cost`).
         """
         if isinstance(budget, dict):
             budget = self.Budget.model_validate(budget)
@@ -140,7 +140,7 @@ class PeftAdapter(Adapter):
 
 def lora_closed_form(model, rank: int, targets: list[str], layers: list[int]) -> int:
     """LoRA parameters: sum over adapted layers and target maps of r·(d_in + d_out)."""
-    from bench.peft.layer_card import layer_linears
+    from adapters.peft.layer_scores import layer_linears
 
     n = 0
     for i in layers:
