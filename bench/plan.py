@@ -252,6 +252,15 @@ def _parts(s: Suite | None, raw: dict) -> tuple[list, list, dict | None, str | N
     return each("methods", MethodSpec), each("metrics", MetricSpec), budget if isinstance(budget, dict) else None, name
 
 
+def _param_problems(model, value: dict, loc: tuple) -> list[str]:
+    """``model.model_validate(value)``'s errors as ``loc.field: message`` lines (empty when valid)."""
+    try:
+        model.model_validate(value)
+        return []
+    except ValidationError as e:
+        return _errors_to_lines(e, loc)
+
+
 def _registry_problems(methods: list, metrics: list, budget: dict | None, dataset: str | None) -> list[str]:
     registry.load_all()
     problems: list[str] = []
@@ -260,10 +269,7 @@ def _registry_problems(methods: list, metrics: list, budget: dict | None, datase
         if cls is None:
             problems.append(f"methods[{i}].adapter: unknown adapter {m.adapter!r}; known: {sorted(registry.ADAPTERS)}")
             continue
-        try:
-            cls.Params.model_validate(m.params)
-        except ValidationError as e:
-            problems += _errors_to_lines(e, ("methods", i, "params"))
+        problems += _param_problems(cls.Params, m.params, ("methods", i, "params"))
         budget_model = getattr(cls, "Budget", None)
         if budget_model is not None and budget is not None:
             try:
@@ -288,10 +294,7 @@ def _registry_problems(methods: list, metrics: list, budget: dict | None, datase
         if mcls is None:
             problems.append(f"metrics[{j}].name: unknown metric {spec.name!r}; known: {sorted(registry.METRICS)}")
             continue
-        try:
-            mcls.Params.model_validate(spec.params)
-        except ValidationError as e:
-            problems += _errors_to_lines(e, ("metrics", j, "params"))
+        problems += _param_problems(mcls.Params, spec.params, ("metrics", j, "params"))
     if dataset is not None and dataset not in registry.DATASETS:
         problems.append(f"dataset.name: unknown data set {dataset!r}; known: {sorted(registry.DATASETS)}")
     return problems
