@@ -47,11 +47,17 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-def main():
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="BENCH_RESULTS_DIR", show_envvar=True,
+              help="Where the MLflow store (mlflow.db, mlartifacts/), the cache and the leaderboards go "
+                   "[default: results/ in the repository].")
+def main(results_dir):
     """Benchmark and leaderboard harness for generative-model research.
 
     SUITE is a name under suites/ (e.g. fmnist) or a path to a suite YAML file.
     """
+    if results_dir is not None:  # read at call time by bench.context.results_dir()
+        os.environ["BENCH_RESULTS_DIR"] = str(results_dir.expanduser().absolute())
 
 
 @main.command()
@@ -228,7 +234,62 @@ def ui(port, tracking_uri):
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root",
            artifact_root(uri), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop")
-    sys.exit(subprocess.call(cmd, env=env))
+    sys.exit(_serve(cmd, env))
+
+
+def _serve(cmd: list[str], env: dict, grace_s: float = 10.0) -> int:
+    """Run ``cmd`` (the MLflow server and its workers) in its own process group until it exits.
+
+    SIGTERM/SIGINT to ``bench ui`` are forwarded as SIGTERM to the whole group, which is then
+    waited for (SIGKILL after ``grace_s``), so no server or worker is left holding the port.
+    Returns the server's exit status, or 0 after a forwarded stop.
+    """
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    stop_at: list[float] = []
+
+    def forward(signum, frame):
+        if not stop_at:
+            stop_at.append(time.monotonic())
+        _signal_group(proc.pid, signal.SIGTERM)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while (rc := proc.poll()) is None:
+            if stop_at and time.monotonic() - stop_at[0] > grace_s:
+                _signal_group(proc.pid, signal.SIGKILL)
+            time.sleep(0.1)
+    finally:
+        _reap_group(proc.pid, grace_s)
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 0 if stop_at else rc
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when the group is gone."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # only zombies left (macOS); nothing holds the port
+        return False
+
+
+def _reap_group(pgid: int, grace_s: float) -> None:
+    """Stop what is left of group ``pgid`` (workers outliving the server): SIGTERM, then SIGKILL."""
+    import time
+
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_s
+    while _signal_group(pgid, 0):
+        if time.monotonic() > deadline:
+            _signal_group(pgid, signal.SIGKILL)
+            return
+        time.sleep(0.1)
 
 
 # -- regression gate (bench.baseline, bench.compare; docs/ci-gate.md) ----------------------------

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.baseline import (GateError, allowed_worsening, consistent, describe_tolerance, instrument_provenance,
                             latest_suite_run, load_baseline, select_runs, versions_of)
-from bench.context import RESULTS_DIR, Cache
+from bench.context import Cache, results_dir
 from bench.suite import Suite
 from bench.tracking import TAG, Tracker
 
@@ -294,7 +294,7 @@ def report_paths(report: str | Path | None, suite: Suite) -> tuple[Path, Path]:
     """``--report``: a ``.md`` or ``.json`` file (the other format goes beside it) or a directory;
     default ``results/<suite>/compare.{md,json}``."""
     if report is None:
-        base = RESULTS_DIR / suite.name / "compare"
+        base = results_dir() / suite.name / "compare"
     else:
         p = Path(report)
         base = p.with_suffix("") if p.suffix in (".md", ".json") else p / "compare"
@@ -362,7 +362,7 @@ class GateCache(Cache):
 
 
 def gate_workdir(suite: Suite) -> Path:
-    return RESULTS_DIR / "gate" / suite.name
+    return results_dir() / "gate" / suite.name
 
 
 @dataclass

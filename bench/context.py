@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +13,19 @@ import torch
 from bench.suite import REPO_ROOT
 
 RESULTS_DIR = REPO_ROOT / "results"
+"""The default results location; assigning another path here (tests) overrides the variable below."""
+
+
+def results_dir() -> Path:
+    """Where the MLflow store, the cache and leaderboards go, resolved at call time.
+
+    :data:`RESULTS_DIR` if reassigned, else ``$BENCH_RESULTS_DIR`` (what ``bench --results-dir``
+    sets), else ``<repo>/results``.
+    """
+    if RESULTS_DIR != REPO_ROOT / "results":
+        return Path(RESULTS_DIR)
+    env = os.environ.get("BENCH_RESULTS_DIR")
+    return Path(env).expanduser().absolute() if env else RESULTS_DIR
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
@@ -36,7 +50,7 @@ class Cache:
     interrupted run never leaves a half-written entry that a rerun would trust.
     """
 
-    root: Path = field(default_factory=lambda: RESULTS_DIR / "cache")
+    root: Path = field(default_factory=lambda: results_dir() / "cache")
 
     def path(self, kind: str, key: str, ext: str = "pt") -> Path:
         p = self.root / kind / f"{key}.{ext}"

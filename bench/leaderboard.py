@@ -11,12 +11,13 @@ import csv
 import html
 import io
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import registry
-from bench.context import RESULTS_DIR
+from bench.context import results_dir
 from bench.metrics.base import Column, all_columns
 from bench.plan import config_hash
 from bench.suite import Suite
@@ -141,26 +142,75 @@ def _header(key: str, col: Column) -> str:
     return f"{col.title}{f' [{col.unit}]' if col.unit else ''} {col.arrow}"
 
 
+_MD_INLINE = re.compile(r"([\\`*_\[\]#!|~])")
+_MD_BLOCK_START = re.compile(r"^(\s*)([-+=]|\d+[.)])")
+
+
+def md_escape(text: object, one_line: bool = True) -> str:
+    """``text`` as literal Markdown: ``& < >`` as HTML entities, Markdown punctuation backslashed.
+
+    For user-provided strings (suite name and description, method names, claim names, papers,
+    evidence): they render as typed, with no raw HTML, link, image or emphasis, and no ``|``
+    ending a table cell. ``one_line`` folds newlines (a table cell); otherwise each line is kept
+    and a line that would open a list, a heading underline or a block quote is escaped too.
+    """
+    s = _MD_INLINE.sub(r"\\\1", html.escape(str(text), quote=False))
+    if one_line:
+        return " ".join(s.split())
+    return "\n".join(_MD_BLOCK_START.sub(_escape_marker, line) for line in s.splitlines())
+
+
+def _escape_marker(m: re.Match) -> str:
+    marker = m.group(2)
+    return m.group(1) + (marker[:-1] + "\\" + marker[-1])  # "- x" -> "\- x", "1. x" -> "1\. x"
+
+
+def _md_cell(text: str) -> str:
+    """A harness-made string (column title) in a table cell: HTML and ``|`` escaped only."""
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
 def to_markdown(board: Leaderboard) -> str:
     b = board.baseline
-    lines = [f"## Leaderboard: {board.suite.name}", ""]
+    lines = [f"## Leaderboard: {md_escape(board.suite.name)}", ""]
     if board.suite.description:
-        lines += [board.suite.description.strip(), ""]
-    hdr = ["method", "seeds"] + [_header(k, c) for k, c in board.columns.items()]
+        lines += [md_escape(board.suite.description.strip(), one_line=False), ""]
+    hdr = ["method", "seeds"] + [_md_cell(_header(k, c)) for k, c in board.columns.items()]
     lines.append("| " + " | ".join(hdr) + " |")
     lines.append("|" + "|".join(["---"] * len(hdr)) + "|")
     for r in board.rows:
-        name = f"{r.method}{' (baseline)' if r.baseline else ''}"
+        name = f"{md_escape(r.method)}{' (baseline)' if r.baseline else ''}"
         cells = [name, str(len(r.seeds))] + [_cell(board, r, k) for k in board.columns]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Values: mean ± std over seeds (ddof=1){'; Δ = mean difference vs ' + b.method if b else ''}. "
+    lines += ["", f"Values: mean ± std over seeds (ddof=1){'; Δ = mean difference vs ' + md_escape(b.method) if b else ''}. "
               "↑ higher is better, ↓ lower is better. Built from MLflow finished runs whose config hash matches the suite."]
     if board.claims:
         lines += ["", "### Claims", "", "| claim | paper | assertion | verdict | evidence |", "|---|---|---|---|---|"]
         for v in board.claims:
-            esc = v.assertion.replace("|", "\\|")  # |x| would end the table cell
-            lines.append(f"| {v.name} | {v.paper} | `{esc}` | **{v.verdict}** | {v.detail} |")
+            lines.append(f"| {md_escape(v.name)} | {md_escape(v.paper)} | {_md_code(v.assertion)} | "
+                         f"**{md_escape(v.verdict)}** | {md_escape(v.detail)} |")
     return "\n".join(lines) + "\n"
+
+
+def _md_code(text: str) -> str:
+    """``text`` as an inline code span in a table cell (``|x|`` would end the cell; a backtick the span)."""
+    s = " ".join(str(text).split()).replace("|", "\\|")
+    return f"`` {s} ``" if "`" in s else f"`{s}`"
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(x: object) -> object:
+    """A CSV cell that spreadsheets do not run: a string starting with ``= + - @`` (or tab/CR) gets a
+    leading ``'`` (OWASP CSV injection); numbers, including negative ones, are left as they are."""
+    if isinstance(x, str) and x.startswith(_FORMULA_START):
+        try:
+            float(x)
+            return x  # "-1.5" is a number, not a formula
+        except ValueError:
+            return "'" + x
+    return x
 
 
 def to_csv(board: Leaderboard) -> str:
@@ -169,17 +219,17 @@ def to_csv(board: Leaderboard) -> str:
     head = ["method", "label", "baseline", "n_seeds", "seeds", "config_hash"]
     for k in board.columns:
         head += [f"{k}_mean", f"{k}_std", f"{k}_delta"]
-    w.writerow(head)
+    w.writerow([csv_safe(x) for x in head])
     for r in board.rows:
         line = [r.method, r.label, r.baseline, len(r.seeds), " ".join(map(str, r.seeds)), r.config_hash]
         for k in board.columns:
             line += [r.mean(k), r.std(k), board.delta(r, k)]
-        w.writerow(["" if x is None else x for x in line])
+        w.writerow(["" if x is None else csv_safe(x) for x in line])
     if board.claims:
         w.writerow([])
         w.writerow(["claim", "paper", "assertion", "verdict", "evidence"])
         for v in board.claims:
-            w.writerow([v.name, v.paper, v.assertion, v.verdict, v.detail])
+            w.writerow([csv_safe(x) for x in (v.name, v.paper, v.assertion, v.verdict, v.detail)])
     return buf.getvalue()
 
 
@@ -227,7 +277,7 @@ def make_figures(board: Leaderboard, out_dir: Path) -> list[Path]:
 
 def write(board: Leaderboard, out_dir: Path | None = None, formats=("md", "csv", "html")) -> dict[str, Path]:
     """Write ``leaderboard.{md,csv,html}`` (and figures) to ``results/<suite>/``; return the paths."""
-    out_dir = out_dir or (RESULTS_DIR / board.suite.name)
+    out_dir = out_dir or (results_dir() / board.suite.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     board.figures = make_figures(board, out_dir)
     paths = {}

@@ -18,7 +18,7 @@ import mlflow  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from bench.context import RESULTS_DIR  # noqa: E402
+from bench.context import results_dir  # noqa: E402
 
 TAG = "bench."
 
@@ -28,8 +28,9 @@ def default_tracking_uri() -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(RESULTS_DIR / 'mlflow.db').resolve()}"
+    root = results_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
 def artifact_root(uri: str) -> str:
@@ -37,7 +38,7 @@ def artifact_root(uri: str) -> str:
     if uri.startswith("sqlite:///"):
         base = Path(uri.removeprefix("sqlite:///")).parent
     else:
-        base = RESULTS_DIR
+        base = results_dir()
     return (base / "mlartifacts").resolve().as_uri()
 
 

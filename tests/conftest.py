@@ -30,11 +30,9 @@ def cache(tmp_path):
 
 @pytest.fixture
 def results_dir(tmp_path, monkeypatch):
-    """Redirect results/ (leaderboards) into a temp dir."""
+    """Redirect results/ (leaderboards, cache, default store) into a temp dir."""
     import bench.context
-    import bench.leaderboard
 
     d = tmp_path / "results"
-    monkeypatch.setattr(bench.context, "RESULTS_DIR", d)
-    monkeypatch.setattr(bench.leaderboard, "RESULTS_DIR", d)
+    monkeypatch.setattr(bench.context, "RESULTS_DIR", d)  # bench.context.results_dir() returns it
     return d

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.context import RESULTS_DIR, stable_hash
+from bench.context import results_dir, stable_hash
 
 TASK_YAML_DIR = Path(__file__).parent / "lm_eval_tasks"
 PLACEHOLDER = "@DATA_DIR@"
@@ -66,7 +66,7 @@ def offline_env(project_home: bool = False) -> None:
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     if project_home:
-        os.environ.setdefault("HF_HOME", str(RESULTS_DIR / "cache" / "hf_home"))
+        os.environ.setdefault("HF_HOME", str(results_dir() / "cache" / "hf_home"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -153,7 +153,7 @@ def write_generated(tasks: list[str], seed: int, sizes: dict[str, int], root: Pa
 
         raise BenchError(f"unknown generated task(s) {unknown}; known: {sorted(GENERATORS)}")
     key = stable_hash({"tasks": sorted(tasks), "seed": seed, "sizes": sizes, "impl": 2})
-    root = root or (RESULTS_DIR / "cache" / "peft_tasks" / key)
+    root = root or (results_dir() / "cache" / "peft_tasks" / key)
     done = root / "DONE"
     if done.exists():
         materialise(root, root)  # cheap; keeps the YAML copies in step with the shipped ones

@@ -6,6 +6,8 @@ names the path, the variable and the expected layout.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 
 from bench.data.base import ImageDataset, ImageSplit
-from bench.errors import DatasetMissing
+from bench.errors import BenchError, DatasetMissing
 from bench.registry import register_dataset
 
 IMAGENET_LAYOUT = (
@@ -25,6 +27,78 @@ CIFAR10_LAYOUT = (
     "<CIFAR10_DIR>/cifar-10-batches-py/{data_batch_1..5,test_batch} "
     "(the python pickle release, as unpacked from cifar-10-python.tar.gz)"
 )
+
+
+# md5 of each file of the CIFAR-10 python release (cifar-10-python.tar.gz, as published with the data
+# set and listed by torchvision.datasets.CIFAR10). Checked before a byte of a batch is unpickled.
+CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+
+
+class DatasetCorrupt(BenchError):
+    """A data file is not the published one (checksum mismatch) or holds more than plain data."""
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The globals a pickled dict of numpy arrays needs, under numpy 1.x and 2.x module names."""
+    import codecs
+
+    try:
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray, numeric
+    out: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                          ("_codecs", "encode"): codecs.encode}  # bytes at protocol 2
+    for core in ("numpy.core", "numpy._core"):
+        out[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        out[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5; refuses object dtype
+    return out
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: builtin containers, numbers, strings and numpy arrays.
+
+    Any other global (``os.system``, ``builtins.eval``, a class whose ``__reduce__`` runs code)
+    is refused, so a tampered file raises instead of running code.
+    """
+
+    _ALLOWED = _numpy_globals()
+
+    def find_class(self, module: str, name: str):
+        obj = self._ALLOWED.get((module, name))
+        if obj is None:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data file")
+        return obj
+
+
+def load_data_pickle(data: bytes, what: str) -> object:
+    """Unpickle ``data`` (a CIFAR-style batch, ``encoding="bytes"``) with :class:`_DataUnpickler`."""
+    try:
+        return _DataUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DatasetCorrupt(f"{what}: not a plain-data pickle ({e})") from None
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """One CIFAR-10 batch file: md5 checked against :data:`CIFAR10_MD5`, then unpickled as data only."""
+    data = path.read_bytes()
+    got, want = hashlib.md5(data, usedforsecurity=False).hexdigest(), CIFAR10_MD5.get(path.name)
+    if got != want:
+        raise DatasetCorrupt(
+            f"CIFAR-10: {path} has md5 {got}, expected {want} (the file of the published python release "
+            f"cifar-10-python.tar.gz). Re-download and unpack it; the file is not unpickled."
+        )
+    b = load_data_pickle(data, str(path))
+    if not isinstance(b, dict) or b"data" not in b or b"labels" not in b:
+        raise DatasetCorrupt(f"CIFAR-10: {path} is not a batch (expected a dict with b'data' and b'labels')")
+    return b
 
 
 def _root(spec, var: str, layout: str, what: str) -> Path:
@@ -91,8 +165,7 @@ class CIFAR10:
         def read(files):
             xs, ys = [], []
             for n in files:
-                with open(d / n, "rb") as f:
-                    b = pickle.load(f, encoding="bytes")
+                b = read_cifar_batch(d / n)
                 xs.append(np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 ys.append(np.asarray(b[b"labels"], dtype=np.int64))
             return ImageSplit(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))

