@@ -448,5 +448,37 @@ def instrument_train(family, instrument_id, epochs, seed):
     click.echo(f"{card}: registered {instrument_id}; commit it and its .safetensors file")
 
 
+@main.command("doctor")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under results/).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache directory to check (default: results/cache).")
+@click.option("--fix", is_flag=True, help="Mark stale runs FAILED, delete corrupt cache entries and stale temp files.")
+def doctor_cmd(tracking_uri, cache_dir, fix):
+    """Find RUNNING runs whose process is gone and corrupt cache entries; exit 1 if any remain.
+
+    A run is stale if its tags bench.host / bench.pid name this machine and a process that is no
+    longer alive; a cache entry is corrupt if its bytes do not match the sha256 recorded at write time.
+    """
+    from bench import doctor
+    from bench.context import Cache
+    from bench.tracking import Tracker, default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    tracker = None
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        click.echo(f"store {uri}: does not exist")
+    else:
+        tracker = Tracker(uri)
+    cache = Cache(cache_dir) if cache_dir else Cache()
+    report = doctor.examine(tracker, cache)
+    click.echo(doctor.render(report, tracker, cache))
+    if fix:
+        for line in doctor.fix(report, tracker):
+            click.echo(f"fixed: {line}")
+    elif report.problems:
+        click.echo("run `bench doctor --fix` to repair", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -2,10 +2,12 @@
 
 Layout: one experiment per suite; one parent run per ``bench run`` (tag ``bench.kind=suite``);
 one child run per (method, seed) cell (tag ``bench.kind=cell``). Cells are found again by the
-tags ``bench.config_hash`` and ``bench.seed``, which is how a rerun resumes.
+tags ``bench.config_hash`` and ``bench.seed``, which is how a rerun resumes. Every run carries the
+tags ``bench.pid`` and ``bench.host`` of the process that started it (``bench doctor``).
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 import mlflow  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from bench.context import results_dir  # noqa: E402
+from bench.locks import file_lock, hostname  # noqa: E402
 
 TAG = "bench."
 
@@ -48,7 +52,16 @@ class Tracker:
     def __init__(self, tracking_uri: str | None = None):
         self.uri = tracking_uri or default_tracking_uri()
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        if self.uri.startswith("sqlite:///"):
+            # The client opens the store, which creates its tables and runs MLflow's schema migrations
+            # when the file is new; two processes doing that at once break it. One at a time, on <db>.lock.
+            importlib.import_module("mlflow.store.tracking.sqlalchemy_store")  # seconds: not under the lock
+
+            db = Path(self.uri.removeprefix("sqlite:///"))
+            with file_lock(db.with_name(db.name + ".lock")):
+                self.client = MlflowClient(tracking_uri=self.uri)
+        else:
+            self.client = MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self, suite_name: str, create: bool = True) -> str | None:
         exp = self.client.get_experiment_by_name(suite_name)
@@ -57,7 +70,13 @@ class Tracker:
         if not create:
             return None
         loc = f"{artifact_root(self.uri)}/{suite_name}"
-        return self.client.create_experiment(suite_name, artifact_location=loc)
+        try:
+            return self.client.create_experiment(suite_name, artifact_location=loc)
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(suite_name)  # another process created it first
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def cell_runs(self, experiment_id: str, config_hash: str | None = None, status: str | None = "FINISHED") -> list[Run]:
         """Cell runs of an experiment (newest first), optionally of one config hash and status."""
@@ -80,6 +99,9 @@ class Tracker:
 
     def start(self, experiment_id: str, name: str, tags: dict[str, Any], parent_id: str | None = None) -> str:
         t = {k: str(v) for k, v in tags.items()}
+        # who runs it: `bench doctor` marks a RUNNING run FAILED when this process is gone
+        t.setdefault(f"{TAG}pid", str(os.getpid()))
+        t.setdefault(f"{TAG}host", hostname())
         if parent_id:
             t["mlflow.parentRunId"] = parent_id
         return self.client.create_run(experiment_id, run_name=name, tags=t).info.run_id
