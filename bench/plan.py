@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bench import HARNESS_VERSION, registry
 from bench.context import stable_hash
 from bench.errors import BenchError, SuiteError
-from bench.suite import DatasetSpec, MethodSpec, MetricSpec, Suite, _errors_to_lines, read_suite_file
+from bench.suite import (COERCION_ERRORS, DatasetSpec, MethodSpec, MetricSpec, Suite, _errors_to_lines,
+                         read_suite_file)
 
 CELL_SPEC_VERSION = "bench.cell/1"
 
@@ -192,7 +193,8 @@ def resolve(suite: Suite | str | os.PathLike, methods: list[str] | None = None, 
     seeds = list(seeds) if seeds else list(s.seeds)
     bad = [x for x in seeds if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2**63]
     if bad or len(set(seeds)) != len(seeds):
-        raise SuiteError(f"seeds: {seeds} must be distinct integers in [0, 2^63-1]" + (f" (bad: {bad})" if bad else ""))
+        raise SuiteError(f"{s.source}: seeds (--seed/--seeds): {seeds} must be distinct integers in [0, 2^63-1]"
+                         + (f" (bad: {bad})" if bad else ""))
     return Plan(s, tuple(cell_spec(s, m, seed) for m in chosen for seed in seeds))
 
 
@@ -221,7 +223,7 @@ def load(suite: str | os.PathLike, plugins: tuple[str, ...] | list[str] = ()) ->
             problems += _claim_problems(s)
             problems += plan_problems(s)
     if cli or problems:
-        raise SuiteError("\n".join(cli + [f"{where}: {p}" for p in problems]))
+        raise SuiteError("\n".join(cli + [f"{where}: {p}" for p in dict.fromkeys(problems)]))
     s.source = where
     s.plugins = list(dict.fromkeys([*s.plugins, *plugins]))
     return s
@@ -235,7 +237,7 @@ def check(s: Suite) -> None:
     if not problems:
         problems = plan_problems(s)
     if problems:
-        raise SuiteError("\n".join(f"{s.source}: {p}" for p in problems))
+        raise SuiteError("\n".join(f"{s.source}: {p}" for p in dict.fromkeys(problems)))
 
 
 def _parts(s: Suite | None, raw: dict) -> tuple[list, list, dict | None, str | None]:
@@ -272,9 +274,9 @@ def _param_problems(model, value: dict, loc: tuple) -> list[str]:
     try:
         model.model_validate(value, strict=True)
         return []
-    except ValidationError as e:
-        return [f"{line} (got {err['input']!r} of type {type(err['input']).__name__}: write it without quotes)"
-                for line, err in zip(_errors_to_lines(e, loc), e.errors())]
+    except ValidationError as e:  # only str/bool -> number coercions (not tuple-vs-list and the like)
+        return [line for line, err in zip(_errors_to_lines(e, loc), e.errors())
+                if err["type"] in COERCION_ERRORS and isinstance(err.get("input"), (str, bool))]
 
 
 def _registry_problems(methods: list, metrics: list, budget: dict | None, dataset: str | None) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError, SuiteError
 
@@ -29,9 +29,9 @@ class DatasetSpec(_Strict):
 
     name: str
     root: str | None = None
-    resolution: int | None = Field(default=None, gt=0)
-    n_train: int | None = Field(default=None, gt=0, description="use the first n_train training images")
-    n_test: int | None = Field(default=None, gt=0, description="use the first n_test test images")
+    resolution: StrictInt | None = Field(default=None, gt=0)
+    n_train: StrictInt | None = Field(default=None, gt=0, description="use the first n_train training images")
+    n_test: StrictInt | None = Field(default=None, gt=0, description="use the first n_test test images")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -64,8 +64,8 @@ class ClaimSpec(_Strict):
     assert_: str = Field(alias="assert")
     paper_numbers: dict[str, Any] = Field(default_factory=dict)
     test: Literal["welch", "bootstrap"] = "welch"
-    level: float = Field(default=0.95, gt=0, lt=1)
-    tol: float | None = None
+    level: StrictFloat = Field(default=0.95, gt=0, lt=1)
+    tol: StrictFloat | None = None
     note: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -178,6 +178,10 @@ def format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+COERCION_ERRORS = ("int_type", "float_type", "bool_type")
+"""Strict-mode error types of a string or boolean given for a number (or a string for a boolean)."""
+
+
 def _errors_to_lines(err: ValidationError, prefix: tuple = ()) -> list[str]:
     lines = []
     for e in err.errors():
@@ -185,6 +189,10 @@ def _errors_to_lines(err: ValidationError, prefix: tuple = ()) -> list[str]:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
+        elif e["type"] in COERCION_ERRORS and isinstance(e.get("input"), (str, bool)):
+            got, want = e["input"], {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false"}
+            msg += (f" (got the string {got!r}: write {want[e['type']]} without quotes)" if isinstance(got, str)
+                    else f" (got the boolean {got!r}: write {want[e['type']]})")
         lines.append(f"{loc}: {msg}")
     return lines
 
