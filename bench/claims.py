@@ -85,10 +85,35 @@ class ParsedAssertion:
     uses_tol: bool
 
 
+MAX_ASSERTION_CHARS = 1000
+MAX_DEPTH = 20  # nesting of operators, parentheses and abs() in one assertion
+MAX_LITERAL = 1e12  # |number| written in an assertion
+MAX_LITERAL_CHARS = 24
+
+
 def parse_assertion(text: str) -> ParsedAssertion:
-    """Parse and whitelist-check an assertion; raise :class:`ClaimSyntaxError` saying why not."""
+    """Parse and whitelist-check an assertion; raise :class:`ClaimSyntaxError` saying why not.
+
+    Refused before parsing: more than :data:`MAX_ASSERTION_CHARS` characters or
+    :data:`MAX_DEPTH` open parentheses/bars at once, numbers longer than :data:`MAX_LITERAL_CHARS`
+    characters; after: nesting deeper than :data:`MAX_DEPTH`, |number| > :data:`MAX_LITERAL`,
+    division by a literal zero.
+    """
     if not isinstance(text, str) or not text.strip():
         raise ClaimSyntaxError("empty assertion")
+    if len(text) > MAX_ASSERTION_CHARS:
+        raise ClaimSyntaxError(f"assertion of {len(text)} characters (at most {MAX_ASSERTION_CHARS}); split the claim")
+    depth = deepest = 0
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        deepest = max(deepest, depth)
+    if deepest + text.count("|") // 2 > MAX_DEPTH:
+        raise ClaimSyntaxError(f"assertion nested too deeply (at most {MAX_DEPTH} levels) in {text[:60]!r}...")
+    for lit in re.findall(r"(?<![A-Za-z_@])\d[\d_.eE+-]*", text):
+        if len(lit) > MAX_LITERAL_CHARS:
+            raise ClaimSyntaxError(f"number {lit[:20]}... of {len(lit)} characters; write at most "
+                                   f"{MAX_LITERAL_CHARS} characters, |x| <= {MAX_LITERAL:g}")
     if text.count("|") % 2:
         raise ClaimSyntaxError(f"unbalanced '|' in {text!r}")
     skel = _ABS_BARS.sub(lambda m: f"abs({m.group(1)})", text.strip())
@@ -106,44 +131,50 @@ def parse_assertion(text: str) -> ParsedAssertion:
     skel = _REF.sub(sub, skel)
     try:
         tree = ast.parse(skel, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise ClaimSyntaxError(f"cannot parse {text!r}; expected e.g. 'gfid(a) < gfid(b)' or "
                                "'|rfid(a) - rfid(b)| <= tol', clauses joined with 'and'") from None
     uses_tol = False
 
-    def check(node: ast.AST, top: bool) -> None:
+    def check(node: ast.AST, top: bool, depth: int = 0) -> None:
         nonlocal uses_tol
+        if depth > 2 * MAX_DEPTH:
+            raise ClaimSyntaxError(f"assertion nested too deeply (at most {MAX_DEPTH} levels) in {text[:60]!r}...")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant) \
+                and node.right.value == 0:
+            raise ClaimSyntaxError(f"division by zero in {text!r}")
         if isinstance(node, ast.BoolOp) and isinstance(node.op, (ast.And, ast.Or)):
             if not top:
                 raise ClaimSyntaxError(f"'and'/'or' inside an arithmetic expression in {text!r}")
             for v in node.values:
-                check(v, True)
+                check(v, True, depth + 1)
         elif isinstance(node, ast.Compare):
             if not top:
                 raise ClaimSyntaxError(f"a comparison nested inside an expression in {text!r}")
             if len(node.ops) != 1 or type(node.ops[0]) not in _OPS:
                 raise ClaimSyntaxError(f"use exactly one of < <= > >= per clause in {text!r} (no chains, no ==)")
-            check(node.left, False)
-            check(node.comparators[0], False)
+            check(node.left, False, depth + 1)
+            check(node.comparators[0], False, depth + 1)
         elif top:
             raise ClaimSyntaxError(f"{text!r} (or one of its 'and' clauses) is not a comparison")
         elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
-            check(node.left, False)
-            check(node.right, False)
+            check(node.left, False, depth + 1)
+            check(node.right, False, depth + 1)
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            check(node.operand, False)
+            check(node.operand, False, depth + 1)
         elif isinstance(node, ast.Call):
             if not (isinstance(node.func, ast.Name) and node.func.id == "abs" and len(node.args) == 1
                     and not node.keywords):
                 raise ClaimSyntaxError(f"only metric(method) and abs(x) calls are allowed in {text!r}")
-            check(node.args[0], False)
+            check(node.args[0], False, depth + 1)
         elif isinstance(node, ast.Name):
             if node.id == "tol":
                 uses_tol = True
             elif not re.fullmatch(r"__ref\d+", node.id):
                 raise ClaimSyntaxError(f"unknown name {node.id!r} in {text!r}; write metric(method), a number or tol")
         elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            pass
+            if not abs(node.value) <= MAX_LITERAL:
+                raise ClaimSyntaxError(f"number {node.value:g} in {text!r} is beyond ±{MAX_LITERAL:g}")
         else:
             raise ClaimSyntaxError(f"{type(node).__name__} is not allowed in {text!r}")
 
@@ -216,6 +247,8 @@ def _linear(node: ast.AST, tol: float | None) -> tuple[dict[int, float], float] 
             (lin, c) = (b, a[1]) if not a[0] else (a, b[1])
             return {k: c * v for k, v in lin[0].items()}, c * lin[1]
         if isinstance(node.op, ast.Div) and not b[0]:
+            if b[1] == 0:
+                return {k: math.nan for k in a[0]}, math.nan
             return {k: v / b[1] for k, v in a[0].items()}, a[1] / b[1]
     return None
 
@@ -369,6 +402,15 @@ def _evaluate_compare(cmp: ast.Compare, parsed: ParsedAssertion, samples, test: 
     if problems:
         part.update(verdict=INCONCLUSIVE, detail=f"{src}: {'; '.join(described)}; {'; '.join(problems)}")
         return part
+    try:
+        return _evaluate_stats(cmp, parsed, data, described, part, src, test, level, tol, seed)
+    except (ZeroDivisionError, FloatingPointError, OverflowError, ValueError) as e:
+        why = "division by zero" if isinstance(e, ZeroDivisionError) else f"{type(e).__name__}: {e}"
+        part.update(verdict=INCONCLUSIVE, detail=f"{src}: {'; '.join(described)}; cannot evaluate ({why})")
+        return part
+
+
+def _evaluate_stats(cmp, parsed, data, described, part, src, test, level, tol, seed) -> dict:
     form = _form(cmp)
     bound = float(_evaluate(form.bound, [], tol)) if form.kind == "equiv" else None
     pct = f"{100 * level:g}%"
@@ -382,6 +424,11 @@ def _evaluate_compare(cmp: ast.Compare, parsed: ParsedAssertion, samples, test: 
         est, lo, hi, dist = _interval_bootstrap(form.expr, data, level, tol, seed)
         stat = f"bootstrap ({BOOTSTRAP_RESAMPLES} resamples)"
     what = "difference (lhs - rhs)" if form.kind == "sign" else f"inner difference vs ±{_fmt(bound)}"
+    if not all(math.isfinite(x) for x in (est, lo, hi) + ((bound,) if bound is not None else ())):
+        part.update(verdict=INCONCLUSIVE, estimate=est, ci=[lo, hi], level=level,
+                    detail=f"{src}: {'; '.join(described)}; {what} {_fmt(est)}, {pct} CI [{_fmt(lo)}, {_fmt(hi)}] "
+                           "is not finite (division by zero?) -> inconclusive")
+        return part
     verdict = _decide(form, lo, hi, bound)
     part.update(verdict=verdict, estimate=est, ci=[lo, hi], level=level,
                 detail=f"{src}: {'; '.join(described)}; {what} {_fmt(est)}, {pct} CI [{_fmt(lo)}, {_fmt(hi)}], "
@@ -445,6 +492,12 @@ def check_claims(suite: Any, metric_keys: Iterable[str]) -> list[str]:
                                 f"{c.assert_!r}; the suite's metric keys: {sorted(keys)}")
         if parsed.uses_tol and c.tol is None:
             problems.append(f"claims[{i}].tol: the assertion uses 'tol' but the claim gives no tol")
+        if c.tol is not None and not math.isfinite(c.tol):
+            problems.append(f"claims[{i}].tol: {c.tol} is not a finite number")
+        elif c.tol == 0 and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+                                and any(isinstance(x, ast.Name) and x.id == "tol" for x in ast.walk(n.right))
+                                for n in ast.walk(parsed.tree)):
+            problems.append(f"claims[{i}].tol: the assertion divides by tol, which is 0; give a tol > 0")
         if c.test == "welch":
             why = welch_problem(parsed, c.tol if c.tol is not None else 0.0)
             if why:

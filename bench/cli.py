@@ -44,6 +44,9 @@ class _Group(click.Group):
         except BenchError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except EOFError as e:  # click would print a bare "Aborted!": say what ended early
+            click.echo(f"error: unexpected end of input ({e or 'a file or stream ended early'})", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

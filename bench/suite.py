@@ -6,12 +6,13 @@ Every validation error names the file and the field path, e.g.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError, SuiteError
 
@@ -28,9 +29,9 @@ class DatasetSpec(_Strict):
 
     name: str
     root: str | None = None
-    resolution: int | None = Field(default=None, gt=0)
-    n_train: int | None = Field(default=None, gt=0, description="use the first n_train training images")
-    n_test: int | None = Field(default=None, gt=0, description="use the first n_test test images")
+    resolution: StrictInt | None = Field(default=None, gt=0)
+    n_train: StrictInt | None = Field(default=None, gt=0, description="use the first n_train training images")
+    n_test: StrictInt | None = Field(default=None, gt=0, description="use the first n_test test images")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -63,8 +64,8 @@ class ClaimSpec(_Strict):
     assert_: str = Field(alias="assert")
     paper_numbers: dict[str, Any] = Field(default_factory=dict)
     test: Literal["welch", "bootstrap"] = "welch"
-    level: float = Field(default=0.95, gt=0, lt=1)
-    tol: float | None = None
+    level: StrictFloat = Field(default=0.95, gt=0, lt=1)
+    tol: StrictFloat | None = None
     note: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -120,7 +121,8 @@ class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     dataset: DatasetSpec
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1,
+                                   description="distinct integers in [0, 2^63-1] (not strings, not booleans)")
     methods: list[MethodSpec] = Field(min_length=1)
     budget: dict[str, Any] = Field(default_factory=dict)
     metrics: list[MetricSpec] = Field(min_length=1)
@@ -133,6 +135,17 @@ class Suite(_Strict):
 
     # Set by load_suite; not part of the YAML.
     source: str = Field(default="<memory>", exclude=True)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        bad = [x for x in v if not 0 <= x <= INT64_MAX]
+        if bad:
+            raise ValueError(f"seeds must be integers in [0, 2^63-1], got {bad}")
+        dup = sorted({x for x in v if v.count(x) > 1})
+        if dup:
+            raise ValueError(f"duplicate seed(s) {dup}: each seed is one cell")
+        return v
 
     @model_validator(mode="after")
     def _unique_and_one_baseline(self) -> "Suite":
@@ -165,6 +178,10 @@ def format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+COERCION_ERRORS = ("int_type", "float_type", "bool_type")
+"""Strict-mode error types of a string or boolean given for a number (or a string for a boolean)."""
+
+
 def _errors_to_lines(err: ValidationError, prefix: tuple = ()) -> list[str]:
     lines = []
     for e in err.errors():
@@ -172,6 +189,10 @@ def _errors_to_lines(err: ValidationError, prefix: tuple = ()) -> list[str]:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
+        elif e["type"] in COERCION_ERRORS and isinstance(e.get("input"), (str, bool)):
+            got, want = e["input"], {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false"}
+            msg += (f" (got the string {got!r}: write {want[e['type']]} without quotes)" if isinstance(got, str)
+                    else f" (got the boolean {got!r}: write {want[e['type']]})")
         lines.append(f"{loc}: {msg}")
     return lines
 
@@ -197,16 +218,115 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+MAX_SUITE_BYTES = 1 << 20
+"""A suite file larger than this (1 MiB) is refused: suites are a few kilobytes."""
+MAX_ALIASES = 32
+"""YAML aliases (``*name``) allowed in a suite; more is refused (a "billion laughs" file expands
+exponentially), before anything is expanded."""
+MAX_NODES = 100_000
+"""Scalars, sequences and mappings a suite may hold after alias expansion."""
+INT64_MAX = 2**63 - 1
+
+
+class _SuiteLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate mapping keys and caps aliases and expanded size."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} YAML aliases (line {mark.line + 1}): a suite "
+                                     "needs none; write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node, deep=False):
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise yaml.YAMLError(f"the YAML expands to more than {MAX_NODES} values (aliases of aliases?)")
+        return super().construct_object(node, deep)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping reports it
+            if first is not None:
+                raise yaml.YAMLError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at "
+                                     f"line {first}): keep one of them")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+_SuiteLoader.add_constructor("tag:yaml.org,2002:map", _SuiteLoader.construct_yaml_map)
+
+
+def _too_big(raw: Any, loc: tuple = ()) -> list[str]:
+    """Field paths of integers beyond int64 and non-finite floats anywhere in ``raw``."""
+    out = []
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            out += _too_big(v, loc + (str(k),))
+    elif isinstance(raw, list):
+        for i, v in enumerate(raw):
+            out += _too_big(v, loc + (i,))
+    elif isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) > INT64_MAX:
+        digits = len(str(abs(raw)))
+        out.append(f"{format_loc(loc)}: the integer ({digits} digits) is larger than 2^63-1; use a sensible value")
+    elif isinstance(raw, float) and not math.isfinite(raw):
+        out.append(f"{format_loc(loc)}: {raw} is not a finite number")
+    return out
+
+
 def read_suite_file(suite: str | os.PathLike) -> tuple[str, dict]:
-    """A suite name or file -> (its display path, its YAML mapping); :class:`SuiteError` otherwise."""
+    """A suite name or file -> (its display path, its YAML mapping); :class:`SuiteError` otherwise.
+
+    Refused with one message naming the file: a directory, an unreadable, empty, oversized or
+    non-UTF-8 file, invalid YAML, duplicate keys, more than :data:`MAX_ALIASES` aliases, a
+    top level that is not a mapping, integers beyond int64 and non-finite floats.
+    """
     path = resolve_suite_path(suite)
     where = _display(path)
+    if path.is_dir():
+        raise SuiteError(f"{where}: is a directory; give a suite YAML file (e.g. {where}/<name>.yaml) or a suite name")
     try:
-        raw = yaml.safe_load(path.read_text())
+        with open(path, "rb") as f:
+            data = f.read(MAX_SUITE_BYTES + 1)
+    except OSError as e:
+        raise SuiteError(f"{where}: cannot read the suite file: {e.strerror or e}") from None
+    if len(data) > MAX_SUITE_BYTES:
+        raise SuiteError(f"{where}: larger than {MAX_SUITE_BYTES >> 20} MiB; is this a suite file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise SuiteError(f"{where}: not UTF-8 text (byte 0x{data[e.start]:02x} at line {line}); "
+                         "save the suite as UTF-8") from None
+    if not text.strip():
+        raise SuiteError(f"{where}: the file is empty; a suite needs at least name, dataset, methods and metrics")
+    try:
+        raw = yaml.load(text, Loader=_SuiteLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise SuiteError(f"{where}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise SuiteError(f"{where}: not valid YAML: nested too deeply") from None
+    if raw is None:
+        raise SuiteError(f"{where}: the file holds no YAML content (only comments?); a suite needs at least "
+                         "name, dataset, methods and metrics")
     if not isinstance(raw, dict):
-        raise SuiteError(f"{where}: a suite must be a YAML mapping, got {type(raw).__name__}")
+        raise SuiteError(f"{where}: a suite must be a YAML mapping (name: ..., dataset: ..., ...), "
+                         f"got a {type(raw).__name__}")
+    big = _too_big(raw)
+    if big:
+        raise SuiteError("\n".join(f"{where}: {line}" for line in big))
     return where, raw
 
 

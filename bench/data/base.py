@@ -7,6 +7,11 @@ from dataclasses import dataclass
 import torch
 
 from bench import registry
+from bench.errors import DatasetMissing
+
+
+class DatasetBroken(DatasetMissing):
+    """A data set's files are there but unreadable (garbled, truncated, inconsistent); says how to re-install."""
 
 
 @dataclass

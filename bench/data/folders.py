@@ -127,6 +127,13 @@ def _image_folder(path: Path, resolution: int, limit: int | None) -> ImageSplit:
 class ImageNet:
     """ImageNet-1k (ILSVRC 2012), center-cropped to ``resolution`` (256 for the paper suites)."""
 
+    resolutions = None  # any: center-cropped to it
+    has_adm_reference = True  # VIRTUAL_imagenet256_labeled.npz (gFID ``reference: adm``)
+
+    @staticmethod
+    def split_sizes(spec) -> dict[str, int]:
+        return {"train": 1_281_167, "test": 50_000}  # ILSVRC 2012 train / val
+
     @staticmethod
     def load(spec) -> ImageDataset:
         root = _root(spec, "IMAGENET_DIR", IMAGENET_LAYOUT, "ImageNet")
@@ -150,6 +157,12 @@ class ImageNet:
 @register_dataset("cifar10")
 class CIFAR10:
     """CIFAR-10 (Krizhevsky 2009), 3x32x32, from the python pickle release."""
+
+    resolutions = (32,)
+
+    @staticmethod
+    def split_sizes(spec) -> dict[str, int]:
+        return {"train": 50_000, "test": 10_000}
 
     @staticmethod
     def load(spec) -> ImageDataset:

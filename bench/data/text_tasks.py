@@ -69,6 +69,8 @@ class LazyTextTasks(TextTasks):
 class PeftTasks:
     """Generated short-answer tasks (qwen3-tiny) or standard lm-eval tasks (qwen3-8b)."""
 
+    Params = PeftTaskParams  # ``dataset.params``, checked by plan resolution
+
     @staticmethod
     def load(spec) -> Any:
         try:

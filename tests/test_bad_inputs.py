@@ -1,0 +1,229 @@
+"""The bad-input corpus (issue 17): every malformed suite or data file is one clear exit-2 error.
+
+Each case is written into ``tmp_path`` and run through the CLI (``bench validate``, or ``bench run``
+where the problem only shows when the data is read). Each must exit 2, name the field or file,
+and print no traceback (nor click's bare "Aborted!").
+"""
+from __future__ import annotations
+
+import gzip
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+
+BASE = """\
+name: t
+dataset: {name: fmnist}
+seeds: [0, 1]
+methods:
+  - {name: vq, adapter: vq, baseline: true, params: {codebook_size: 16}}
+  - {name: vcq, adapter: vcq, params: {k_min: 2, k_max: 16}}
+budget: {tokenizer_steps: 1, prior_steps: 1}
+metrics:
+  - {name: ar_loss}
+  - {name: probe, params: {ks: [1, 2]}}
+  - {name: rfd_fmnist, params: {n: 10}}
+  - {name: gfid, params: {n: 10}}
+leaderboard: {sort_by: ar_loss}
+"""
+
+
+def sub(old: str, new: str) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new, 1)
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+DEEP = "(" * 200 + "ar_loss(vq)" + ")" * 200 + " < ar_loss(vcq)"
+CLAIM = "claims:\n  - {{name: c, paper: p, assert: {a!r}{extra}}}\n"
+
+
+def claim(assertion: str, extra: str = "") -> str:
+    return BASE + CLAIM.format(a=assertion, extra=extra)
+
+
+# (id, suite text or bytes, expected substring of the message)
+SUITES = [
+    ("not-utf8", "name: caf\xe9\n".encode("latin-1") + BASE.encode()[7:], "not UTF-8"),
+    ("utf16", BASE.encode("utf-16"), "not UTF-8"),
+    ("empty", "", "empty"),
+    ("only-comments", "# nothing\n", "no YAML content"),
+    ("scalar", "just a string\n", "must be a YAML mapping"),
+    ("list", "- a\n- b\n", "must be a YAML mapping"),
+    ("bad-yaml", "name: [unclosed\n", "not valid YAML"),
+    ("dup-key-top", BASE + "name: again\n", "duplicate key 'name'"),
+    ("dup-key-nested", sub("{codebook_size: 16}", "{codebook_size: 16, codebook_size: 8}"), "duplicate key 'codebook_size'"),
+    ("billion-laughs", LAUGHS, "aliases"),
+    ("huge-int-seed", sub("[0, 1]", "[" + "9" * 400 + "]"), "seeds[0]: the integer (400 digits)"),
+    ("huge-int-param", sub("codebook_size: 16", "codebook_size: " + "1" * 400), "methods[0].params.codebook_size"),
+    ("int64-seed", sub("[0, 1]", f"[{2**63}]"), "seeds[0]"),
+    ("string-seed", sub("[0, 1]", "['0', 1]"), "seeds[0]"),
+    ("bool-seed", sub("[0, 1]", "[true, 1]"), "seeds[0]"),
+    ("negative-seed", sub("[0, 1]", "[-1, 1]"), "seeds"),
+    ("duplicate-seed", sub("[0, 1]", "[1, 1]"), "duplicate seed"),
+    ("float-seed", sub("[0, 1]", "[0.5]"), "seeds[0]"),
+    ("empty-seeds", sub("[0, 1]", "[]"), "seeds"),
+    ("string-param", sub("codebook_size: 16", "codebook_size: '16'"), "methods[0].params.codebook_size"),
+    ("bool-param", sub("codebook_size: 16", "codebook_size: true"), "methods[0].params.codebook_size"),
+    ("string-budget", sub("tokenizer_steps: 1", "tokenizer_steps: '1'"), "budget.tokenizer_steps"),
+    ("string-metric-n", sub("{n: 10}}\n  - {name: gfid", "{n: '10'}}\n  - {name: gfid"), "metrics[2].params.n"),
+    ("string-n_train", sub("{name: fmnist}", "{name: fmnist, n_train: '10'}"), "dataset.n_train"),
+    ("string-tol", claim("ar_loss(vq) < ar_loss(vcq) + tol", ", tol: '0.1'"), "claims[0].tol"),
+    ("string-probe-k", sub("{ks: [1, 2]}", "{ks: [1, '2']}"), "metrics[1].params.ks"),
+    ("nan-param", sub("prior_steps: 1}", "prior_steps: 1, tokenizer_lr: .nan}"), "budget.tokenizer_lr"),
+    ("metric-n-over-test", sub("rfd_fmnist, params: {n: 10}", "rfd_fmnist, params: {n: 70000}"), "metrics[2].params.n"),
+    ("metric-n-over-n_test", sub("{name: fmnist}", "{name: fmnist, n_test: 5}"), "metrics[2].params.n"),
+    ("gfid-n-over-n_train", sub("{name: fmnist}", "{name: fmnist, n_train: 5}"), "metrics[3].params.n"),
+    ("probe-n_train-over", sub("{ks: [1, 2]}", "{ks: [1, 2], n_train: 100000}"), "metrics[1].params.n_train"),
+    ("n_train-over-split", sub("{name: fmnist}", "{name: fmnist, n_train: 70000}"), "dataset.n_train"),
+    ("probe-k-over-L", sub("{ks: [1, 2]}", "{ks: [1, 17]}"), "metrics[1].params.ks"),
+    ("probe-k-over-short-L", sub("{codebook_size: 16}", "{codebook_size: 16, tokenizer: {length: 4}}")
+     .replace("ks: [1, 2]", "ks: [1, 8]"), "metrics[1].params.ks"),
+    ("sort-by-unknown", sub("sort_by: ar_loss", "sort_by: gfd"), "leaderboard.sort_by"),
+    ("columns-unknown", sub("sort_by: ar_loss}", "sort_by: ar_loss, columns: [ar_loss, fid]}"), "leaderboard.columns[1]"),
+    ("resolution", sub("{name: fmnist}", "{name: fmnist, resolution: 32}"), "dataset.resolution"),
+    ("adm-on-fmnist", sub("gfid, params: {n: 10}", "gfid, params: {n: 10, reference: adm}"), "metrics[3].params.reference"),
+    ("dataset-params", sub("{name: fmnist}", "{name: fmnist, params: {tasks: [x]}}"), "dataset.params"),
+    ("base-model-unused", BASE + "base_model: {name: qwen3-tiny}\n", "base_model"),
+    ("unknown-dataset", sub("{name: fmnist}", "{name: mnist}"), "dataset.name"),
+    ("claim-deep", claim(DEEP), "claims[0].assert"),
+    ("claim-huge-literal", claim("ar_loss(vq) < " + "9" * 5000), "claims[0].assert"),
+    ("claim-big-literal", claim("ar_loss(vq) < 1e300 * ar_loss(vcq)"), "claims[0].assert"),
+    ("claim-div-literal-zero", claim("ar_loss(vq) / 0 < ar_loss(vcq)"), "division by zero"),
+    ("claim-div-tol-zero", claim("ar_loss(vq) / tol < ar_loss(vcq)", ", tol: 0"), "claims[0].tol"),
+    ("claim-long", claim(" + ".join(["ar_loss(vq)"] * 200) + " < ar_loss(vcq)"), "claims[0].assert"),
+]
+
+
+@pytest.fixture
+def fmnist_dir(tmp_path, monkeypatch):
+    """A tiny, valid Fashion-MNIST (20 train / 10 test images) at BENCH_FMNIST_DIR."""
+    d = tmp_path / "fmnist"
+    d.mkdir()
+    write_split(d, "train", 20)
+    write_split(d, "t10k", 10)
+    monkeypatch.setenv("BENCH_FMNIST_DIR", str(d))
+    return d
+
+
+def idx(n: int, images: bool, payload_n: int | None = None) -> bytes:
+    m = payload_n if payload_n is not None else n
+    if images:
+        head = (0x803).to_bytes(4, "big") + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+        return head + np.zeros(m * 784, np.uint8).tobytes()
+    return (0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + (np.arange(m) % 10).astype(np.uint8).tobytes()
+
+
+def write_split(d, prefix: str, n: int) -> None:
+    (d / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(n, True)))
+    (d / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(n, False)))
+
+
+def invoke(*args):
+    r = CliRunner().invoke(main, list(args))
+    out = r.output + (r.stderr if r.stderr_bytes is not None else "")
+    return r, out
+
+
+def assert_clean_exit_2(r, out, expected):
+    assert r.exit_code == 2, (r.exit_code, out, r.exception)
+    assert expected in out, out
+    assert "Traceback" not in out and "Aborted!" not in out, out
+    assert out.startswith("error: "), out
+
+
+@pytest.mark.parametrize("text, expected", [pytest.param(t, e, id=i) for i, t, e in SUITES])
+def test_bad_suite(tmp_path, fmnist_dir, text, expected):
+    p = tmp_path / "s.yaml"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    r, out = invoke("validate", str(p))
+    assert_clean_exit_2(r, out, expected)
+    assert str(p) in out  # the file is named
+
+
+def test_base_is_valid(tmp_path, fmnist_dir):
+    p = tmp_path / "s.yaml"
+    p.write_text(BASE)
+    r, out = invoke("validate", str(p))
+    assert r.exit_code == 0, out
+
+
+def test_directory_as_suite(tmp_path):
+    r, out = invoke("validate", str(tmp_path))
+    assert_clean_exit_2(r, out, "is a directory")
+
+
+def test_missing_suite_file(tmp_path):
+    r, out = invoke("validate", str(tmp_path / "nope.yaml"))
+    assert_clean_exit_2(r, out, "no such suite file")
+
+
+def test_billion_laughs_is_quick(tmp_path):
+    import time
+
+    p = tmp_path / "s.yaml"
+    p.write_text(LAUGHS)
+    t0 = time.perf_counter()
+    r, out = invoke("validate", str(p))
+    assert_clean_exit_2(r, out, "aliases")
+    assert time.perf_counter() - t0 < 5
+
+
+# Broken data files: (id, file to break, how, message, command)
+IMG, LAB = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
+DATA = [
+    ("garbled", IMG, lambda b: b"\x1f\x8b" + bytes(range(256)) * 4, "is broken", "validate"),
+    ("empty", IMG, lambda b: b"", "is broken", "validate"),
+    ("not-gzip", LAB, lambda b: gzip.decompress(b), "not a readable gzip file", "validate"),
+    ("bad-magic", IMG, lambda b: gzip.compress(b"\x00\x00\x09\x99" + gzip.decompress(b)[4:]), "magic number", "validate"),
+    ("short-header", LAB, lambda b: gzip.compress(b"\x00\x00"), "shorter than", "validate"),
+    ("wrong-shape", IMG, lambda b: gzip.compress(idx(20, True)[:8] + (32).to_bytes(4, "big") * 2 + idx(20, True)[16:]),
+     "28x28", "validate"),
+    ("fewer-labels-header", LAB, lambda b: gzip.compress(idx(15, False)), "15 labels for the 20 images", "validate"),
+    ("truncated-gzip", IMG, lambda b: b[: len(b) // 2], "truncated", "run"),
+    ("fewer-labels-payload", LAB, lambda b: gzip.compress(idx(20, False, payload_n=15)), "announces 20 items", "run"),
+    ("label-out-of-range", LAB, lambda b: gzip.compress(idx(20, False)[:8] + bytes([42] * 20)), "outside 0..9", "run"),
+    ("directory-as-file", IMG, None, "is broken", "validate"),
+]
+
+
+@pytest.mark.parametrize("fname, how, expected, cmd", [pytest.param(f, h, e, c, id=i) for i, f, h, e, c in DATA])
+def test_broken_data(tmp_path, fmnist_dir, monkeypatch, fname, how, expected, cmd):
+    monkeypatch.setenv("BENCH_RESULTS_DIR", str(tmp_path / "results"))
+    target = fmnist_dir / fname
+    if how is None:
+        target.unlink()
+        target.mkdir()
+    else:
+        target.write_bytes(how(target.read_bytes()))
+    p = tmp_path / "s.yaml"
+    p.write_text(BASE)
+    args = ["validate", str(p)] if cmd == "validate" else \
+        ["run", str(p), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--no-progress"]
+    r, out = invoke(*args)
+    assert_clean_exit_2(r, out, expected)
+    assert str(target) in out  # names the file
+    assert "apt-get install --reinstall dataset-fashion-mnist" in out and "BENCH_FMNIST_DIR" in out
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was run
+
+
+# Claims: division by zero at evaluation time is an inconclusive verdict, not a traceback.
+@pytest.mark.parametrize("assertion, tol, values, test", [
+    ("ar_loss(a) / ar_loss(b) < 1", None, {"a": [1.0, 2.0], "b": [0.0, 0.0]}, "bootstrap"),
+    ("ar_loss(a) / (ar_loss(b) - 1) < 1", None, {"a": [1.0, 2.0], "b": [1.0, 1.0]}, "bootstrap"),
+    ("ar_loss(a) < ar_loss(b) / tol", 0.0, {"a": [1.0, 2.0], "b": [1.0, 3.0]}, "bootstrap"),
+    ("ar_loss(a) < ar_loss(b) / tol", 0.0, {"a": [1.0, 2.0], "b": [1.0, 3.0]}, "welch"),
+])
+def test_claim_division_by_zero_is_inconclusive(assertion, tol, values, test):
+    from bench.claims import INCONCLUSIVE, evaluate_claim
+    from bench.suite import ClaimSpec
+
+    c = ClaimSpec(name="c", paper="p", assert_=assertion, tol=tol, test=test)
+    rows = {m: {"ar_loss": v} for m, v in values.items()}
+    v = evaluate_claim(c, rows)
+    assert v.verdict == INCONCLUSIVE, v.detail
