@@ -295,114 +295,6 @@ def _reap_group(pgid: int, grace_s: float) -> None:
         time.sleep(0.1)
 
 
-# -- regression gate (bench.baseline, bench.compare; docs/ci-gate.md) ----------------------------
-@main.command("compare")
-@click.argument("suite")
-@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False),
-              help="Baseline JSON written by `bench baseline` (e.g. results/baselines/ci.json).")
-@click.option("--current", default="latest", show_default=True,
-              help="'latest' (newest finished run per method and seed) or the id of a suite parent run.")
-@click.option("--report", default=None, type=click.Path(),
-              help="Report path: a .md/.json file (the other format beside it) or a directory "
-                   "[default: results/<suite>/compare.{md,json}].")
-@click.option("--strict", is_flag=True, help="Also fail when a metric improved beyond its tolerance.")
-@click.option("--tracking-uri", default=None)
-def compare_cli(suite, baseline_file, current, report, strict, tracking_uri):
-    """Compare SUITE's finished runs with a baseline file; print the table, write and log reports.
-
-    Exit 0: nothing regressed. Exit 1: a metric worsened beyond its tolerance. Exit 2: refused
-    (missing runs or metrics, or a config hash or metric extractor that differs from the baseline's).
-    """
-    from bench.compare import compare_cmd
-    from bench.suite import load_suite
-
-    cmp, text = compare_cmd(load_suite(suite), baseline_file, tracking_uri, current, report, strict)
-    click.echo(text)
-    sys.exit(cmp.exit_code)
-
-
-@main.command("baseline")
-@click.argument("suite")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Baseline JSON to write.")
-@click.option("--current", default="latest", show_default=True,
-              help="'latest' (newest finished run per method and seed) or the id of a suite parent run.")
-@click.option("--tracking-uri", default=None)
-def baseline_cli(suite, output, current, tracking_uri):
-    """Write a baseline file from SUITE's finished runs (values, spreads, tolerances, provenance)."""
-    from bench.baseline import build_baseline, write_baseline
-    from bench.suite import load_suite
-    from bench.tracking import Tracker
-
-    s = load_suite(suite)
-    doc = build_baseline(s, Tracker(tracking_uri), current)
-    path = write_baseline(doc, output)
-    n = sum(len(m["metrics"]) for m in doc["methods"].values())
-    click.echo(f"{path}: baseline of suite {s.name} ({len(doc['methods'])} methods, {n} gated metrics, "
-               f"seeds {doc['seeds']}, git {doc['git_sha']})")
-
-
-@main.command("gate")
-@click.argument("suite")
-@click.option("--baseline", "baseline_file", default=None, type=click.Path(dir_okay=False),
-              help="The committed baseline JSON (required unless --run-only).")
-@click.option("--workdir", default=None, type=click.Path(file_okay=False),
-              help="The gate's MLflow store, weight cache and reports [default: results/gate/<suite>].")
-@click.option("--reuse", is_flag=True, help="Reuse finished cells and cached weights (fast; cannot see code "
-                                            "regressions in training).")
-@click.option("--strict", is_flag=True, help="Also fail when a metric improved beyond its tolerance.")
-@click.option("--write-baseline", is_flag=True, help="After running, write the baseline file instead of comparing.")
-@click.option("--run-only", is_flag=True, help="Only run the suite into the workdir (for `bench gate-noise`).")
-@click.option("--no-progress", is_flag=True)
-def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_only, no_progress):
-    """Run SUITE from fresh weights in its own store, then compare with the baseline (exit 0/1/2)."""
-    from bench.compare import gate_run, run_gate
-    from bench.suite import load_suite
-    from bench.tracking import Tracker
-
-    s = load_suite(suite)
-    if run_only:
-        g = gate_run(s, workdir, reuse, progress=not no_progress)
-        click.echo(f"gate: suite run {g.parent} in {g.workdir} ({g.seconds:.0f}s)")
-        return
-    if not baseline_file:
-        raise click.UsageError("--baseline FILE is required (or --run-only)")
-    if write_baseline:
-        from bench.baseline import build_baseline, write_baseline as write
-
-        g = gate_run(s, workdir, reuse, progress=not no_progress)
-        path = write(build_baseline(s, Tracker(g.tracking_uri), g.current), baseline_file)
-        click.echo(f"{path}: baseline written from suite run {g.parent} (suite run {g.seconds:.0f}s)")
-        return
-    cmp, text, g = run_gate(s, baseline_file, workdir, reuse=reuse, strict=strict, progress=not no_progress)
-    click.echo(text)
-    click.echo(f"gate: {cmp.verdict} (suite run {g.seconds:.0f}s)")
-    sys.exit(cmp.exit_code)
-
-
-@main.command("gate-noise")
-@click.argument("suite")
-@click.option("--reference", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Gate workdir (holding mlflow.db) of the reference run, e.g. results/gate/noise/ref.")
-@click.option("--variant", "variants", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
-              help="Gate workdir of a run under other float settings (repeatable).")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Noise JSON to write.")
-def gate_noise_cli(suite, reference, variants, output):
-    """Measure SUITE's paired per-seed noise between float settings (scripts/gate_noise.sh runs them)."""
-    import json
-
-    from bench.gate_noise import Variant, measure_noise, to_text
-    from bench.suite import load_suite
-
-    def v(d):
-        p = Path(d).resolve()
-        return Variant(p.name, f"sqlite:///{p / 'mlflow.db'}")
-
-    doc = measure_noise(load_suite(suite), v(reference), [v(d) for d in variants])
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(json.dumps(doc, indent=1) + "\n")
-    click.echo(to_text(doc) + f"written: {output}")
-
-
 # -- measuring instruments (bench.instruments) ----------------------------------------------------
 @main.group("instrument")
 def instrument_grp():
@@ -482,6 +374,11 @@ def doctor_cmd(tracking_uri, cache_dir, fix):
         click.echo("run `bench doctor --fix` to repair", err=True)
         sys.exit(1)
 
+
+from bench.cli_gate import COMMANDS as _GATE_COMMANDS  # noqa: E402  (compare, baseline, gate, gate-noise)
+
+for _cmd in _GATE_COMMANDS:
+    main.add_command(_cmd)
 
 if __name__ == "__main__":
     main()

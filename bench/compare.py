@@ -12,7 +12,7 @@ Exit codes (what CI keys on):
 
 The config hash covers the suite's configuration only, not the code, so a code change that
 moves the numbers under an unchanged suite is exactly what the gate reports as a regression.
-:func:`run_gate` runs the suite first with fresh model weights (its own cache of trained
+:func:`bench.gate.run_gate` runs the suite first with fresh model weights (its own cache of trained
 weights, emptied each time; only data-derived caches such as Inception reference statistics are
 shared, and instruments are shipped files), so a code regression cannot hide behind a cached
 checkpoint. Allowances are paired (seed by seed) and come from the measured cross-machine noise
@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.baseline import (GateError, allowed_worsening, consistent, describe_tolerance, instrument_provenance,
                             latest_suite_run, load_baseline, select_runs, versions_of)
-from bench.context import Cache, results_dir
+from bench.context import results_dir
 from bench.suite import Suite
 from bench.tracking import TAG, Tracker
 
@@ -40,9 +38,6 @@ the good direction, under ``strict`` or for a ``two_sided`` metric (a fail). ``i
 pass that suggests writing a new baseline."""
 FAILING = (REGRESSED, CHANGED)
 
-SHARED_CACHE_KINDS = frozenset({"fmnist_cnn", "inception", "inception_ref", "hf_home", "peft_tasks"})
-"""Cache kinds :class:`GateCache` keeps in the shared cache: measuring instruments and data, whose
-identity the baseline pins (weights sha256, fingerprints); every other kind (trained weights) is fresh."""
 
 
 @dataclass
@@ -343,73 +338,3 @@ def _display(path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
-
-
-# --------------------------------------------------------------------------------------------
-# the gate: run the suite (fresh weights), then compare
-# --------------------------------------------------------------------------------------------
-class GateCache(Cache):
-    """Trained weights in ``root`` (fresh per gate run); instruments and data in ``shared``."""
-
-    def __init__(self, root: Path, shared: Cache | None = None):
-        super().__init__(Path(root))
-        self.shared = shared or Cache()
-
-    def path(self, kind: str, key: str, ext: str = "pt") -> Path:
-        if kind in SHARED_CACHE_KINDS:
-            return self.shared.path(kind, key, ext)
-        return super().path(kind, key, ext)
-
-
-def gate_workdir(suite: Suite) -> Path:
-    return results_dir() / "gate" / suite.name
-
-
-@dataclass
-class GateRun:
-    workdir: Path
-    tracking_uri: str
-    parent: str  # the suite parent run
-    current: str  # what to compare: the parent run, or "latest" when cells were reused
-    seconds: float
-
-
-def gate_run(suite: Suite, workdir: Path | None = None, reuse: bool = False, progress: bool = True,
-             shared: Cache | None = None) -> GateRun:
-    """Run the suite for the gate: every cell recomputed from fresh weights unless ``reuse``.
-
-    ``workdir`` (default ``results/gate/<suite>``) holds the gate's MLflow store (``mlflow.db``,
-    kept across gate runs as a history), its weight cache (``cache/``, emptied unless ``reuse``)
-    and the reports; ``shared`` is the cache of instruments and data (default ``results/cache``).
-    Raises :class:`GateError` if a cell failed.
-    """
-    from bench.runner import run_suite
-
-    workdir = Path(workdir or gate_workdir(suite)).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    cache_dir = workdir / "cache"
-    if not reuse and cache_dir.exists():
-        shutil.rmtree(cache_dir)
-    t0 = time.time()
-    outcomes, parent = run_suite(suite, force=not reuse, tracking_uri=uri, cache=GateCache(cache_dir, shared),
-                                 progress=progress)
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
-        raise GateError("gate: cell(s) failed, nothing to compare:\n  "
-                        + "\n  ".join(f"{o.method} seed={o.seed}: {o.error}" for o in failed))
-    return GateRun(workdir, uri, parent, "latest" if reuse else parent, time.time() - t0)
-
-
-def run_gate(suite: Suite, baseline_path: str | Path, workdir: Path | None = None, reuse: bool = False,
-             report: str | Path | None = None, strict: bool = False, progress: bool = True,
-             shared: Cache | None = None) -> tuple[Comparison, str, GateRun]:
-    """:func:`gate_run`, then :func:`compare_cmd` on its runs (reports in the workdir by default)."""
-    doc = load_baseline(baseline_path)
-    check_config(suite, doc)  # fail fast, before minutes of training
-    extra = sorted(set(int(x) for x in doc.get("seeds") or []) - set(suite.seeds))
-    if extra:
-        raise GateError(f"the baseline has seed(s) {extra} that {suite.source} does not run")
-    g = gate_run(suite, workdir, reuse, progress, shared)
-    cmp, text = compare_cmd(suite, baseline_path, g.tracking_uri, g.current, report or g.workdir, strict)
-    return cmp, text, g

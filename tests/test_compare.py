@@ -267,7 +267,7 @@ def test_bad_baseline_files_are_refused(tmp_path, tracking_uri):
 
 
 def test_gate_refuses_a_stale_baseline_before_training(suite, baseline_file, tmp_path):
-    from bench.compare import run_gate
+    from bench.gate import run_gate
 
     doc = json.loads(baseline_file.read_text())
     doc["methods"]["vcq"]["config_hash"] = "fedcba9876543210"
@@ -287,7 +287,7 @@ def test_gate_round_trip_and_planted_regression(tmp_path, monkeypatch):
     import dataclasses
 
     import adapters.tokenizers.vq
-    from bench.compare import gate_run, run_gate
+    from bench.gate import gate_run, run_gate
     from bench.context import Cache
 
     s = load_suite(SMOKE)
