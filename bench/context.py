@@ -74,6 +74,12 @@ class Cache:
     root: Path = field(default_factory=lambda: results_dir() / "cache")
 
     def path(self, kind: str, key: str, ext: str = "pt") -> Path:
+        """``root/<kind>/<key>.<ext>``; under a non-default torch dtype (a ``precision: float64`` cell)
+        the kind is suffixed (``tokenizer.float64``), so weights trained at another precision never
+        share an entry whatever the caller's key holds."""
+        t = sys.modules.get("torch")  # not imported yet: the default dtype is float32
+        if t is not None and t.get_default_dtype() is not t.float32:
+            kind = f"{kind}.{str(t.get_default_dtype()).removeprefix('torch.')}"
         p = self.root / kind / f"{key}.{ext}"
         p.parent.mkdir(parents=True, exist_ok=True)
         return p

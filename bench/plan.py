@@ -43,15 +43,23 @@ def cell_config(suite: Suite, method: MethodSpec) -> dict:
         mcls = registry.get(registry.METRICS, "metric", spec.name)
         metrics.append({"name": spec.name, "params": mcls.Params.model_validate(spec.params).model_dump(mode="json")})
     dataset = suite.dataset.model_dump(mode="json", exclude={"root"})  # where the data lies is not what it is
-    return {
-        "harness_version": HARNESS_VERSION,
+    return _config(HARNESS_VERSION, dataset, suite.base_model, method.adapter, params, budget, metrics,
+                   suite.precision)
+
+
+def _config(harness_version, dataset, base_model, adapter, params, budget, metrics, precision) -> dict:
+    cfg = {
+        "harness_version": harness_version,
         "dataset": dataset,
-        "base_model": suite.base_model,
-        "adapter": method.adapter,
+        "base_model": base_model,
+        "adapter": adapter,
         "params": params,
         "budget": budget,
         "metrics": metrics,
     }
+    if precision != "float32":  # the default is not hashed: float32 cells keep their identities
+        cfg["precision"] = precision
+    return cfg
 
 
 def config_hash(suite: Suite, method: MethodSpec) -> str:
@@ -91,6 +99,7 @@ class CellSpec(BaseModel):
     dataset: DatasetSpec
     base_model: dict[str, Any] | None = None
     plugins: tuple[str, ...] = ()  # modules to import before the adapter/metrics are looked up
+    precision: Literal["float32", "float64"] = "float32"  # torch's default float dtype in the cell
     seed: int
     config_hash: str
 
@@ -100,15 +109,9 @@ class CellSpec(BaseModel):
 
     def config(self) -> dict:
         """The hashed configuration (equal to :func:`cell_config` of the suite it came from)."""
-        return {
-            "harness_version": self.harness_version,
-            "dataset": self.dataset.model_dump(mode="json", exclude={"root"}),
-            "base_model": self.base_model,
-            "adapter": self.adapter,
-            "params": self.params,
-            "budget": self.budget,
-            "metrics": [{"name": m.name, "params": m.params} for m in self.metrics],
-        }
+        return _config(self.harness_version, self.dataset.model_dump(mode="json", exclude={"root"}),
+                       self.base_model, self.adapter, self.params, self.budget,
+                       [{"name": m.name, "params": m.params} for m in self.metrics], self.precision)
 
     def method_spec(self) -> MethodSpec:
         return MethodSpec(name=self.method, adapter=self.adapter, label=self.label, baseline=self.baseline,
@@ -118,7 +121,8 @@ class CellSpec(BaseModel):
         """A one-method, one-seed :class:`Suite` of this cell (what ``ctx.suite`` shows adapters and metrics)."""
         return Suite(name=self.suite, dataset=self.dataset, seeds=[self.seed], methods=[self.method_spec()],
                      budget=self.budget, metrics=[MetricSpec(name=m.name, params=m.params) for m in self.metrics],
-                     base_model=self.base_model, plugins=list(self.plugins), source=self.suite_file)
+                     base_model=self.base_model, plugins=list(self.plugins), precision=self.precision,
+                     source=self.suite_file)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=1) + "\n"
@@ -171,7 +175,8 @@ def cell_spec(suite: Suite, method: MethodSpec, seed: int) -> CellSpec:
         harness_version=cfg["harness_version"], suite=suite.name, suite_file=suite.source, method=method.name,
         label=method.label or method.name, baseline=method.baseline, adapter=method.adapter, params=cfg["params"],
         budget=cfg["budget"], metrics=tuple(MetricCall(**m) for m in cfg["metrics"]), dataset=suite.dataset,
-        base_model=suite.base_model, plugins=tuple(suite.plugins), seed=seed, config_hash=stable_hash(cfg),
+        base_model=suite.base_model, plugins=tuple(suite.plugins), precision=suite.precision, seed=seed,
+        config_hash=stable_hash(cfg),
     )
 
 

@@ -8,6 +8,7 @@ finished row, and what it logged before failing stays in MLflow.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -115,6 +116,18 @@ def _check_parent(tracker: Tracker, exp: str, run_id: str, suite: str) -> None:
         raise BenchError(f"parent run {run_id!r} is not in the experiment of suite {suite!r}")
 
 
+
+@contextlib.contextmanager
+def default_dtype(precision: str):
+    """torch's default float dtype set to ``precision`` ("float32" | "float64") for a cell, restored after."""
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, precision))
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(prev)
+
+
 def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None = None, cache: Cache | None = None,
              progress: bool = True, skip_finished: bool = False, dataset=None) -> CellOutcome:
     """Execute one cell into a new MLflow run of the suite's experiment (child of ``parent_run_id``).
@@ -142,7 +155,7 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
         f"{TAG}baseline": str(spec.baseline).lower(), f"{TAG}seed": seed, f"{TAG}config_hash": h,
         f"{TAG}git_sha": git_sha(), f"{TAG}dataset": spec.dataset.name,
         **{f"{TAG}version.{k}": v for k, v in package_versions().items()},
-        **{f"{TAG}numerics.{k}": v for k, v in numerics().items()},
+        **{f"{TAG}numerics.{k}": v for k, v in numerics().items()}, f"{TAG}numerics.precision": spec.precision,
     }
     run_id = tracker.start(exp, f"{name}-s{seed}", tags, parent_id=parent_run_id)
     _say(f"[bench] {name} seed={seed}: running (config {h}, run {run_id[:8]})")
@@ -162,18 +175,19 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
     status, err, values = "FINISHED", None, {}
     try:
         tracker.log_params(run_id, flatten(spec.config()))
-        torch.manual_seed(seed)
-        adapter = cls(cls.Params.model_validate(spec.params), seed)
-        adapter.prepare(ctx)
-        for m in spec.metrics:
-            mcls = registry.get(registry.METRICS, "metric", m.name)
-            t1 = time.time()
-            out = check_finite(mcls().compute(adapter, ctx, mcls.Params.model_validate(m.params)),
-                               f"metric {m.name} ({name}, seed {seed})")
-            tracker.log_metrics(run_id, out)
-            values.update(out)
-            _say(f"[bench]   {m.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items())
-                 + f" ({time.time() - t1:.0f}s)")
+        with default_dtype(spec.precision):
+            torch.manual_seed(seed)
+            adapter = cls(cls.Params.model_validate(spec.params), seed)
+            adapter.prepare(ctx)
+            for m in spec.metrics:
+                mcls = registry.get(registry.METRICS, "metric", m.name)
+                t1 = time.time()
+                out = check_finite(mcls().compute(adapter, ctx, mcls.Params.model_validate(m.params)),
+                                   f"metric {m.name} ({name}, seed {seed})")
+                tracker.log_metrics(run_id, out)
+                values.update(out)
+                _say(f"[bench]   {m.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items())
+                     + f" ({time.time() - t1:.0f}s)")
     except KeyboardInterrupt:
         tracker.client.set_tag(run_id, f"{TAG}error", "interrupted")
         tracker.end(run_id, "KILLED")

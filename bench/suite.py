@@ -129,6 +129,11 @@ class Suite(_Strict):
     leaderboard: LeaderboardSpec = Field(default_factory=LeaderboardSpec)
     claims: list[ClaimSpec] = Field(default_factory=list)
     base_model: dict[str, Any] | None = None
+    precision: Literal["float32", "float64"] = Field(
+        default="float32", description="torch's default float dtype for the cells' training and sampling "
+        "(instruments keep their own, float32). float64 makes tiny-model training far less chaotic under "
+        "float round-off, which is what the regression gate needs (docs/ci-gate.md); part of the config hash "
+        "when not float32")
     gate: GateSpec | None = None
     plugins: list[str] = Field(default_factory=list, description="modules imported before validation: they "
                                "register external adapters and metrics (see also --plugin, entry points)")

@@ -70,8 +70,9 @@ def progress(iterable, total: int, desc: str, enabled: bool = True):
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, C, H, W] in [0, 255] -> float32 in [-1, 1]."""
-    return images.float().div(127.5).sub(1.0)
+    """uint8 [B, C, H, W] in [0, 255] -> floats in [-1, 1] of torch's default dtype (float32, or
+    float64 in a suite with ``precision: float64``)."""
+    return images.to(torch.get_default_dtype()).div(127.5).sub(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,9 @@ of that size would produce. Plants:
 * ``codebookNN``: vq's tokenizer uses only NN % of its K codes at every position;
 * ``fdNNN``: every Fréchet distance (rFD/gFD in the ci suite) is multiplied by NNN/100 (e.g. fd105);
 * ``probeNN``: the probe's reported accuracies are multiplied by NN/100.
+
+Plants that touch different metrics combine with ``+`` (e.g. ``prior90+probe97``) so that one gate run
+measures both.
 """
 from __future__ import annotations
 
@@ -56,7 +59,8 @@ def plant(name: str) -> None:
 
 
 if __name__ == "__main__":
-    plant(sys.argv[1])
+    for one in sys.argv[1].split("+"):
+        plant(one)
     from bench.cli import main
 
     sys.argv = ["bench", "gate", *sys.argv[2:]]

@@ -161,7 +161,7 @@ def train_classifier(train: ImageSplit, test: ImageSplit, recipe: Recipe = DEFAU
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _deterministic():
         torch.manual_seed(recipe.seed)
-        model = FMNISTNet()
+        model = FMNISTNet().float()  # an instrument computes in float32 in every suite
         gen = torch.Generator().manual_seed(recipe.seed)
         opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
         steps = recipe.epochs * ((len(data) + recipe.batch_size - 1) // recipe.batch_size)
@@ -206,7 +206,7 @@ def load_classifier(instrument_id: str = DEFAULT_INSTRUMENT) -> FMNISTClassifier
     if c.provenance.get("arch") != ARCH_VERSION:
         raise instruments.InstrumentError(f"instrument {instrument_id}: architecture {c.provenance.get('arch')!r} "
                                           f"is not this code's {ARCH_VERSION!r}")
-    model = FMNISTNet()
+    model = FMNISTNet().float()  # an instrument computes in float32 in every suite
     model.load_state_dict(load_file(str(path)))
     model.eval().requires_grad_(False)
     recipe = Recipe(**c.provenance.get("recipe", {}))
