@@ -169,6 +169,7 @@ def list_(what, plugins):
     problems = registry.import_plugins((f"--plugin {m}", m) for m in plugins)
     if problems:
         raise BenchError("\n".join(problems))
+    registry.load_all()
     table = {"adapters": registry.ADAPTERS, "metrics": registry.METRICS, "datasets": registry.DATASETS}[what]
     for name, cls in sorted(table.items()):
         doc = (cls.__doc__ or "").strip().splitlines()
