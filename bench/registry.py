@@ -32,9 +32,21 @@ T = TypeVar("T")
 ENTRY_POINT_GROUPS = ("genbench.adapters", "genbench.metrics")
 """Entry-point groups whose modules are imported by :func:`load_all` (value: a module, or module:object)."""
 
-ADAPTERS: dict[str, type] = {}
-METRICS: dict[str, type] = {}
-DATASETS: dict[str, type] = {}
+class _Table(dict):
+    """A name -> class table; ``table[name]`` of a name not registered yet imports every module
+    first (:func:`load_all`), so code written before light declarations keeps working."""
+
+    def __missing__(self, name: str) -> type:
+        if not _loaded:
+            load_all()
+            if dict.__contains__(self, name):
+                return dict.__getitem__(self, name)
+        raise KeyError(name)
+
+
+ADAPTERS: dict[str, type] = _Table()
+METRICS: dict[str, type] = _Table()
+DATASETS: dict[str, type] = _Table()
 
 
 @dataclass(frozen=True)
