@@ -231,9 +231,10 @@ def claims_cmd(suite, fmt, tracking_uri):
 @click.option("--tracking-uri", default=None)
 def ui(port, tracking_uri):
     """Serve the MLflow UI for the harness's store, bound to 127.0.0.1."""
-    from bench.tracking import artifact_root, default_tracking_uri
+    from bench.tracking import artifact_root, default_tracking_uri, prepare_store
 
     uri = tracking_uri or default_tracking_uri()
+    prepare_store(uri)  # create/migrate a sqlite store under its lock, never in the server racing a `bench run`
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root",
            artifact_root(uri), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

@@ -246,6 +246,6 @@ def adm_reference(ctx: Any, n: int) -> ImageSplit:
         raise DatasetMissing(f"gfid reference 'adm': {path} not found. Set ADM_REF_BATCH to the ADM reference "
                              f"batch {ADM_REF_NAME} (an .npz whose arr_0 is uint8 [N, 256, 256, 3]) or place it "
                              "in the data set's root.")
-    arr = np.load(path)["arr_0"][:n]
+    arr = np.load(path, allow_pickle=False)["arr_0"][:n]
     images = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
     return ImageSplit(images, torch.zeros(len(images), dtype=torch.long))

@@ -46,6 +46,13 @@ def artifact_root(uri: str) -> str:
     return (base / "mlartifacts").resolve().as_uri()
 
 
+def prepare_store(uri: str) -> None:
+    """Create or migrate the store at ``uri`` now, serialised like :class:`Tracker` does (sqlite: on
+    ``<db>.lock``), so a process that opens it next (``mlflow server`` of ``bench ui``) finds the
+    schema current and migrates nothing."""
+    Tracker(uri)
+
+
 class Tracker:
     """Thin wrapper over :class:`MlflowClient` for the harness's run layout."""
 

@@ -108,13 +108,12 @@ class LayerCardLoRA(PeftAdapter):
 
     def get_card(self, base, dataset, budget, ctx) -> LayerCard:
         key = self.card_key(base, dataset, budget)
-        path = ctx.cache.path("layer_card", key, "json")
-        if path.exists():
-            return LayerCard.from_json(path.read_text())
+        # checksummed, atomic, unique temp names (bench.context.Cache); a corrupt entry is rebuilt
+        card = ctx.cache.load_parsed("layer_card", key, lambda b: LayerCard.from_json(b.decode("utf-8")), "json")
+        if card is not None:
+            return card
         card = self.build_card(base, dataset, budget, getattr(ctx, "progress", True))
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(card.to_json())
-        tmp.replace(path)
+        ctx.cache.save_json("layer_card", key, card.to_json())
         return card
 
     # -- selection --------------------------------------------------------------------------------

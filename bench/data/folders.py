@@ -61,7 +61,7 @@ def _numpy_globals() -> dict[tuple[str, str], object]:
     return out
 
 
-class _DataUnpickler(pickle.Unpickler):
+class _DataUnpickler(pickle.Unpickler):  # verified-load: md5 of the published release first, data-only globals
     """Unpickles plain data only: builtin containers, numbers, strings and numpy arrays.
 
     Any other global (``os.system``, ``builtins.eval``, a class whose ``__reduce__`` runs code)
