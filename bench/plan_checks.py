@@ -274,7 +274,11 @@ def plan_problems(s: Suite) -> list[str]:
             if col not in columns:
                 problems.append(f"leaderboard.columns[{c}]: unknown column {col!r}; the suite's columns: {columns}")
 
-    # base_model: only fine-tuning adapters read it
+    # base_model: only fine-tuning adapters read it, and they need one
+    tuners = [m.name for _, m, cls in adapters if "finetune" in cls.capabilities]
+    if s.base_model is None and tuners:
+        problems.append(f"base_model: methods {tuners} fine-tune a base model but the suite names none; add e.g. "
+                        "base_model: {name: qwen3-tiny}")
     if s.base_model is not None and not any("finetune" in cls.capabilities for _, _, cls in adapters):
         problems.append(f"base_model: no adapter of this suite fine-tunes a base model "
                         f"({sorted({m.adapter for _, m, _ in adapters})}); remove base_model")

@@ -7,9 +7,8 @@ the :class:`bench.adapter.Tokenizer` contract).
 """
 from __future__ import annotations
 
-from typing import Literal
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
@@ -21,7 +20,9 @@ if TYPE_CHECKING:  # torch, scikit-learn and scipy are imported where used: chec
 
 
 class ProbeParams(MetricParams):
-    ks: list[int | Literal["all"]] = Field(default_factory=lambda: [1, 2, 4, 8, 16, "all"])
+    ks: list[Annotated[int, Field(ge=1)] | Literal["all"]] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, "all"], min_length=1,
+        description="probe on the first k tokens, for each k (k >= 1, or 'all')")
     features: Literal["onehot", "codes"] = "onehot"
     n_train: int = Field(10000, gt=0)
     n_test: int | None = Field(None, gt=0)
