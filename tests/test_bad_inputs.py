@@ -160,6 +160,8 @@ SUITES += [
     ("claim-test", claim("ar_loss(vq) < ar_loss(vcq)", ", test: ttest"), "claims[0].test"),
     ("plugin-missing", BASE + "plugins: [no_such_module_xyz]\n", "plugins[0]"),
     ("plugins-scalar", BASE + "plugins: no_such_module_xyz\n", "plugins"),
+    ("peft-unknown-generated-task", PEFT.replace("{{name: peft_tasks}}", "{{name: peft_tasks, params: {{tasks: [peft_topix]}}}}")
+     .format(base="base_model: {name: qwen3-tiny}\n", metric="lm_accuracy"), "dataset.params.tasks"),
     ("peft-without-base-model", PEFT.format(base="", metric="lm_accuracy"), "base_model"),
     ("peft-capability-missing", PEFT.format(base="base_model: {name: qwen3-tiny}\n", metric="ar_loss"), "metrics[0]"),
 ]
