@@ -51,8 +51,8 @@ def test_ui_holds_the_store_lock_until_its_server_answers(tmp_path):
     assert lock == tmp_path / "mlflow.db.lock"
     port, state = _port(), tmp_path / "state"
     server = [sys.executable, "-c", FAKE_SERVER, str(lock), str(port), str(state)]
-    driver = (f"from bench.cli import _serve; import sys, pathlib; "
-              f"sys.exit(_serve({server!r}, dict(__import__('os').environ), store_lock=pathlib.Path({str(lock)!r}), "
+    driver = (f"from bench.ui_server import serve; import sys, pathlib; "
+              f"sys.exit(serve({server!r}, dict(__import__('os').environ), store_lock=pathlib.Path({str(lock)!r}), "
               f"port={port}))")
     proc = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
