@@ -25,12 +25,13 @@ import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
-import torch
 from pydantic import BaseModel, ConfigDict
 
 from bench.errors import BenchError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where it is used, so schema checks (`bench validate`) stay light
+    import torch
+
     from bench.context import CellContext
 
 
@@ -72,6 +73,8 @@ class Conditioning:
     @classmethod
     def of(cls, cond: "Conditioning | torch.Tensor | None") -> "Conditioning":
         """``cond`` as a :class:`Conditioning` (a bare int64 [n] tensor is taken as ``labels``)."""
+        import torch
+
         if isinstance(cond, Conditioning):
             return cond
         if cond is None or isinstance(cond, torch.Tensor):
@@ -303,6 +306,8 @@ def check_capabilities(cls: type) -> None:
 
 def check_image_batch(images: torch.Tensor, channels: int, size: int, where: str) -> None:
     """Raise ValueError unless ``images`` is uint8 [B, channels, size, size]."""
+    import torch
+
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
         got = f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}"
         raise ValueError(f"{where}: expected uint8 images [B, {channels}, {size}, {size}], got {got}")

@@ -335,9 +335,9 @@ def build_baseline(suite: Suite, tracker: Tracker, current: str = "latest",
 def write_baseline(doc: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    from bench.locks import write_atomic
+
+    write_atomic(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode())  # unique temp name
     return path
 
 

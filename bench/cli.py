@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -169,6 +168,7 @@ def list_(what, plugins):
     problems = registry.import_plugins((f"--plugin {m}", m) for m in plugins)
     if problems:
         raise BenchError("\n".join(problems))
+    registry.load_all()
     table = {"adapters": registry.ADAPTERS, "metrics": registry.METRICS, "datasets": registry.DATASETS}[what]
     for name, cls in sorted(table.items()):
         doc = (cls.__doc__ or "").strip().splitlines()
@@ -237,62 +237,10 @@ def ui(port, tracking_uri):
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root",
            artifact_root(uri), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop")
-    sys.exit(_serve(cmd, env))
+    from bench.locks import store_lock_path
+    from bench.ui_server import serve
 
-
-def _serve(cmd: list[str], env: dict, grace_s: float = 10.0) -> int:
-    """Run ``cmd`` (the MLflow server and its workers) in its own process group until it exits.
-
-    SIGTERM/SIGINT to ``bench ui`` are forwarded as SIGTERM to the whole group, which is then
-    waited for (SIGKILL after ``grace_s``), so no server or worker is left holding the port.
-    Returns the server's exit status, or 0 after a forwarded stop.
-    """
-    import time
-
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    stop_at: list[float] = []
-
-    def forward(signum, frame):
-        if not stop_at:
-            stop_at.append(time.monotonic())
-        _signal_group(proc.pid, signal.SIGTERM)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while (rc := proc.poll()) is None:
-            if stop_at and time.monotonic() - stop_at[0] > grace_s:
-                _signal_group(proc.pid, signal.SIGKILL)
-            time.sleep(0.1)
-    finally:
-        _reap_group(proc.pid, grace_s)
-        for s, h in old.items():
-            signal.signal(s, h)
-    return 0 if stop_at else rc
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to process group ``pgid``; False when the group is gone."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # only zombies left (macOS); nothing holds the port
-        return False
-
-
-def _reap_group(pgid: int, grace_s: float) -> None:
-    """Stop what is left of group ``pgid`` (workers outliving the server): SIGTERM, then SIGKILL."""
-    import time
-
-    if not _signal_group(pgid, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + grace_s
-    while _signal_group(pgid, 0):
-        if time.monotonic() > deadline:
-            _signal_group(pgid, signal.SIGKILL)
-            return
-        time.sleep(0.1)
+    sys.exit(serve(cmd, env, store_lock=store_lock_path(uri), port=port))
 
 
 # -- measuring instruments (bench.instruments) ----------------------------------------------------

@@ -170,6 +170,19 @@ class Cache:
                  "ignoring it; it will be recomputed")
             return None
 
+    def load_parsed(self, kind: str, key: str, parse: Callable[[bytes], Any], ext: str) -> Any | None:
+        """``parse(bytes)`` of a verified entry; ``None`` if absent, corrupt or unparsable (reported on
+        stderr): the caller recomputes and saves it again. Any format (JSON, safetensors ...)."""
+        return self._load(self.path(kind, key, ext), parse)
+
+    def load_json(self, kind: str, key: str) -> Any | None:
+        """The JSON value saved by :meth:`save_json` (``<key>.json``), or ``None`` (see :meth:`load_parsed`)."""
+        return self.load_parsed(kind, key, lambda b: json.loads(b.decode("utf-8")), "json")
+
+    def save_json(self, kind: str, key: str, text: str) -> Path:
+        """Save JSON text (e.g. ``json.dumps(...)``) as ``<key>.json`` with its checksum, atomically."""
+        return self.save_bytes(kind, key, text.encode("utf-8"), ext="json")
+
     # -- torch ------------------------------------------------------------------------------------
     def load_torch(self, kind: str, key: str) -> Any | None:
         """The object saved under ``key``, or ``None`` if absent or corrupt (``weights_only=True``)."""

@@ -6,7 +6,8 @@
   The fix marks a stale run FAILED with tag ``bench.error`` = the reason.
 * a *corrupt cache entry*: a cached file whose bytes do not match the sha256 recorded when it was
   written (or, for an entry from before checksums, a ``.pt`` that does not load). The fix deletes it
-  (and its checksum) so the next run recomputes it.
+  (and its checksum) so the next run recomputes it. A directory entry (:mod:`bench.cache_tree`: a
+  pre-trained model, generated task data) is corrupt if a file differs from its ``SHA256SUMS``.
 * a *stale temporary*: ``<entry>.<pid>-<hex>.tmp`` older than :data:`TMP_STALE_S` (a writer that
   died before its rename). The fix deletes it.
 """
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import cache_tree
 from bench.context import CHECKSUM_SUFFIX, LOCK_SUFFIX, Cache, checksum_path
 from bench.locks import TMP_SUFFIX, hostname, pid_alive
 from bench.tracking import TAG, Tracker
@@ -82,9 +85,21 @@ def scan_cache(cache: Cache, report: Report) -> None:
     if not root.is_dir():
         return
     now = time.time()
+    trees = sorted(m.parent for m in root.rglob(cache_tree.MANIFEST))  # directory entries (bench.cache_tree)
+    for d in trees:
+        report.checked_entries += 1
+        why = cache_tree.problem(d)
+        if why:
+            report.corrupt.append((d, why))
+    for d in sorted(root.rglob(f"*{cache_tree.TMP_MARK}*")):  # build directories of dead writers
+        with contextlib.suppress(FileNotFoundError):
+            if d.is_dir() and now - d.stat().st_mtime > TMP_STALE_S:
+                report.temporaries.append(d)
     for f in sorted(root.rglob("*")):
         if not f.is_file() or f.name.endswith((CHECKSUM_SUFFIX, LOCK_SUFFIX)):
             continue
+        if any(d in f.parents for d in trees) or any(cache_tree.TMP_MARK in p.name for p in f.parents):
+            continue  # checked with its directory
         if _TMP.search(f.name):
             with contextlib.suppress(FileNotFoundError):
                 if now - f.stat().st_mtime > TMP_STALE_S:
@@ -114,13 +129,17 @@ def fix(report: Report, tracker: Tracker | None) -> list[str]:
             tracker.end(r.run_id, "FAILED")
             done.append(f"run {r.run_id} ({r.experiment}/{r.name}) marked FAILED")
     for path, _ in report.corrupt:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"deleted corrupt cache directory {path}")
+            continue
         for p in (path, checksum_path(path)):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         done.append(f"deleted corrupt cache entry {path}")
     for path in report.temporaries:
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         done.append(f"deleted stale temporary {path}")
     return done
 

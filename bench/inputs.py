@@ -26,14 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from pydantic import ValidationError
 
 from bench import registry
 from bench.adapter import Conditioning, NFEMeter, check_image_batch
 from bench.data.base import ImageSplit
 from bench.errors import DatasetMissing, MetricError
+
+if TYPE_CHECKING:  # imported where used: metrics declare their inputs (validation) without torch
+    import torch
 
 REAL_TEST, REAL_TRAIN_BALANCED, REAL_ADM = "real_test", "real_train_balanced", "real_adm"
 RECONSTRUCTIONS, SAMPLES, FEATURES = "reconstructions", "samples", "features"
@@ -87,6 +91,8 @@ def features(instrument: str, of: InputSpec, batch_size: int) -> InputSpec:
 
 def cyclic_labels(n: int, num_classes: int) -> torch.Tensor:
     """int64 [n] = ``i % num_classes``: every prefix is class balanced (counts differ by <= 1)."""
+    import torch
+
     return torch.arange(n, dtype=torch.int64) % num_classes
 
 
@@ -94,7 +100,7 @@ def declared_inputs(suite: Any) -> list[InputSpec]:
     """Every input declared by the suite's metrics (features unwrapped to their image inputs too)."""
     out: list[InputSpec] = []
     for spec in getattr(suite, "metrics", None) or []:
-        cls = registry.METRICS.get(spec.name)
+        cls = registry.meta("metric", spec.name)
         if cls is None:
             continue
         try:
@@ -169,6 +175,8 @@ class InputProvider:
         raise MetricError(f"unknown input kind {spec.kind!r}")
 
     def _sample(self, adapter: Any, total: int, steps: int | None) -> ImageSplit:
+        import torch
+
         ds = self.ctx.dataset
         labels = cyclic_labels(total, ds.num_classes)
         with torch.no_grad(), NFEMeter() as meter:
@@ -184,6 +192,8 @@ class InputProvider:
         return out
 
     def _reconstruct(self, adapter: Any, total: int, steps: int | None = None) -> ImageSplit:
+        import torch
+
         ds = self.ctx.dataset
         ref = self._real(real_test(total))
         parts = []
@@ -229,11 +239,13 @@ class InputProvider:
 
 def adm_reference(ctx: Any, n: int) -> ImageSplit:
     """The first n images of the ADM reference batch (``$ADM_REF_BATCH`` or ``<data root>/{ADM_REF_NAME}``)."""
+    import torch
+
     path = Path(os.environ.get("ADM_REF_BATCH") or Path(ctx.dataset.source) / ADM_REF_NAME)
     if not path.exists():
         raise DatasetMissing(f"gfid reference 'adm': {path} not found. Set ADM_REF_BATCH to the ADM reference "
                              f"batch {ADM_REF_NAME} (an .npz whose arr_0 is uint8 [N, 256, 256, 3]) or place it "
                              "in the data set's root.")
-    arr = np.load(path)["arr_0"][:n]
+    arr = np.load(path, allow_pickle=False)["arr_0"][:n]
     images = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
     return ImageSplit(images, torch.zeros(len(images), dtype=torch.long))

@@ -83,6 +83,15 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+def store_lock_path(uri: str) -> Path | None:
+    """The lock file that serialises creating/migrating the sqlite MLflow store at ``uri`` (``<db>.lock``;
+    None if ``uri`` is not sqlite). Held by :class:`bench.tracking.Tracker` and by ``bench ui``."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    return db.with_name(db.name + ".lock")
+
+
 def hostname() -> str:
     return socket.gethostname()
 

@@ -29,10 +29,17 @@ from bench.suite import DatasetSpec, MethodSpec, MetricSpec, Suite, _errors_to_l
 CELL_SPEC_VERSION = "bench.cell/1"
 
 
+def _meta(kind: str, name: str):
+    cls = registry.meta(kind, name)
+    if cls is None:
+        raise BenchError(f"unknown {kind} {name!r}; known: {', '.join(registry.known(kind)) or '(none)'}")
+    return cls
+
+
 # -- identity ----------------------------------------------------------------------------------
 def cell_config(suite: Suite, method: MethodSpec) -> dict:
     """The resolved configuration of a method's cells (defaults filled in); hashed for identity."""
-    cls = registry.get(registry.ADAPTERS, "adapter", method.adapter)
+    cls = _meta("adapter", method.adapter)  # declarations only: resolving a plan imports no torch
     params = cls.Params.model_validate(method.params).model_dump(mode="json")
     budget = {**suite.budget, **method.budget}
     budget_model = getattr(cls, "Budget", None)
@@ -40,7 +47,7 @@ def cell_config(suite: Suite, method: MethodSpec) -> dict:
         budget = budget_model.model_validate(budget).model_dump(mode="json")
     metrics = []
     for spec in suite.metrics:
-        mcls = registry.get(registry.METRICS, "metric", spec.name)
+        mcls = _meta("metric", spec.name)
         metrics.append({"name": spec.name, "params": mcls.Params.model_validate(spec.params).model_dump(mode="json")})
     dataset = suite.dataset.model_dump(mode="json", exclude={"root"})  # where the data lies is not what it is
     return _config(HARNESS_VERSION, dataset, suite.base_model, method.adapter, params, budget, metrics,

@@ -100,12 +100,11 @@ def _param_problems(model, value: dict, loc: tuple) -> list[str]:
 
 
 def _registry_problems(methods: list, metrics: list, budget: dict | None, dataset: str | None) -> list[str]:
-    registry.load_all()
     problems: list[str] = []
     for i, m in methods:
-        cls = registry.ADAPTERS.get(m.adapter)
+        cls = registry.meta("adapter", m.adapter)
         if cls is None:
-            problems.append(f"methods[{i}].adapter: unknown adapter {m.adapter!r}; known: {sorted(registry.ADAPTERS)}")
+            problems.append(f"methods[{i}].adapter: unknown adapter {m.adapter!r}; known: {registry.known('adapter')}")
             continue
         problems += _param_problems(cls.Params, m.params, ("methods", i, "params"))
         budget_model = getattr(cls, "Budget", None)
@@ -115,7 +114,7 @@ def _registry_problems(methods: list, metrics: list, budget: dict | None, datase
                 src = f"methods[{i}].budget" if key in m.budget else "budget"
                 problems.append(f"{src}.{line}")
         for j, spec in metrics:
-            mcls = registry.METRICS.get(spec.name)
+            mcls = registry.meta("metric", spec.name)
             if mcls is None:
                 continue
             missing = set(mcls.requires) - set(cls.capabilities)
@@ -125,13 +124,13 @@ def _registry_problems(methods: list, metrics: list, budget: dict | None, datase
                     f"{m.adapter!r} (methods[{i}]) does not have (it has {sorted(cls.capabilities)})"
                 )
     for j, spec in metrics:
-        mcls = registry.METRICS.get(spec.name)
+        mcls = registry.meta("metric", spec.name)
         if mcls is None:
-            problems.append(f"metrics[{j}].name: unknown metric {spec.name!r}; known: {sorted(registry.METRICS)}")
+            problems.append(f"metrics[{j}].name: unknown metric {spec.name!r}; known: {registry.known('metric')}")
             continue
         problems += _param_problems(mcls.Params, spec.params, ("metrics", j, "params"))
-    if dataset is not None and dataset not in registry.DATASETS:
-        problems.append(f"dataset.name: unknown data set {dataset!r}; known: {sorted(registry.DATASETS)}")
+    if dataset is not None and registry.meta("dataset", dataset) is None:
+        problems.append(f"dataset.name: unknown data set {dataset!r}; known: {registry.known('dataset')}")
     return problems
 
 
@@ -191,9 +190,9 @@ def plan_problems(s: Suite) -> list[str]:
 
     problems: list[str] = []
     ds = s.dataset
-    ds_cls = registry.DATASETS.get(ds.name)
-    adapters = [(i, m, registry.ADAPTERS[m.adapter]) for i, m in enumerate(s.methods) if m.adapter in registry.ADAPTERS]
-    metrics = [(j, spec, registry.METRICS[spec.name]) for j, spec in enumerate(s.metrics) if spec.name in registry.METRICS]
+    ds_cls = registry.meta("dataset", ds.name)
+    adapters = [(i, m, c) for i, m in enumerate(s.methods) if (c := registry.meta("adapter", m.adapter)) is not None]
+    metrics = [(j, spec, c) for j, spec in enumerate(s.metrics) if (c := registry.meta("metric", spec.name)) is not None]
 
     def params_of(model, value):  # None when invalid: reported by the registry checks
         try:
@@ -275,7 +274,11 @@ def plan_problems(s: Suite) -> list[str]:
             if col not in columns:
                 problems.append(f"leaderboard.columns[{c}]: unknown column {col!r}; the suite's columns: {columns}")
 
-    # base_model: only fine-tuning adapters read it
+    # base_model: only fine-tuning adapters read it, and they need one
+    tuners = [m.name for _, m, cls in adapters if "finetune" in cls.capabilities]
+    if s.base_model is None and tuners:
+        problems.append(f"base_model: methods {tuners} fine-tune a base model but the suite names none; add e.g. "
+                        "base_model: {name: qwen3-tiny}")
     if s.base_model is not None and not any("finetune" in cls.capabilities for _, _, cls in adapters):
         problems.append(f"base_model: no adapter of this suite fine-tunes a base model "
                         f"({sorted({m.adapter for _, m, _ in adapters})}); remove base_model")

@@ -5,13 +5,25 @@ Modules under ``adapters/`` (recursively: one subpackage per method family) and 
 are imported lazily by :func:`load_all`, and so
 are external packages' modules: entry points of the groups ``genbench.adapters`` /
 ``genbench.metrics``, a suite's ``plugins:`` and ``--plugin`` (:func:`import_plugins`).
+
+Checking a suite (``bench validate``, the first step of ``bench run``) needs only what a name
+declares (an adapter's ``Params``, ``Budget`` and capabilities; a metric's ``Params``,
+``requires``, ``columns`` and ``inputs``; a data set's params and split sizes), not torch. So each
+package may hold a light module ``params`` (``bench/metrics/params.py``, ``bench/data/params.py``,
+``adapters/<family>/params.py``) that imports no torch and either imports the package's light
+modules (metrics, data sets) or declares its adapters (:func:`declare_adapter`: name, Params,
+Budget, capabilities and where the implementation lives). :func:`load_light` imports only those;
+:func:`meta` looks a name up there first and falls back to :func:`load_all` for a name not
+declared (a new module that has no light declaration is found, only slower). ``register_adapter``
+refuses an implementation whose Params/Budget/capabilities differ from its declaration.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
 import pkgutil
-from typing import Callable, Iterable, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
 
 from bench.errors import BenchError
 
@@ -20,9 +32,61 @@ T = TypeVar("T")
 ENTRY_POINT_GROUPS = ("genbench.adapters", "genbench.metrics")
 """Entry-point groups whose modules are imported by :func:`load_all` (value: a module, or module:object)."""
 
-ADAPTERS: dict[str, type] = {}
-METRICS: dict[str, type] = {}
-DATASETS: dict[str, type] = {}
+class _Table(dict):
+    """A name -> class table; ``table[name]`` of a name not registered yet imports every module
+    first (:func:`load_all`), so code written before light declarations keeps working."""
+
+    def __missing__(self, name: str) -> type:
+        if not _loaded:
+            load_all()
+            if dict.__contains__(self, name):
+                return dict.__getitem__(self, name)
+        raise KeyError(name)
+
+
+ADAPTERS: dict[str, type] = _Table()
+METRICS: dict[str, type] = _Table()
+DATASETS: dict[str, type] = _Table()
+
+
+@dataclass(frozen=True)
+class AdapterMeta:
+    """What checking a suite needs of an adapter, declared without importing its implementation."""
+
+    registry_name: str
+    impl: str  # "module:Class" of the registered implementation
+    Params: type
+    Budget: type | None
+    capabilities: frozenset[str]
+
+
+ADAPTER_META: dict[str, AdapterMeta] = {}
+
+
+def declare_adapter(name: str, impl: str, params: type, capabilities: Iterable[str],
+                    budget: type | None = None) -> AdapterMeta:
+    """Declare adapter ``name`` for validation (in a light ``params`` module); ``impl`` = "module:Class".
+
+    The class registered later under ``name`` must have exactly these ``Params``, ``Budget`` and
+    ``capabilities`` (:class:`BenchError` otherwise).
+    """
+    m = AdapterMeta(name, impl, params, budget, frozenset(capabilities))
+    old = ADAPTER_META.get(name)
+    if old is not None and old != m:
+        raise BenchError(f"adapter {name!r} is declared twice ({old.impl} and {impl})")
+    ADAPTER_META[name] = m
+    return m
+
+
+def _check_declared(name: str, cls: type) -> None:
+    m = ADAPTER_META.get(name)
+    if m is None:
+        return
+    got = (getattr(cls, "Params", None), getattr(cls, "Budget", None), frozenset(getattr(cls, "capabilities", ())))
+    if got != (m.Params, m.Budget, m.capabilities):
+        raise BenchError(f"adapter {name!r}: {cls.__module__}.{cls.__name__} has Params/Budget/capabilities "
+                         f"{got}, but its declaration (for validation) says {(m.Params, m.Budget, m.capabilities)}; "
+                         "make them the same objects")
 
 
 def _register(table: dict[str, type], kind: str, name: str) -> Callable[[T], T]:
@@ -47,6 +111,7 @@ def register_adapter(name: str):
         from bench.adapter import check_capabilities
 
         check_capabilities(cls)  # type: ignore[arg-type]
+        _check_declared(name, cls)  # type: ignore[arg-type]
         return register(cls)
 
     return deco
@@ -63,6 +128,57 @@ def register_dataset(name: str):
 
 
 _loaded = False
+_light_loaded = False
+LIGHT_MODULE = "params"
+"""Name of each package's light module (imports no torch), see the module docstring."""
+
+
+def _import_light(pkg_name: str) -> None:
+    """Import ``<pkg>.params`` of ``pkg_name`` and of its subpackages (recursively), where present."""
+    pkg = importlib.import_module(pkg_name)
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name.startswith("_"):
+            continue
+        if mod.ispkg:
+            _import_light(f"{pkg_name}.{mod.name}")
+        elif mod.name == LIGHT_MODULE:
+            importlib.import_module(f"{pkg_name}.{mod.name}")
+
+
+def load_light() -> None:
+    """Import the light declarations of the harness's packages (no torch); entry points come with
+    :func:`load_all` (a name that only a plugin provides is found by :func:`meta`'s fallback)."""
+    global _light_loaded
+    if _light_loaded or _loaded:
+        return
+    for pkg_name in ("bench.data", "bench.metrics", "adapters"):
+        _import_light(pkg_name)
+    _light_loaded = True
+
+
+def meta(kind: str, name: str) -> Any:
+    """The class (or :class:`AdapterMeta`) that declares ``name`` of ``kind`` (adapter | metric | dataset).
+
+    Light declarations first; for a name none of them declares, every module is imported
+    (:func:`load_all`) and looked in. None if ``name`` is unknown. What it returns has the
+    attributes validation reads: adapters ``Params``, ``Budget``, ``capabilities``; metrics
+    ``Params``, ``requires``, ``columns``, ``inputs``; data sets ``Params``, ``resolutions``,
+    ``split_sizes``, ``has_adm_reference`` (the last three optional).
+    """
+    table = {"adapter": ADAPTERS, "metric": METRICS, "dataset": DATASETS}[kind]
+    load_light()
+    if name in table:
+        return table[name]
+    if kind == "adapter" and name in ADAPTER_META:
+        return ADAPTER_META[name]
+    load_all()
+    return table.get(name)
+
+
+def known(kind: str) -> list[str]:
+    """Every name of ``kind`` (imports every module: used for "unknown ...; known: ..." messages)."""
+    load_all()
+    return sorted({"adapter": ADAPTERS, "metric": METRICS, "dataset": DATASETS}[kind])
 
 
 def _import_tree(pkg_name: str) -> None:
@@ -111,8 +227,10 @@ def import_plugins(modules: Iterable[tuple[str, str]]) -> list[str]:
     """Import plugin modules (they register adapters/metrics when imported); return the problems.
 
     ``modules`` holds (where, module name) pairs; each problem reads ``<where>: cannot import ...``.
+    Only the light declarations are imported first (:func:`load_light`); lookups of other names
+    import the rest (:func:`meta`).
     """
-    load_all()
+    load_light()
     problems = []
     for where, name in modules:
         try:

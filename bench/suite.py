@@ -318,7 +318,8 @@ def read_suite_file(suite: str | os.PathLike) -> tuple[str, dict]:
     if not text.strip():
         raise SuiteError(f"{where}: the file is empty; a suite needs at least name, dataset, methods and metrics")
     try:
-        raw = yaml.load(text, Loader=_SuiteLoader)  # noqa: S506 - a SafeLoader subclass
+        # verified-load: _SuiteLoader is a SafeLoader subclass (no python tags), with alias limits
+        raw = yaml.load(text, Loader=_SuiteLoader)  # noqa: S506
     except yaml.YAMLError as e:
         raise SuiteError(f"{where}: not valid YAML: {e}") from None
     except RecursionError:

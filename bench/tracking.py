@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from bench.context import results_dir  # noqa: E402
-from bench.locks import file_lock, hostname  # noqa: E402
+from bench.locks import file_lock, hostname, store_lock_path  # noqa: E402
 
 TAG = "bench."
 
@@ -57,8 +57,7 @@ class Tracker:
             # when the file is new; two processes doing that at once break it. One at a time, on <db>.lock.
             importlib.import_module("mlflow.store.tracking.sqlalchemy_store")  # seconds: not under the lock
 
-            db = Path(self.uri.removeprefix("sqlite:///"))
-            with file_lock(db.with_name(db.name + ".lock")):
+            with file_lock(store_lock_path(self.uri)):
                 self.client = MlflowClient(tracking_uri=self.uri)
         else:
             self.client = MlflowClient(tracking_uri=self.uri)

@@ -100,6 +100,72 @@ SUITES = [
 ]
 
 
+# More kinds (issue 17's list and around it): YAML structure, tags, missing sections, params, claims, plugins.
+PEFT = ("name: p\ndataset: {{name: peft_tasks}}\n{base}seeds: [0]\nmethods:\n"
+        "  - {{name: lora, adapter: lora, baseline: true}}\nmetrics:\n  - {{name: {metric}}}\n")
+SUITES += [
+    ("alias-bomb-in-dataset-params", LAUGHS + "name: t\n" + BASE.split("\n", 1)[1].replace(
+        "{name: fmnist}", "{name: fmnist, params: {x: *i}}"), "aliases"),
+    ("deep-yaml-list", sub("{name: fmnist}", "{name: fmnist, params: {x: " + "[" * 3000 + "]" * 3000 + "}}"),
+     "nested too deeply"),
+    ("deep-yaml-map", sub("{name: fmnist}", "{name: fmnist, params: " + "{a: " * 3000 + "1" + "}" * 3000 + "}"),
+     "nested too deeply"),
+    ("binary", bytes(range(256)) * 8, "not UTF-8"),
+    ("nul-byte", BASE.encode() + b"\x00", "s.yaml"),
+    ("python-tag", BASE + "x: !!python/object/apply:os.system ['echo pwned']\n", "s.yaml"),
+    ("custom-tag", sub("codebook_size: 16", "codebook_size: !int 16"), "s.yaml"),
+    ("tab-indent", BASE.replace("  - {name: ar_loss}", "\t- {name: ar_loss}"), "not valid YAML"),
+    ("null-document", "~\n", "no YAML content"),
+    ("two-documents", BASE + "---\n" + BASE, "s.yaml"),
+    ("unknown-top-key", BASE + "colour: red\n", "colour"),
+    ("missing-methods", "\n".join(x for x in BASE.splitlines() if "methods" not in x and "adapter" not in x) + "\n",
+     "methods"),
+    ("missing-metrics", BASE.split("metrics:")[0] + "leaderboard: {sort_by: ar_loss}\n", "metrics"),
+    ("missing-dataset", sub("dataset: {name: fmnist}\n", ""), "dataset"),
+    ("missing-name", sub("name: t\n", ""), "name"),
+    ("name-path", sub("name: t\n", "name: ../../etc\n"), "name"),
+    ("name-empty", sub("name: t\n", "name: ''\n"), "name"),
+    ("seeds-scalar", sub("seeds: [0, 1]", "seeds: 0"), "seeds"),
+    ("seeds-nested", sub("seeds: [0, 1]", "seeds: [[0]]"), "seeds[0]"),
+    ("methods-mapping", sub("methods:\n", "methods: {a: 1}\nx_methods:\n"), "methods"),
+    ("duplicate-method-name", sub("{name: vcq, adapter: vcq", "{name: vq, adapter: vcq"), "vq"),
+    ("unknown-adapter", sub("adapter: vcq", "adapter: vcqq"), "methods[1].adapter"),
+    ("unknown-param", sub("codebook_size: 16", "codebook_size: 16, colour: red"), "methods[0].params.colour"),
+    ("nested-unknown-param", sub("codebook_size: 16", "codebook_size: 16, tokenizer: {lenght: 4}"),
+     "methods[0].params.tokenizer.lenght"),
+    ("k_max-below-k_min", sub("k_min: 2, k_max: 16", "k_min: 32, k_max: 16"), "methods[1].params.k_max"),
+    ("negative-budget", sub("tokenizer_steps: 1", "tokenizer_steps: -1"), "budget.tokenizer_steps"),
+    ("unknown-budget-key", sub("prior_steps: 1}", "prior_steps: 1, epochs: 3}"), "budget.epochs"),
+    ("inf-param", sub("prior_steps: 1}", "prior_steps: 1, tokenizer_lr: .inf}"), "budget.tokenizer_lr"),
+    ("method-budget-string", sub("params: {k_min: 2, k_max: 16}}", "params: {k_min: 2, k_max: 16}, budget: {prior_steps: x}}"),
+     "methods[1].budget.prior_steps"),
+    ("unknown-metric", sub("{name: ar_loss}", "{name: ar_los}"), "metrics[0].name"),
+    ("unknown-metric-param", sub("{name: ar_loss}", "{name: ar_loss, params: {m: 1}}"), "metrics[0].params.m"),
+    ("probe-k-zero", sub("{ks: [1, 2]}", "{ks: [0, 2]}"), "metrics[1].params.ks"),
+    ("probe-ks-empty", sub("{ks: [1, 2]}", "{ks: []}"), "metrics[1].params.ks"),
+    ("kid-subset-over-n", sub("gfid, params: {n: 10}", "gfid, params: {n: 10, kid_subset_size: 20}"), "metrics[3].params"),
+    ("unknown-instrument", sub("rfd_fmnist, params: {n: 10}", "rfd_fmnist, params: {n: 10, classifier: nope-v9}"),
+     "metrics[2].params.classifier"),
+    ("n_train-zero", sub("{name: fmnist}", "{name: fmnist, n_train: 0}"), "dataset.n_train"),
+    ("n_test-negative", sub("{name: fmnist}", "{name: fmnist, n_test: -5}"), "dataset.n_test"),
+    ("metric-n-one", sub("rfd_fmnist, params: {n: 10}", "rfd_fmnist, params: {n: 1}"), "metrics[2].params.n"),
+    ("sort-by-number", sub("sort_by: ar_loss", "sort_by: 3"), "leaderboard.sort_by"),
+    ("claim-unknown-method", claim("ar_loss(vqq) < ar_loss(vcq)"), "claims[0]"),
+    ("claim-unknown-metric", claim("fid(vq) < ar_loss(vcq)"), "claims[0]"),
+    ("claim-syntax", claim("ar_loss(vq) <<< ar_loss(vcq)"), "claims[0].assert"),
+    ("claim-code", claim("__import__('os').system('x') < 1"), "claims[0].assert"),
+    ("claim-attribute", claim("ar_loss(vq).real < 1"), "claims[0].assert"),
+    ("claim-no-comparison", claim("ar_loss(vq) + ar_loss(vcq)"), "claims[0].assert"),
+    ("claim-level", claim("ar_loss(vq) < ar_loss(vcq)", ", level: 1.5"), "claims[0].level"),
+    ("claim-test", claim("ar_loss(vq) < ar_loss(vcq)", ", test: ttest"), "claims[0].test"),
+    ("plugin-missing", BASE + "plugins: [no_such_module_xyz]\n", "plugins[0]"),
+    ("plugins-scalar", BASE + "plugins: no_such_module_xyz\n", "plugins"),
+    ("peft-unknown-generated-task", PEFT.replace("{{name: peft_tasks}}", "{{name: peft_tasks, params: {{tasks: [peft_topix]}}}}")
+     .format(base="base_model: {name: qwen3-tiny}\n", metric="lm_accuracy"), "dataset.params.tasks"),
+    ("peft-without-base-model", PEFT.format(base="", metric="lm_accuracy"), "base_model"),
+    ("peft-capability-missing", PEFT.format(base="base_model: {name: qwen3-tiny}\n", metric="ar_loss"), "metrics[0]"),
+]
+
 @pytest.fixture
 def fmnist_dir(tmp_path, monkeypatch):
     """A tiny, valid Fashion-MNIST (20 train / 10 test images) at BENCH_FMNIST_DIR."""
@@ -189,6 +255,9 @@ DATA = [
     ("fewer-labels-payload", LAB, lambda b: gzip.compress(idx(20, False, payload_n=15)), "announces 20 items", "run"),
     ("label-out-of-range", LAB, lambda b: gzip.compress(idx(20, False)[:8] + bytes([42] * 20)), "outside 0..9", "run"),
     ("directory-as-file", IMG, None, "is broken", "validate"),
+    ("half-the-labels", LAB, lambda b: gzip.compress(idx(10, False)), "10 labels for the 20 images", "validate"),
+    ("labels-not-gzip-garbage", LAB, lambda b: b"\x00" * 64, "not a readable gzip file", "validate"),
+    ("truncated-labels-gzip", LAB, lambda b: b[: len(b) - 8], "truncated", "run"),
 ]
 
 

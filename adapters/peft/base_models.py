@@ -150,7 +150,7 @@ def load_base_model(base_model: dict | None, ctx) -> LoadedBase:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         dtype = getattr(torch, spec.dtype)
         model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, attn_implementation=spec.attn_implementation,
-                                                     device_map={"": str(device)})
+                                                     device_map={"": str(device)}, use_safetensors=True)
         tok = AutoTokenizer.from_pretrained(d)
         model.eval()
         ident = {"spec": spec.model_dump(mode="json", exclude={"path"}),

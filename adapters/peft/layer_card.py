@@ -31,34 +31,7 @@ from adapters.peft.layer_scores import (LINEARS, LayerCard, card_statistics, cou
                                    select_layers, write_card)
 from adapters.peft.train import collate, mean_loss, train
 from bench.registry import register_adapter
-
-
-class LayerCardParams(AdapterParams):
-    rank: int = Field(4, ge=1)
-    alpha: float = Field(8.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: list(LINEARS))
-    placement: Literal["card", "all", "top", "bottom", "mid", "uniform", "random"] = "card"
-    k: int | None = Field(2, ge=1, description="number of adapted layers (null: limited by cost_budget only)")
-    cost_budget: float | None = Field(None, gt=0, le=1, description="max cost as a fraction of all-layer LoRA")
-    cost_key: Literal["params", "flops"] = "params"
-    score: Literal["probe", "res_over_eact", "resnorm"] = "probe"
-    rho_max: float = Field(0.5, gt=0, le=1.0001)
-    calib_examples: int = Field(16, ge=1, description="calibration batch (training examples) for the card")
-    ridge: float = Field(1e-4, ge=0)
-    probe_steps: int = Field(20, ge=0, description="steps of each single-layer probe (0: no probes)")
-    probe_val_examples: int = Field(128, ge=1)
-    card_seed: int = 0
-
-    @model_validator(mode="after")
-    def _rule(self):
-        if self.placement == "card" and self.k is None and self.cost_budget is None:
-            raise ValueError("placement 'card' needs k or cost_budget")
-        if self.placement not in ("card", "all") and self.k is None:
-            raise ValueError(f"placement {self.placement!r} needs k")
-        if self.score == "probe" and self.probe_steps == 0:
-            raise ValueError("score 'probe' needs probe_steps > 0")
-        return self
+from adapters.peft.params import LayerCardParams  # noqa: F401  (declared in the light module)
 
 
 @register_adapter("layer_card")
@@ -135,13 +108,12 @@ class LayerCardLoRA(PeftAdapter):
 
     def get_card(self, base, dataset, budget, ctx) -> LayerCard:
         key = self.card_key(base, dataset, budget)
-        path = ctx.cache.path("layer_card", key, "json")
-        if path.exists():
-            return LayerCard.from_json(path.read_text())
+        # checksummed, atomic, unique temp names (bench.context.Cache); a corrupt entry is rebuilt
+        card = ctx.cache.load_parsed("layer_card", key, lambda b: LayerCard.from_json(b.decode("utf-8")), "json")
+        if card is not None:
+            return card
         card = self.build_card(base, dataset, budget, getattr(ctx, "progress", True))
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(card.to_json())
-        tmp.replace(path)
+        ctx.cache.save_json("layer_card", key, card.to_json())
         return card
 
     # -- selection --------------------------------------------------------------------------------

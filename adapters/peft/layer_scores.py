@@ -42,7 +42,7 @@ from typing import Literal
 import torch
 
 
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from adapters.peft.params import LINEARS  # noqa: E402,F401  (the light home of the names)
 
 
 def layer_linears(model, i: int) -> dict[str, torch.nn.Linear]:

@@ -12,13 +12,7 @@ from bench.adapter import AdapterParams
 from adapters.peft.adapter_base import Attached, PeftAdapter, lora_closed_form, lora_layers_present, peft_lora
 from adapters.peft.layer_scores import LINEARS
 from bench.registry import register_adapter
-
-
-class LoraParams(AdapterParams):
-    rank: int = Field(4, ge=1, description="LoRA rank r")
-    alpha: float = Field(8.0, gt=0, description="LoRA alpha (scale alpha / r)")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: list(LINEARS))
+from adapters.peft.params import LoraParams  # noqa: F401  (declared in the light module)
 
 
 @register_adapter("lora")

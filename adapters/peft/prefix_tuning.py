@@ -14,13 +14,7 @@ from pydantic import Field
 from bench.adapter import AdapterParams
 from adapters.peft.adapter_base import Attached, PeftAdapter
 from bench.registry import register_adapter
-
-
-class PrefixParams(AdapterParams):
-    num_virtual_tokens: int = Field(16, ge=1, description="prefix length p")
-    prefix_projection: bool = Field(False, description="reparameterise through an MLP (more parameters)")
-    encoder_hidden_size: int | None = Field(None, ge=1)
-    init_weights: Literal["random", "zero"] = Field("random", description="peft init: random N(0,1) or zero K/V")
+from adapters.peft.params import PrefixParams  # noqa: F401  (declared in the light module)
 
 
 def kv_dim(config) -> int:

@@ -20,18 +20,7 @@ from bench.adapter import AdapterParams
 from adapters.peft.adapter_base import Attached, PeftAdapter
 from adapters.peft.prefix_plus import PrefixPlus, rank_for_params
 from bench.registry import register_adapter
-
-
-class PrefixPlusParams(AdapterParams):
-    feature_map: Literal["elu", "elu1", "gelu"] = "elu"
-    rank: int | None = Field(None, ge=1, description="low-rank memory M^h = A^h B^h; null = full d x d")
-    match_params: int | None = Field(None, ge=1, description="choose the rank to match this many parameters")
-
-    @model_validator(mode="after")
-    def _one_of(self):
-        if self.rank is not None and self.match_params is not None:
-            raise ValueError("give rank or match_params, not both")
-        return self
+from adapters.peft.params import PrefixPlusParams  # noqa: F401  (declared in the light module)
 
 
 def _dims(config):

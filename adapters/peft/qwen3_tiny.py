@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sysconfig
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench import cache_tree
 from bench.context import Cache, stable_hash
 from bench.training import Schedule, Update, fit
 
@@ -208,19 +208,15 @@ def ensure_qwen3_tiny(spec: TinySpec, cache: Cache, log=_say) -> Path:
     _, sha = corpus_text()
     key = cache_key(spec, sha)
     final = cache.root / "qwen3_tiny" / key
-    if (final / "pretrain_stats.json").exists():
+    # every file checked against the SHA256SUMS written with it; a damaged copy is moved aside and rebuilt
+    if cache_tree.verified(final) is not None:
         return final
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = cache_tree.temp_dir(final)
     _say(f"[qwen3-tiny] pre-training a {spec.layers}-layer d={spec.hidden} Qwen3 for {spec.pretrain_steps} steps "
          f"(once; cached as {final})")
     stats = pretrain(spec, tmp, log=log)
     _say(f"[qwen3-tiny] pre-trained in {stats['pretrain_s']:.0f}s, final loss {stats['final_loss']:.3f} nats/token")
-    if final.exists():  # another process won the race; keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
+    return cache_tree.publish(tmp, final)  # manifest + atomic rename; a racing winner's copy is kept
 
 
 def load_qwen3_tiny(spec: TinySpec, cache: Cache, device: torch.device | str = "cpu", log=_say):
@@ -229,6 +225,7 @@ def load_qwen3_tiny(spec: TinySpec, cache: Cache, device: torch.device | str = "
 
     d = ensure_qwen3_tiny(spec, cache, log=log)
     tokenizer = AutoTokenizer.from_pretrained(d)
-    model = Qwen3ForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    # safetensors only: a pickled pytorch_model.bin in the cache is never loaded
+    model = Qwen3ForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager", use_safetensors=True)
     model.to(device).eval()
     return model, tokenizer

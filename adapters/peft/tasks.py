@@ -31,12 +31,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import cache_tree
 from bench.context import results_dir, stable_hash
+from bench.locks import write_atomic
 
 TASK_YAML_DIR = Path(__file__).parent / "lm_eval_tasks"
 PLACEHOLDER = "@DATA_DIR@"
@@ -146,7 +147,8 @@ def generate_splits(task: str, seed: int, sizes: dict[str, int]) -> dict[str, li
 
 
 def write_generated(tasks: list[str], seed: int, sizes: dict[str, int], root: Path | None = None) -> Path:
-    """Write JSONL splits and templated lm-eval YAMLs; return the data root (cached by hash)."""
+    """Write JSONL splits (``<root>/data/``, checksummed) and templated lm-eval YAMLs (``<root>/lm_eval/``,
+    pointing at the data); return ``root`` (cached by hash)."""
     unknown = [t for t in tasks if t not in GENERATORS]
     if unknown:
         from bench.errors import BenchError
@@ -154,12 +156,11 @@ def write_generated(tasks: list[str], seed: int, sizes: dict[str, int], root: Pa
         raise BenchError(f"unknown generated task(s) {unknown}; known: {sorted(GENERATORS)}")
     key = stable_hash({"tasks": sorted(tasks), "seed": seed, "sizes": sizes, "impl": 2})
     root = root or (results_dir() / "cache" / "peft_tasks" / key)
-    done = root / "DONE"
-    if done.exists():
-        materialise(root, root)  # cheap; keeps the YAML copies in step with the shipped ones
+    data = root / "data"  # the checksummed tree (bench.cache_tree); lm_eval/ YAMLs beside it are rewritten each call
+    if cache_tree.verified(data) is not None:
+        materialise(data, root)  # cheap; keeps the YAML copies in step with the shipped ones
         return root
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = cache_tree.temp_dir(data)
     for t in tasks:
         splits = generate_splits(t, seed, sizes)
         (tmp / t).mkdir(parents=True, exist_ok=True)
@@ -168,12 +169,8 @@ def write_generated(tasks: list[str], seed: int, sizes: dict[str, int], root: Pa
                 for d in docs:
                     f.write(json.dumps(d, sort_keys=True) + "\n")
     (tmp / "DONE").write_text(json.dumps({"tasks": tasks, "seed": seed, "sizes": sizes}))
-    if root.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, root)
-    materialise(root, root)
+    cache_tree.publish(tmp, data)
+    materialise(data, root)
     return root
 
 
@@ -183,9 +180,7 @@ def materialise(data_root: Path, out_root: Path, yaml_dir: Path = TASK_YAML_DIR)
     inc.mkdir(parents=True, exist_ok=True)
     for y in sorted(yaml_dir.glob("*.yaml")):
         text = y.read_text().replace(PLACEHOLDER, str(data_root.resolve()))
-        tmp = inc / (y.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(inc / y.name)
+        write_atomic(inc / y.name, text.encode())  # unique temp name + rename: concurrent cells may rewrite it
     return inc
 
 

@@ -24,31 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.training import Schedule, Update, fit, minibatches
-
-
-class FinetuneBudget(BaseModel):
-    """The suite's ``budget`` block for the PEFT suites (validated by every PEFT adapter).
-
-    ``steps`` optimiser steps of ``batch_size`` examples at peak learning rate ``lr``;
-    ``timing_warmup`` first steps are excluded from the median s/step; sequences are cut to
-    ``max_length`` tokens (from the left of the context); ``eval_batch_size`` is lm-eval's batch.
-    ``cpu_threads`` caps torch's intra-op threads while the cell trains and evaluates (restored
-    afterwards): on a small, shared CPU box one thread avoids OpenMP oversubscription, which made
-    2-thread runs several times slower here.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(150, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(10, ge=0)
-    timing_warmup: int = Field(5, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    max_length: int = Field(256, ge=8)
-    eval_batch_size: int = Field(64, ge=1)
-    cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads during the cell (None: leave)")
+from adapters.peft.params import FinetuneBudget  # noqa: F401  (declared in the light module)
 
 
 @dataclass

@@ -19,17 +19,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.adapter import count_nfe
 from bench.training import Schedule, Update, fit, minibatches, sample_autoregressive
-
-
-class PriorConfig(BaseModel):
-    """Size and training recipe of the AR prior."""
-
-    model_config = ConfigDict(extra="forbid")
-    width: int = Field(128, gt=0)
-    layers: int = Field(3, gt=0)
-    heads: int = Field(4, gt=0)
-    mlp_ratio: float = Field(2.0, gt=0)
-    mask_logits_in_training: bool = True
+from adapters.tokenizers.params import PriorConfig  # noqa: F401  (declared in the light module)
 
 
 @dataclass

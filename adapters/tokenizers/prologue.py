@@ -52,35 +52,11 @@ from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
 from bench.registry import register_adapter
 from bench.training import Schedule, Update, check_loss, fit, minibatches, to_unit
+from adapters.tokenizers.params import PrologueBudget, PrologueParams  # noqa: F401  (declared in the light module)
 
 PROLOGUE_FIELDS = ("n_prologue", "prologue_codebook_size", "prologue_code_dim", "tau", "prologue_width",
                    "prologue_depth", "prologue_heads", "joint_prior", "visual_dropout", "ce_weight_prologue",
                    "ce_weight_visual")
-
-
-class PrologueBudget(TokenizerARBudget):
-    """vq's budgets plus the alternating prologue-path training (method-level ``budget:`` keys)."""
-
-    prologue_steps: int = Field(1000, ge=0, description="alternating (encoder step, AR step) iterations")
-    prologue_batch: int = Field(128, gt=0)
-    prologue_lr: float = Field(1e-3, gt=0, description="prologue encoder + codebook learning rate")
-    joint_prior_lr: float = Field(1e-3, gt=0, description="joint AR learning rate")
-
-
-class PrologueParams(VQParams):
-    n_prologue: int = Field(4, gt=0, description="P, prologue tokens per image")
-    prologue_codebook_size: int = Field(32, ge=2, description="K_p, the prologue codebook size")
-    prologue_code_dim: int | None = Field(None, gt=0, description="prologue code dim (default: tokenizer.code_dim)")
-    tau: float = Field(0.1, gt=0, description="ProbQ temperature on cosine similarities")
-    prologue_width: int = Field(64, gt=0)
-    prologue_depth: int = Field(2, gt=0)
-    prologue_heads: int = Field(4, gt=0)
-    joint_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=128, layers=3, heads=4),
-                                     description="the small joint AR that trains the prologue (discarded)")
-    visual_dropout: float = Field(0.5, ge=0, le=1, description="fraction of samples whose visual inputs become EOS")
-    ce_weight_prologue: float = Field(3.0, ge=0, description="weight of CE on prologue + EOS targets")
-    ce_weight_visual: float = Field(3.0, ge=0, description="weight of CE on visual targets")
-    prologue_temperature: float | None = Field(None, gt=0, description="sampling temperature on prologue tokens")
 
 
 class PrologueEncoder(nn.Module):

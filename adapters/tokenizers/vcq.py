@@ -25,24 +25,7 @@ from adapters.tokenizers.vq import VQAdapter
 from bench.adapter import AdapterParams
 from adapters.tokenizers.ar_prior import PriorConfig
 from bench.registry import register_adapter
-
-
-class VCQParams(AdapterParams):
-    k_min: int = Field(2, ge=1, description="K_1, the first position's codebook size")
-    k_max: int = Field(256, ge=2, description="K_max, the shared codebook's size")
-    schedule: Literal["log-linear", "doubling", "linear"] = "log-linear"
-    gamma: float = Field(1.0, gt=0, description="log-linear schedule exponent")
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    prior: PriorConfig = Field(default_factory=PriorConfig)
-    temperature: float = Field(1.0, gt=0)
-
-    @field_validator("k_max")
-    @classmethod
-    def _k_max_ge_k_min(cls, v: int, info: ValidationInfo) -> int:
-        k_min = info.data.get("k_min")
-        if k_min is not None and v < k_min:
-            raise ValueError(f"must be >= k_min ({k_min}), got {v}")
-        return v
+from adapters.tokenizers.params import VCQParams  # noqa: F401  (declared in the light module)
 
 
 def codebook_schedule(kind: str, k_min: int, k_max: int, length: int, gamma: float = 1.0) -> list[int]:

@@ -21,27 +21,7 @@ from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
 from bench.errors import BenchError
 from bench.registry import register_adapter
-
-
-class TokenizerARBudget(BaseModel):
-    """Training budgets shared by the tokenizer + AR-prior adapters (steps are optimizer steps)."""
-
-    model_config = ConfigDict(extra="forbid")
-    tokenizer_steps: int = Field(1000, ge=0)
-    tokenizer_batch: int = Field(128, gt=0)
-    tokenizer_lr: float = Field(1e-3, gt=0)
-    prior_steps: int = Field(1000, ge=0)
-    prior_batch: int = Field(128, gt=0)
-    prior_lr: float = Field(1e-3, gt=0)
-    label_dropout: float = Field(0.1, ge=0, le=1)
-    prior_train_images: int | None = Field(None, gt=0, description="fit the prior on the first N train images")
-
-
-class VQParams(AdapterParams):
-    codebook_size: int = Field(256, ge=2, description="K, the same at every position")
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    prior: PriorConfig = Field(default_factory=PriorConfig)
-    temperature: float = Field(1.0, gt=0, description="sampling temperature (no guidance)")
+from adapters.tokenizers.params import TokenizerARBudget, VQParams  # noqa: F401  (declared in the light module)
 
 
 def code_usage_perplexity(tokens: torch.Tensor, k: int) -> float:

@@ -18,17 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from bench.training import Schedule, Update, fit, minibatches, to_unit, to_uint8
-
-
-class TokenizerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    length: int = Field(16, gt=0, description="L, tokens per image")
-    code_dim: int = Field(8, gt=0, description="d, code vector dimension")
-    width: int = Field(64, gt=0)
-    depth: int = Field(2, gt=0)
-    heads: int = Field(4, gt=0)
-    patch: int = Field(4, gt=0)
-    beta: float = Field(0.25, ge=0)
+from adapters.tokenizers.params import TokenizerConfig  # noqa: F401  (declared in the light module)
 
 
 class VQTokenizer(nn.Module):

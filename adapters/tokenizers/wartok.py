@@ -55,28 +55,10 @@ from bench.context import CellContext
 from bench.data.base import ImageDataset
 from bench.registry import register_adapter
 from bench.training import Update
+from adapters.tokenizers.params import WARTokParams  # noqa: F401  (declared in the light module)
 
 WARTOK_FIELDS = ("lam", "target", "tau", "warm_start_frac", "aux_prior", "target_prior", "aux_lr", "aux_steps",
                  "target_fit_steps", "target_fit_images", "ema_decay", "fresh_prior_checks", "fresh_prior_steps")
-
-
-class WARTokParams(VQParams):
-    lam: float = Field(0.1, ge=0, description="lambda, weight of the prior-matching (WGF) term; 0 = the vq baseline")
-    target: Literal["frozen", "ema", "small"] = Field("frozen", description="target prior p_theta (T1/T2/T3)")
-    tau: float = Field(0.1, gt=0, description="temperature of the soft assignment softmax(cos/tau)")
-    warm_start_frac: float = Field(0.3, ge=0, lt=1, description="fraction of tokenizer steps with reconstruction only")
-    aux_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=128, layers=2, heads=4),
-                                   description="size of the tracking AR q_phi (and of the frozen/EMA target)")
-    target_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=64, layers=1, heads=2),
-                                      description="size of the 'small' target (T3 only)")
-    aux_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the auxiliary ARs")
-    aux_steps: int = Field(1, ge=1, description="q_phi CE steps per tokenizer step")
-    target_fit_steps: int = Field(300, ge=0, description="steps fitting the target on warm-start tokens")
-    target_fit_images: int = Field(10000, gt=0, description="train images tokenized to fit the target / fresh priors")
-    ema_decay: float = Field(0.99, ge=0, le=1, description="EMA decay of the 'ema' target")
-    tvc_every: int = Field(50, gt=0, description="log the TVC view every this many tokenizer steps")
-    fresh_prior_checks: int = Field(0, ge=0, description="points at which a fresh AR is fitted on current tokens")
-    fresh_prior_steps: int = Field(200, gt=0, description="steps of each fresh-AR fit")
 
 
 def soft_assignment(tok: VQTokenizer, z: torch.Tensor, tau: float) -> torch.Tensor:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from bench import registry
 from bench.errors import DatasetMissing
+
+if TYPE_CHECKING:  # imported where used: data set metadata (split sizes) is read without torch
+    import torch
 
 
 class DatasetBroken(DatasetMissing):
@@ -39,6 +41,8 @@ class ImageSplit:
 
     def class_balanced(self, n: int) -> "ImageSplit":
         """The first images of each class in turn, ``n`` in all (for balanced references)."""
+        import torch
+
         classes = torch.unique(self.labels)
         per = [torch.nonzero(self.labels == c).flatten() for c in classes]
         idx = []

@@ -11,7 +11,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.data.base import DatasetBroken, ImageDataset, ImageSplit
 from bench.errors import DatasetMissing
@@ -93,6 +92,8 @@ def load_split(d: Path, split: str) -> ImageSplit:
         raise _broken(d / lab_f, f"{len(labels)} labels for the {len(images)} images of {d / img_f}")
     if labels.size and labels.max() > 9:
         raise _broken(d / lab_f, f"label {int(labels.max())} outside 0..9")
+    import torch  # here, not at the top: reading split sizes (validation) needs no torch
+
     return ImageSplit(torch.from_numpy(images.copy()), torch.from_numpy(labels.copy()))
 
 

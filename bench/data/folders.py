@@ -13,7 +13,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.data.base import ImageDataset, ImageSplit
 from bench.errors import BenchError, DatasetMissing
@@ -62,7 +61,7 @@ def _numpy_globals() -> dict[tuple[str, str], object]:
     return out
 
 
-class _DataUnpickler(pickle.Unpickler):
+class _DataUnpickler(pickle.Unpickler):  # verified-load: md5 of the published release first, data-only globals
     """Unpickles plain data only: builtin containers, numbers, strings and numpy arrays.
 
     Any other global (``os.system``, ``builtins.eval``, a class whose ``__reduce__`` runs code)
@@ -120,6 +119,8 @@ def _image_folder(path: Path, resolution: int, limit: int | None) -> ImageSplit:
     # Spread a limited subset over all classes rather than taking the first folders only.
     idx = np.linspace(0, len(ds) - 1, n).astype(int) if limit is not None else range(n)
     imgs, labs = zip(*(ds[i] for i in idx))
+    import torch  # here, not at the top: reading split sizes (validation) needs no torch
+
     return ImageSplit(torch.stack(imgs), torch.tensor(labs, dtype=torch.int64))
 
 
@@ -181,6 +182,8 @@ class CIFAR10:
                 b = read_cifar_batch(d / n)
                 xs.append(np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 ys.append(np.asarray(b[b"labels"], dtype=np.int64))
+            import torch  # here, not at the top: reading split sizes (validation) needs no torch
+
             return ImageSplit(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
 
         return ImageDataset(

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.errors import SuiteError
 from adapters.peft.tasks import GENERATED, TextSplit, TextTasks, build_text_tasks, offline_env, write_generated
@@ -42,6 +42,15 @@ class PeftTaskParams(BaseModel):
     n_train_per_task: int | None = Field(None, ge=1)
     n_validation_per_task: int | None = Field(200, ge=1)
     metrics: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tasks")
+    @classmethod
+    def _generated_names(cls, v: list[str]) -> list[str]:
+        # names starting peft_ are the generated tasks; any other name is an lm-eval task (checked when read)
+        bad = [t for t in v if t.startswith("peft_") and t not in GENERATED]
+        if bad:
+            raise ValueError(f"unknown generated task(s) {bad}; generated tasks: {list(GENERATED)}")
+        return v
 
 
 class LazyTextTasks(TextTasks):

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from bench.errors import MetricError
+from bench.errors import BenchError, MetricError
 
 
 class MetricParams(BaseModel):
@@ -70,6 +70,8 @@ def all_columns(suite) -> dict[str, Column]:
 
     cols: dict[str, Column] = {}
     for spec in suite.metrics:
-        cls = registry.get(registry.METRICS, "metric", spec.name)
+        cls = registry.meta("metric", spec.name)
+        if cls is None:
+            raise BenchError(f"unknown metric {spec.name!r}; known: {', '.join(registry.known('metric'))}")
         cols.update(cls.columns(cls.Params.model_validate(spec.params)))
     return cols

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from pydantic import Field
 
 from bench.metrics.base import Column, Metric, MetricParams, check_finite
 from bench.registry import register_metric
+
+if TYPE_CHECKING:
+    import torch
 
 
 def conditional_entropy_per_position(tokens: np.ndarray | torch.Tensor) -> np.ndarray:

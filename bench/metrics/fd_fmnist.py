@@ -14,20 +14,27 @@ of the config hash and the column title).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from bench.metrics import fmnist_classifier as fc
 from bench.metrics.base import MetricParams
 from bench.metrics.frechet import GENERATION, RECONSTRUCTION, FrechetMetric, SweepParams
 from bench.registry import register_metric
+
+if TYPE_CHECKING:
+    from bench.metrics import fmnist_classifier as fc
+
+KIND = "fmnist-classifier"
+DEFAULT_INSTRUMENT = "fmnist-cnn-v1"
+# = fmnist_classifier.KIND / DEFAULT_INSTRUMENT, not imported from there (it loads torch, and checking
+# a suite must not); tests/test_light_validate.py checks they are equal.
 
 
 class FDParams(MetricParams):
     n: int = Field(gt=1, description="images per side (real and generated/reconstructed)")
     batch_size: int = Field(default=1000, gt=0, description="classifier batch size")
-    classifier: str = Field(default=fc.DEFAULT_INSTRUMENT,
+    classifier: str = Field(default=DEFAULT_INSTRUMENT,
                             description="registered instrument id of the feature classifier (bench/instruments/)")
 
     @field_validator("classifier")
@@ -36,7 +43,7 @@ class FDParams(MetricParams):
         from bench import instruments
 
         try:
-            instruments.card(v, fc.KIND)
+            instruments.card(v, KIND)
         except instruments.InstrumentError as e:  # pydantic reports ValueErrors with the field path
             raise ValueError(str(e)) from None
         return v
@@ -46,9 +53,10 @@ class GenerationFDParams(FDParams, SweepParams):
     """:class:`FDParams` plus ``steps``, the NFE sweep."""
 
 
-def classifier_for(ctx: Any, instrument_id: str = fc.DEFAULT_INSTRUMENT) -> fc.FMNISTClassifier:
+def classifier_for(ctx: Any, instrument_id: str = DEFAULT_INSTRUMENT) -> fc.FMNISTClassifier:
     """The shipped classifier ``instrument_id`` (a fixed file, the same on every machine)."""
     from bench.instruments.features import extractor
+    from bench.metrics import fmnist_classifier as fc
 
     extractor(instrument_id).check(ctx)
     return fc.load_classifier(instrument_id)

@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator, model_serializer
 
 from bench import inputs as inp
@@ -42,6 +41,7 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     ``fid_statistics_to_metric`` (trace of sqrt via eigenvalues of sigma_a @ sigma_b).
     Units: squared feature units. Never NaN for finite inputs; can be ~-1e-6 for equal sets.
     """
+    import torch
     from threadpoolctl import threadpool_limits
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 
@@ -61,6 +61,7 @@ def kernel_distance(feats_a: np.ndarray, feats_b: np.ndarray, subset_size: int,
     The kernels are computed in float32, as torch-fidelity does (the network's own precision;
     2x faster than float64: 100 subsets of 1000 take ~15-30 s on 2 cores).
     """
+    import torch
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
     a, b = (torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)) for f in (feats_a, feats_b))

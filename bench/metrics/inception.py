@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.context import Cache, sha256_file, stable_hash
+from bench.context import Cache, checksum_path, sha256_file, stable_hash
 from bench.errors import BenchError
 
 EXTRACTOR_ID = "inception-tf"
@@ -158,39 +157,55 @@ def _cache_stem() -> str:
 _META = {"src_sha256": WEIGHTS_SHA256, "converter": str(_CONVERTER_VERSION)}
 
 
-def converted_safetensors(cache: Cache | None = None) -> Path:
-    """Path of the torch-fidelity-format weights as safetensors, converted once from the verified TorchScript.
+def _safetensors_metadata(data: bytes) -> dict | None:
+    """The ``__metadata__`` of safetensors bytes (8-byte little-endian header length, JSON header); None if unreadable."""
+    import json
 
-    ``results/cache/inception/<stem>.safetensors``: reading it runs no code, whoever wrote the
-    file. Its metadata names the source hash and converter version; a file without exactly that
-    metadata (stale, truncated, not safetensors) is converted again.
+    try:
+        n = int.from_bytes(data[:8], "little")
+        if not 0 < n <= len(data) - 8:
+            return None
+        return json.loads(data[8: 8 + n]).get("__metadata__")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def _converted_bytes(cache: Cache) -> bytes:
+    """The torch-fidelity-format weights as safetensors bytes, converted once from the verified TorchScript.
+
+    Kept in the cache (``inception/<stem>.safetensors`` with its sha256 sidecar, written atomically
+    by :meth:`Cache.save_bytes`). An entry is used only if it matches the sha256 recorded when it
+    was written and its metadata names this source hash and converter version; anything else
+    (stale, truncated, no checksum, not safetensors) is converted again. Reading it runs no code.
     """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    cache = cache or Cache()
     path = cache.path("inception", _cache_stem(), ext="safetensors")
-    if path.exists():
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:  # reads the header only
-                if f.metadata() == _META:
-                    return path
-        except Exception:  # noqa: BLE001 - not a readable safetensors file: convert again
-            pass
+    data = cache.load_bytes("inception", _cache_stem(), ext="safetensors")  # None if absent or corrupt
+    if data is not None and checksum_path(path).is_file() and _safetensors_metadata(data) == _META:
+        return data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
-        ts = torch.jit.load(str(weights_path()), map_location="cpu")  # sha256-verified source
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(convert_state_dict(ts.state_dict()), str(tmp), metadata=_META)
-    tmp.replace(path)
-    return path
+        # verified-load: weights_path() checked the file against the published sha256 WEIGHTS_SHA256
+        ts = torch.jit.load(str(weights_path()), map_location="cpu")
+    data = save(convert_state_dict(ts.state_dict()), metadata=_META)
+    cache.save_bytes("inception", _cache_stem(), data, ext="safetensors")
+    return data
+
+
+def converted_safetensors(cache: Cache | None = None) -> Path:
+    """Path of the converted weights as safetensors (:func:`_converted_bytes`: verified, or converted now)."""
+    cache = cache or Cache()
+    _converted_bytes(cache)
+    return cache.path("inception", _cache_stem(), ext="safetensors")
 
 
 def converted_state_dict(cache: Cache | None = None) -> dict[str, torch.Tensor]:
-    """The torch-fidelity-format state dict (:func:`convert_state_dict` of the verified weights)."""
-    from safetensors.torch import load_file
+    """The torch-fidelity-format state dict (:func:`convert_state_dict` of the verified weights),
+    read from the checksum-verified bytes themselves (never re-read from the file)."""
+    from safetensors.torch import load
 
-    return load_file(str(converted_safetensors(cache)), device="cpu")
+    return load(_converted_bytes(cache or Cache()))
 
 
 def _state_bytes(state: dict[str, torch.Tensor]) -> bytes:
@@ -205,17 +220,16 @@ def converted_weights_path(cache: Cache | None = None) -> Path:
 
     torch-fidelity loads that path with ``torch.load(weights_only=False)``, i.e. as a pickle that
     may run code. So the file is written from :func:`converted_state_dict` (safetensors) by this
-    call, and its sha256 is checked against the bytes serialised here just before returning: a
-    ``.pt`` that someone else put in the cache is replaced, never trusted.
+    call (:meth:`Cache.save_bytes`: unique temp name, atomic rename, checksum), and its sha256 is
+    checked against the bytes serialised here just before returning: a ``.pt`` that someone else
+    put in the cache is replaced, never trusted.
     """
     cache = cache or Cache()
     blob = _state_bytes(converted_state_dict(cache))
     want = hashlib.sha256(blob).hexdigest()
     path = cache.path("inception", _cache_stem())
     if not path.is_file() or sha256_file(path) != want:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(path)
+        cache.save_bytes("inception", _cache_stem(), blob)
     got = sha256_file(path)
     if got != want:
         raise InceptionWeightsMissing(f"{path} changed while it was written (sha256 {got}, expected {want})")
@@ -223,13 +237,13 @@ def converted_weights_path(cache: Cache | None = None) -> Path:
 
 
 @lru_cache(maxsize=2)
-def _extractor(path: str, device: str) -> torch.nn.Module:
-    from safetensors.torch import load_file
+def _extractor(cache_root: str, device: str) -> torch.nn.Module:
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     # torch-fidelity takes a path or file object for torch.load(weights_only=False): hand it the
-    # bytes of a state dict read from safetensors here, so no file on disk is ever unpickled.
-    blob = io.BytesIO(_state_bytes(load_file(path, device="cpu")))
+    # bytes of a state dict read from checksum-verified safetensors here, so no file on disk is
+    # ever unpickled.
+    blob = io.BytesIO(_state_bytes(converted_state_dict(Cache(Path(cache_root)))))
     model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=blob)
     # channels_last: ~1.2x faster on CPU (oneDNN), numerically the same features.
     return model.to(device=device, memory_format=torch.channels_last).eval()
@@ -237,7 +251,7 @@ def _extractor(path: str, device: str) -> torch.nn.Module:
 
 def load_extractor(device: str | torch.device = "cpu", cache: Cache | None = None) -> torch.nn.Module:
     """torch-fidelity's ``FeatureExtractorInceptionV3`` with the verified FID weights (memoised)."""
-    return _extractor(str(converted_safetensors(cache)), str(torch.device(device)))
+    return _extractor(str((cache or Cache()).root), str(torch.device(device)))
 
 
 def to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:

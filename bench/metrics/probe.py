@@ -7,21 +7,22 @@ the :class:`bench.adapter.Tokenizer` contract).
 """
 from __future__ import annotations
 
-from typing import Literal
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Annotated, Literal
+
 from pydantic import Field
-from scipy import sparse
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import OneHotEncoder
 
 from bench.metrics.base import Column, Metric, MetricParams, check_finite
 from bench.registry import register_metric
 
+if TYPE_CHECKING:  # torch, scikit-learn and scipy are imported where used: checking a suite loads none
+    import torch
+
 
 class ProbeParams(MetricParams):
-    ks: list[int | Literal["all"]] = Field(default_factory=lambda: [1, 2, 4, 8, 16, "all"])
+    ks: list[Annotated[int, Field(ge=1)] | Literal["all"]] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, "all"], min_length=1,
+        description="probe on the first k tokens, for each k (k >= 1, or 'all')")
     features: Literal["onehot", "codes"] = "onehot"
     n_train: int = Field(10000, gt=0)
     n_test: int | None = Field(None, gt=0)
@@ -36,6 +37,8 @@ def probe_key(k: int | str) -> str:
 
 def probe_accuracy(train_x, train_y, test_x, test_y, C: float, max_iter: int, seed: int) -> float:
     """Fit multinomial logistic regression on (train_x, train_y); top-1 accuracy on test, in [0, 1]."""
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
     clf.fit(train_x, train_y)
     return float((clf.predict(test_x) == test_y).mean())
@@ -49,6 +52,10 @@ def _features(adapter, tokens: torch.Tensor, k: int, kind: str, sizes: list[int]
             raise MetricError(f"probe features 'codes': adapter {adapter.registry_name} has no code_vectors "
                               "(optional member of the Tokenizer contract); use features: onehot")
         return adapter.code_vectors(tokens[:, :k]).reshape(len(tokens), -1).numpy()
+    import numpy as np
+    from scipy import sparse
+    from sklearn.preprocessing import OneHotEncoder
+
     enc = OneHotEncoder(categories=[np.arange(s) for s in sizes[:k]], handle_unknown="error")
     return sparse.csr_matrix(enc.fit_transform(tokens[:, :k].numpy()))
 

@@ -1,0 +1,126 @@
+"""Light declarations of the tokenizer family (imports no torch): the Params and Budget models of
+its adapters and what they are (:func:`bench.registry.declare_adapter`), so `bench validate`
+checks a tokenizer suite without loading torch. The implementations (:mod:`.vq`, :mod:`.vcq`,
+:mod:`.wartok`, :mod:`.prologue`, and :mod:`.vq_tokenizer` / :mod:`.ar_prior` for the shared
+configs) import these models.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from bench.adapter import AdapterParams
+from bench.registry import declare_adapter
+
+
+class TokenizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    length: int = Field(16, gt=0, description="L, tokens per image")
+    code_dim: int = Field(8, gt=0, description="d, code vector dimension")
+    width: int = Field(64, gt=0)
+    depth: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    patch: int = Field(4, gt=0)
+    beta: float = Field(0.25, ge=0)
+
+
+class PriorConfig(BaseModel):
+    """Size and training recipe of the AR prior."""
+
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(128, gt=0)
+    layers: int = Field(3, gt=0)
+    heads: int = Field(4, gt=0)
+    mlp_ratio: float = Field(2.0, gt=0)
+    mask_logits_in_training: bool = True
+
+
+class TokenizerARBudget(BaseModel):
+    """Training budgets shared by the tokenizer + AR-prior adapters (steps are optimizer steps)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokenizer_steps: int = Field(1000, ge=0)
+    tokenizer_batch: int = Field(128, gt=0)
+    tokenizer_lr: float = Field(1e-3, gt=0)
+    prior_steps: int = Field(1000, ge=0)
+    prior_batch: int = Field(128, gt=0)
+    prior_lr: float = Field(1e-3, gt=0)
+    label_dropout: float = Field(0.1, ge=0, le=1)
+    prior_train_images: int | None = Field(None, gt=0, description="fit the prior on the first N train images")
+
+
+class VQParams(AdapterParams):
+    codebook_size: int = Field(256, ge=2, description="K, the same at every position")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (no guidance)")
+
+
+class VCQParams(AdapterParams):
+    k_min: int = Field(2, ge=1, description="K_1, the first position's codebook size")
+    k_max: int = Field(256, ge=2, description="K_max, the shared codebook's size")
+    schedule: Literal["log-linear", "doubling", "linear"] = "log-linear"
+    gamma: float = Field(1.0, gt=0, description="log-linear schedule exponent")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    temperature: float = Field(1.0, gt=0)
+
+    @field_validator("k_max")
+    @classmethod
+    def _k_max_ge_k_min(cls, v: int, info: ValidationInfo) -> int:
+        k_min = info.data.get("k_min")
+        if k_min is not None and v < k_min:
+            raise ValueError(f"must be >= k_min ({k_min}), got {v}")
+        return v
+
+
+class WARTokParams(VQParams):
+    lam: float = Field(0.1, ge=0, description="lambda, weight of the prior-matching (WGF) term; 0 = the vq baseline")
+    target: Literal["frozen", "ema", "small"] = Field("frozen", description="target prior p_theta (T1/T2/T3)")
+    tau: float = Field(0.1, gt=0, description="temperature of the soft assignment softmax(cos/tau)")
+    warm_start_frac: float = Field(0.3, ge=0, lt=1, description="fraction of tokenizer steps with reconstruction only")
+    aux_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=128, layers=2, heads=4),
+                                   description="size of the tracking AR q_phi (and of the frozen/EMA target)")
+    target_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=64, layers=1, heads=2),
+                                      description="size of the 'small' target (T3 only)")
+    aux_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the auxiliary ARs")
+    aux_steps: int = Field(1, ge=1, description="q_phi CE steps per tokenizer step")
+    target_fit_steps: int = Field(300, ge=0, description="steps fitting the target on warm-start tokens")
+    target_fit_images: int = Field(10000, gt=0, description="train images tokenized to fit the target / fresh priors")
+    ema_decay: float = Field(0.99, ge=0, le=1, description="EMA decay of the 'ema' target")
+    tvc_every: int = Field(50, gt=0, description="log the TVC view every this many tokenizer steps")
+    fresh_prior_checks: int = Field(0, ge=0, description="points at which a fresh AR is fitted on current tokens")
+    fresh_prior_steps: int = Field(200, gt=0, description="steps of each fresh-AR fit")
+
+
+class PrologueBudget(TokenizerARBudget):
+    """vq's budgets plus the alternating prologue-path training (method-level ``budget:`` keys)."""
+
+    prologue_steps: int = Field(1000, ge=0, description="alternating (encoder step, AR step) iterations")
+    prologue_batch: int = Field(128, gt=0)
+    prologue_lr: float = Field(1e-3, gt=0, description="prologue encoder + codebook learning rate")
+    joint_prior_lr: float = Field(1e-3, gt=0, description="joint AR learning rate")
+
+
+class PrologueParams(VQParams):
+    n_prologue: int = Field(4, gt=0, description="P, prologue tokens per image")
+    prologue_codebook_size: int = Field(32, ge=2, description="K_p, the prologue codebook size")
+    prologue_code_dim: int | None = Field(None, gt=0, description="prologue code dim (default: tokenizer.code_dim)")
+    tau: float = Field(0.1, gt=0, description="ProbQ temperature on cosine similarities")
+    prologue_width: int = Field(64, gt=0)
+    prologue_depth: int = Field(2, gt=0)
+    prologue_heads: int = Field(4, gt=0)
+    joint_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=128, layers=3, heads=4),
+                                     description="the small joint AR that trains the prologue (discarded)")
+    visual_dropout: float = Field(0.5, ge=0, le=1, description="fraction of samples whose visual inputs become EOS")
+    ce_weight_prologue: float = Field(3.0, ge=0, description="weight of CE on prologue + EOS targets")
+    ce_weight_visual: float = Field(3.0, ge=0, description="weight of CE on visual targets")
+    prologue_temperature: float | None = Field(None, gt=0, description="sampling temperature on prologue tokens")
+
+
+_CAPS = ("tokenize", "generate", "prior")
+declare_adapter("vq", "adapters.tokenizers.vq:VQAdapter", VQParams, _CAPS, TokenizerARBudget)
+declare_adapter("vcq", "adapters.tokenizers.vcq:VCQAdapter", VCQParams, _CAPS, TokenizerARBudget)
+declare_adapter("wartok", "adapters.tokenizers.wartok:WARTokAdapter", WARTokParams, _CAPS, TokenizerARBudget)
+declare_adapter("prologue", "adapters.tokenizers.prologue:PrologueAdapter", PrologueParams, _CAPS, PrologueBudget)

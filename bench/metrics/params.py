@@ -1,0 +1,7 @@
+"""The light metric modules (:mod:`bench.registry`, "light declarations"): each registers its
+metric(s) with Params, ``requires``, ``columns`` and ``inputs`` and imports torch only where it
+computes, so `bench validate` imports these instead of every module of the package. A metric module
+missing here is still found (slower: :func:`bench.registry.meta` falls back to importing everything);
+tests/test_light_validate.py checks that this list registers every metric.
+"""
+from bench.metrics import ar_loss, entropy, fd_fmnist, fid, lm_accuracy, peft_cost, probe  # noqa: F401
