@@ -36,14 +36,14 @@ def entropy_curves(board, out_dir: Path) -> list[Path]:
             if hist:
                 per_seed.append([m.value for m in sorted(hist, key=lambda m: m.step)])
         if per_seed:
-            curves[r] = per_seed
+            curves[r.method] = (r, per_seed)
     if not curves:
         return []
     import numpy as np
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for r, per_seed in curves.items():
+    for r, per_seed in curves.values():
         length = min(len(c) for c in per_seed)
         a = np.array([c[:length] for c in per_seed])
         t = np.arange(length)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import platform
 import tempfile
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str | None:
 
 def collect_runs(board) -> dict[str, list[RunInfo]]:
     """method -> its runs' info and embedded PNG artifacts (empty without a tracker)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per PNG
     out: dict[str, list[RunInfo]] = {}
     tr = board.tracker
     for r in board.rows:
@@ -108,21 +110,23 @@ def table_html(board) -> str:
     from itables import JavascriptFunction, to_html_datatable
 
     keys = ordered_keys(board)
-    cols = [("", "method"), ("", "seeds")] + [(board.columns[k].group, header(k, board.columns[k])) for k in keys]
-    rows = []
+    # the method is the index: itables 2.9 renders grouped (MultiIndex) headers only with showIndex=True
+    cols = [("", "seeds")] + [(board.columns[k].group, header(k, board.columns[k])) for k in keys]
+    rows, names = [], []
     for r in board.rows:
         name = f"<b>{html.escape(r.method)}</b>" + (" <i>(baseline)</i>" if r.baseline else "")
         if r.label != r.method:
             name += f"<br><small>{html.escape(r.label)}</small>"
         name += f" <a href='#m-{html.escape(_anchor(r.method))}'>runs</a>"
-        rows.append([name, len(r.seeds)] + [_cell_html(board, r, k) for k in keys])
-    df = pd.DataFrame(rows, columns=pd.MultiIndex.from_tuples(cols))
+        names.append(name)
+        rows.append([len(r.seeds)] + [_cell_html(board, r, k) for k in keys])
+    df = pd.DataFrame(rows, columns=pd.MultiIndex.from_tuples(cols), index=pd.Index(names, name="method"))
     return to_html_datatable(
-        df, connected=False, allow_html=True, showIndex=False, scrollX=True, paging=False,
+        df, connected=False, allow_html=True, showIndex=True, scrollX=True, paging=False,
         fixedColumns={"start": 1}, classes="display nowrap compact cell-border",
         layout={"topStart": None, "topEnd": "search", "bottomStart": "info", "bottomEnd": None},
-        columnDefs=[{"targets": list(range(2, len(cols))), "render": JavascriptFunction(SORT_JS)}],
-        order=[], table_id="leaderboard")
+        columnDefs=[{"targets": list(range(2, len(cols) + 1)), "render": JavascriptFunction(SORT_JS)}],
+        order=[], table_id="leaderboard", text_in_header_can_be_selected=False)  # click anywhere on a header sorts
 
 
 def offline_bundle() -> str:

@@ -50,7 +50,7 @@ def cell(board, row, key: str) -> Text:
     if e is None:
         return Text("—", style="dim")
     hw = half_width(e)
-    t = Text(num(e.mean) + (f" ±{num(hw, 2)}" if hw is not None else ""))
+    t = Text(num(e.mean) + (f"±{num(hw, 2)}" if hw is not None else ""))
     d = board.delta(row, key)
     if d is not None:
         col = board.columns[key]
@@ -115,14 +115,13 @@ def legend_lines(board, shown: list[str], hidden: list[str]) -> list[Text]:
     for k in shown:
         c = board.columns[k]
         ns = sorted({len(r.per_seed.get(k) or []) for r in board.rows} - {0})
-        bits = [c.title, f"[{c.unit}]" if c.unit else "", c.kind if c.kind != "score" else f"score {c.arrow}",
-                f"group {c.group}", f"seeds {'/'.join(map(str, ns)) or '0'}", c.uncertainty and f"± {c.uncertainty}"]
-        lines.append(Text.assemble((f"  {short_id(k, c)}", "bold"), ": " + ", ".join(b for b in bits if b)))
+        bits = [c.title + (f" [{c.unit}]" if c.unit else ""), c.group + (f" ({c.kind})" if c.kind != "score" else ""),
+                f"{'/'.join(map(str, ns)) or '0'} seed(s)", c.uncertainty and f"± {c.uncertainty}"]
+        lines.append(Text.assemble((f"  {header(k, c)}", "bold"), ": " + " · ".join(b for b in bits if b)))
     src = board.uncertainty_source()
     b = board.baseline
-    lines.append(Text(f"  ± = 95% CI half-width of the mean ({src}); Δ = vs baseline "
-                      f"{b.method if b else '(none)'}, * and colour where its 95% CI excludes 0; "
-                      "no arrow: descriptive statistic (never coloured); (b) = baseline", style="dim"))
+    lines.append(Text(f"  ± = 95% CI half-width ({src}); Δ vs baseline {b.method if b else '(none)'}"
+                      " (b), * = its 95% CI excludes 0; no arrow = descriptive, never coloured", style="dim"))
     if hidden:
         ids = ", ".join(short_id(k, board.columns[k]) for k in hidden)
         lines.append(Text(f"  {len(hidden)} more column(s): {ids} (--wide shows all, --columns a,b selects)", style="dim"))
@@ -136,7 +135,7 @@ def claim_lines(board) -> list[Text]:
         ev = "; ".join(f"{num(p.get('estimate'), 3)} [{num(p['ci'][0], 3)}, {num(p['ci'][1], 3)}]" for p in parts)
         if not parts:
             ev = v.parts[0]["detail"].split("; ")[-1] if v.parts else v.detail
-        out.append(Text.assemble((f"  {v.verdict.upper():<12}", VERDICT_STYLE.get(v.verdict, "")),
+        out.append(Text.assemble((f"  {v.verdict.upper():<13}", VERDICT_STYLE.get(v.verdict, "")),
                                  (v.name, "bold"), f": {v.assertion} — {v.basis or ''}{'; ' if v.basis else ''}{ev}"))
     return out
 

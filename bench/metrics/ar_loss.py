@@ -15,7 +15,7 @@ from bench.metrics.base import Column, Metric, MetricParams, check_finite
 from bench.registry import register_metric
 
 
-SE_NOTE = "stderr over test images (an image's tokens are correlated, so images are the independent items)"
+SE_NOTE = "stderr over test images"  # not tokens: an image's tokens are correlated, images are the i.i.d. items
 
 
 class ARLossParams(MetricParams):

@@ -182,7 +182,7 @@ class FrechetMetric(Metric):
         if cls.kid:
             names.append((f"{cls.prefix}kid", f"{cls.prefix}KID"))
         cols: dict[str, Column] = {}
-        unc = (f"bootstrap stderr over the images of both sets ({cls.bootstrap_resamples} seeded resamples)"
+        unc = (f"bootstrap over images, {cls.bootstrap_resamples} resamples"
                if cls.bootstrap_resamples >= 2 else "")
         for key, title in names:  # one column per output and NFE, then the measured NFEs
             u = unc if "fd" in key or "fid" in key else ""

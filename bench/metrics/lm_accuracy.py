@@ -31,7 +31,7 @@ class LmAccuracy(Metric):
     @classmethod
     def columns(cls, params) -> dict[str, Column]:
         return {"accuracy": Column("accuracy", True, short="acc",
-                                   uncertainty="lm-eval stderr over questions, pooled over tasks")}
+                                   uncertainty="lm-eval stderr over questions")}
 
     def compute(self, adapter, ctx, params: LmAccuracyParams) -> dict[str, float]:
         from adapters.peft.evaluate import lm_eval_accuracy, pooled

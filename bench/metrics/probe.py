@@ -70,7 +70,7 @@ class LinearProbe(Metric):
         # probe@k = the first k tokens of the sequence the AR model sees (Prologue: its prologue tokens first)
         return {probe_key(k): Column(f"probe@{k} top-1 (first {k} tokens of the AR sequence)", True,
                                      group="representation", short=f"P@{k}",
-                                     uncertainty="binomial stderr sqrt(p(1-p)/n) over test images")
+                                     uncertainty="binomial stderr over test images")
                 for k in params.ks}
 
     def compute(self, adapter, ctx, params):
