@@ -145,7 +145,7 @@ def test_rfid_identity_is_zero_and_reference_is_cached(fmnist, cache_root, tmp_p
     assert abs(out["rfid"]) < 1e-2  # FID(X, X) = 0 up to eigvals round-off, never NaN
     assert len(calls) == 2  # reference (real) + reconstructions
     assert len(inputs.provider(ctx).pooled(inputs.RECONSTRUCTIONS)) == 30  # once, for the largest n in the suite
-    assert (tmp_path / "reconstructions.png").stat().st_size > 0
+    assert (tmp_path / "samples" / "reconstructions.png").stat().st_size > 0
     assert logged["rfid.n"] == 12 and logged["rfid.weights_sha256"] == inception.WEIGHTS_SHA256
     assert logged["rfid.resize"] == inception.RESIZE_MODE and logged["rfid.extractor"] == inception.EXTRACTOR_ID
 
@@ -166,7 +166,7 @@ def test_gfid_pairs_balanced_samples_with_balanced_train(fmnist, cache_root, tmp
     assert torch.bincount(fake.labels, minlength=10).tolist() == [2] * 10
     assert torch.equal(real.images, ctx.dataset.train.class_balanced(20).images)
     assert len(inputs.provider(ctx).pooled(inputs.SAMPLES)) == 40  # sampled once for the largest n of the suite
-    assert (tmp_path / "samples.png").exists()
+    assert (tmp_path / "samples" / "samples.png").exists()
 
 
 def test_params_and_columns():

@@ -85,22 +85,6 @@ def frechet_bootstrap_stderr(feats_a: np.ndarray, feats_b: np.ndarray, resamples
     return float(np.std(vals, ddof=1))
 
 
-def save_grid(images: torch.Tensor, path, nrow: int = 8, pairs: torch.Tensor | None = None) -> None:
-    """Save the first ``nrow**2`` uint8 images [N, C, H, W] as a PNG grid; with ``pairs`` (the
-    originals of reconstructions), rows alternate original / reconstruction (``nrow**2 / 2`` pairs)."""
-    from torchvision.utils import save_image
-
-    n = nrow * nrow
-    if pairs is not None:
-        k = n // 2
-        a, b = pairs[:k], images[:k]
-        rows = [t for i in range(0, len(a), nrow) for t in (a[i:i + nrow], b[i:i + nrow])]
-        images = torch.cat(rows)
-    x = images[:n].float() / 255.0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(x, str(path), nrow=nrow, padding=1, pad_value=1.0)
-
-
 BOOTSTRAP_SEED = 20250  # fixed: the FD stderr of a feature pair is reproducible
 
 
@@ -223,7 +207,6 @@ class FrechetMetric(Metric):
                 if params.kid_subset_size >= min(len(f_fake), len(f_real)):
                     kid_std = None  # every subset is the whole set: the "spread" measures nothing
             if s is None:
-                self._save_grid(adapter, ctx, params)
                 if kid_std is not None:
                     ctx.log_metric(f"{self.prefix}kid_std", kid_std, None)
                 if se is not None:
@@ -246,17 +229,6 @@ class FrechetMetric(Metric):
                      "reference_fingerprint": p.get(real, adapter).fingerprint()}.items():
             ctx.log_param(f"{name}.{k}", v)
         return check_finite(out, name)
-
-    def _save_grid(self, adapter: Any, ctx: Any, params: MetricParams) -> None:
-        """An 8x8 grid of this metric's generated samples (or originals / reconstructions) into
-        ``artifact_dir/samples/`` (the images are already made: no extra compute)."""
-        try:
-            real, fake = self.image_sets(adapter, ctx, params)
-        except Exception:  # noqa: BLE001 - a grid is a courtesy, never a metric failure
-            return
-        name = "reconstructions" if self.pair == RECONSTRUCTION else "samples"
-        path = ctx.artifact_dir / "samples" / f"{name}_{self.registry_name}.png"
-        save_grid(fake.images, path, pairs=real.images if self.pair == RECONSTRUCTION else None)
 
     def logged_params(self, params: MetricParams) -> dict[str, Any]:
         """Parameters logged with the values (besides the instrument's provenance)."""
