@@ -21,11 +21,18 @@ about D = lhs - rhs, the difference of seed means; its two-sided ``level`` confi
   methods: Welch's unequal-variance t-test; the p-value of H0: D = 0 is reported). Needs a linear
   comparison (or ``|linear| OP constant``).
 * ``bootstrap``: a percentile interval from 10,000 resamples of each (metric, method)'s seeds
-  (independently, fixed RNG seed derived from the claim name), for any expression.
+  (independently, fixed RNG seed derived from the claim name), for any expression. Only from
+  :data:`bench.stats.BOOTSTRAP_MIN_SEEDS` (30) seeds per method, where a simulated null holds its
+  level; below, a linear comparison falls back to Welch (3 vs 3: the bootstrap calls a side ~20 %
+  of the time at a nominal 5 %), a non-linear one is inconclusive.
+* one seed of some method (basis "1 seed: sampling uncertainty only"): the normal interval of the
+  linear combination from the metrics' within-cell standard errors (``<key>_stderr``; a method with
+  >= 2 seeds contributes its combined SE, :func:`bench.stats.estimate`); inconclusive, saying
+  so, when a value has no logged stderr or the expression is not linear.
 
 Verdict of a comparison ``D < 0`` (``>`` symmetric): *supported* if the interval lies below 0,
 *contradicted* if it lies above 0, *inconclusive* if it contains 0 (overlap), or if some method has
-fewer than 2 seeds or no value. An equivalence ``|X| <= c`` (c without metrics) is *supported* if
+no value (or, with one seed, no sampling error). An equivalence ``|X| <= c`` (c without metrics) is *supported* if
 X's interval lies inside [-c, c], *contradicted* if it lies wholly outside, else inconclusive
 (``|X| >= c`` the other way round). ``and``: contradicted if any part is, supported if all are;
 ``or``: supported if any part is, contradicted if all are; else inconclusive.
