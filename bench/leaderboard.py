@@ -285,7 +285,7 @@ def make_figures(board: Leaderboard, out_dir: Path) -> list[Path]:
     """Figures contributed by adapter classes: an optional classmethod
     ``leaderboard_figures(board, out_dir) -> list[Path]`` (called once per adapter class), and the
     quality-vs-NFE plot of a suite with an NFE sweep (:mod:`bench.nfe_plot`), the entropy curves
-    and Pareto plots of :mod:`bench.board_figures`."""
+    of :mod:`bench.board_figures` (PEFT Pareto plots come from the PEFT adapters' hook)."""
     figs: list[Path] = []
     seen = set()
     for m in board.suite.methods:

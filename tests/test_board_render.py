@@ -97,3 +97,4 @@ def test_json_export_schema(board, tmp_path):
     r = CliRunner().invoke(main, ["export", str(board.suite.source), "--format", "csv", "--output",
                                   str(tmp_path / "r.csv"), "--tracking-uri", board.tracker.uri])
     assert r.exit_code == 0 and "'=" not in (tmp_path / "r.csv").read_text()[:0] and "vq" in (tmp_path / "r.csv").read_text()
+
