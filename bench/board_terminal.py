@@ -115,7 +115,7 @@ def legend_lines(board, shown: list[str], hidden: list[str]) -> list[Text]:
     for k in shown:
         c = board.columns[k]
         ns = sorted({len(r.per_seed.get(k) or []) for r in board.rows} - {0})
-        bits = [c.title + (f" [{c.unit}]" if c.unit else ""), c.group + (f" ({c.kind})" if c.kind != "score" else ""),
+        bits = [c.title + (f" [{c.unit}]" if c.unit else ""), c.group + (f" ({c.kind})" if c.kind not in ("score", c.group) else ""),
                 f"{'/'.join(map(str, ns)) or '0'} seed(s)", c.uncertainty and f"± {c.uncertainty}"]
         lines.append(Text.assemble((f"  {header(k, c)}", "bold"), ": " + " · ".join(b for b in bits if b)))
     src = board.uncertainty_source()
