@@ -313,7 +313,8 @@ def build_baseline(suite: Suite, tracker: Tracker, current: str = "latest",
             mean, std = _stats(vals)
             metrics[key] = {
                 "title": col.title, "value": mean, "std": std, "n": len(vals), "per_seed": vals,
-                "direction": "higher" if col.higher_is_better else "lower", "arrow": col.arrow,
+                "direction": "none" if col.descriptive else "higher" if col.higher_is_better else "lower",
+                "arrow": col.arrow,
                 "tolerance": tolerance_for(suite, key, noise),
             }
         doc["methods"][name] = {
@@ -361,8 +362,8 @@ def load_baseline(path: str | Path) -> dict:
             for key in ("value", "direction"):
                 if key not in e:
                     problems.append(f"methods.{name}.metrics.{mk}: missing {key!r}")
-            if e.get("direction") not in (None, "higher", "lower"):
-                problems.append(f"methods.{name}.metrics.{mk}.direction: must be 'higher' or 'lower'")
+            if e.get("direction") not in (None, "higher", "lower", "none"):
+                problems.append(f"methods.{name}.metrics.{mk}.direction: must be 'higher', 'lower' or 'none'")
             bad = set(e.get("tolerance") or {}) - {"abs", "rel", "k_std", "two_sided", "noise_rel", "noise_abs",
                                                    "k", "scale"}
             if bad:

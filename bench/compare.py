@@ -45,7 +45,7 @@ class Row:
     method: str
     metric: str
     title: str
-    direction: str  # "higher" | "lower"
+    direction: str  # "higher" | "lower" | "none" (a descriptive statistic: gated two-sided)
     baseline: float
     baseline_std: float | None
     baseline_n: int
@@ -60,7 +60,7 @@ class Row:
 
     @property
     def arrow(self) -> str:
-        return "↑" if self.direction == "higher" else "↓"
+        return {"higher": "↑", "lower": "↓"}.get(self.direction, "")
 
 
 @dataclass
@@ -92,12 +92,26 @@ def judge(baseline: float, current: float, direction: str, allowed: float, stric
     """Verdict of one metric. ``gain`` > 0 means better (in the metric's direction)."""
     if current == baseline:
         return IDENTICAL
+    if direction == "none":  # descriptive: no better side, any move beyond the allowance fails
+        return CHANGED if abs(current - baseline) > allowed else OK
     gain = (current - baseline) * (1 if direction == "higher" else -1)
     if gain < -allowed:
         return REGRESSED
     if gain > allowed:
         return CHANGED if strict else IMPROVED
     return OK
+
+
+def _descriptive_keys(suite: Suite) -> set[str]:
+    """Metric keys of the suite's descriptive columns (no better/worse direction)."""
+    from bench import registry
+    from bench.metrics.base import all_columns
+
+    registry.load_all()
+    try:
+        return {k for k, c in all_columns(suite).items() if c.descriptive}
+    except Exception:  # noqa: BLE001 - a suite-like test object without metrics: nothing descriptive
+        return set()
 
 
 def check_config(suite: Suite, baseline: dict) -> list[str]:
@@ -151,6 +165,7 @@ def compare(suite: Suite, tracker: Tracker, baseline: dict, current: str = "late
     rows: list[Row] = []
     current_runs: dict[str, list[str]] = {}
     shas: set[str] = set()
+    descriptive = _descriptive_keys(suite)
     for name in methods:
         b, mr = bmethods[name], selected[name]
         current_runs[name] = [mr.runs[s].info.run_id for s in seeds]
@@ -178,15 +193,17 @@ def compare(suite: Suite, tracker: Tracker, baseline: dict, current: str = "late
             cur = statistics.fmean(vals)
             cur_std = statistics.stdev(vals) if len(vals) > 1 else None
             bval = float(e["value"])
+            # the suite's column kind wins over an older baseline's "higher": descriptive is two-sided
+            direction = "none" if key in descriptive else e.get("direction", "lower")
             allowed = allowed_worsening(e)
             delta = cur - bval
             rows.append(Row(
-                method=name, metric=key, title=e.get("title", key), direction=e.get("direction", "lower"),
+                method=name, metric=key, title=e.get("title", key), direction=direction,
                 baseline=bval, baseline_std=e.get("std"), baseline_n=int(e.get("n", len(seeds))),
                 current=cur, current_std=cur_std, current_n=len(vals), delta=delta,
                 rel_delta=(delta / abs(bval)) if bval else None, allowed=allowed,
                 tolerance=describe_tolerance(e),
-                verdict=judge(bval, cur, e.get("direction", "lower"), allowed,
+                verdict=judge(bval, cur, direction, allowed,
                               strict or bool((e.get("tolerance") or {}).get("two_sided"))),
             ))
     if problems:

@@ -225,12 +225,13 @@ class InputProvider:
         return self._features[spec]
 
     def _grid(self, name: str, images: torch.Tensor, nrow: int) -> Path | None:
-        """Write uint8 [k, C, H, W] as one PNG grid into ``ctx.artifact_dir`` (once per cell and name)."""
+        """Write uint8 [k, C, H, W] as one PNG grid into ``ctx.artifact_dir/samples/`` (once per cell and name;
+        logged as the run's ``samples/*.png`` artifacts, which the HTML leaderboard embeds)."""
         from torchvision.utils import save_image
 
         if name in self._grids or len(images) == 0 or getattr(self.ctx, "artifact_dir", None) is None:
             return None
-        path = Path(self.ctx.artifact_dir) / name
+        path = Path(self.ctx.artifact_dir) / "samples" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(images.float() / 255.0, path, nrow=nrow, padding=1, pad_value=1.0)
         self._grids.add(name)

@@ -3,7 +3,12 @@
 For each method of a suite, the cells considered are the FINISHED cell runs whose config hash
 equals the method's *current* config hash (so values computed with another extractor, sample
 count or budget never share a column), latest run per seed. One row per method: mean ± std over
-seeds (sample std, ddof=1), the seed count, and Δ (mean difference) vs the baseline row.
+seeds, the seed count, and Δ (mean difference) vs the baseline row. Uncertainty
+(:mod:`bench.stats`): the standard error of the mean from the seed spread (>= 2 seeds), the
+metrics' within-cell sampling errors (``<key>_stderr``, 1 seed), or both combined; cells show
+mean ± 95 % CI half-width and a Δ whose 95 % CI excludes 0 is marked ``*``. Renderers:
+:mod:`bench.board_terminal` (rich), :mod:`bench.board_html` (self-contained HTML),
+:mod:`bench.board_export` (lm-eval-style JSON).
 """
 from __future__ import annotations
 
@@ -15,15 +20,16 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench import registry
+from bench import registry, stats
 from bench.context import results_dir
 from bench.metrics.base import Column, all_columns
 from bench.plan import config_hash
 from bench.suite import Suite
 from bench.tracking import TAG, Tracker
 
-TIME_COLUMN = Column("cell time", higher_is_better=False, unit="s")
+TIME_COLUMN = Column("cell time", higher_is_better=False, unit="s", kind="cost", short="time")
 
 
 @dataclass
@@ -44,6 +50,10 @@ class Row:
         v = self.per_seed.get(key) or []
         return statistics.stdev(v) if len(v) > 1 else None
 
+    def estimate(self, key: str) -> stats.Estimate | None:
+        """Mean with its SE over seeds and/or within-cell sampling error (:func:`bench.stats.estimate`)."""
+        return stats.estimate(self.per_seed.get(key) or [], self.per_seed.get(f"{key}_stderr"))
+
 
 @dataclass
 class Leaderboard:
@@ -52,6 +62,7 @@ class Leaderboard:
     rows: list[Row]
     claims: list = field(default_factory=list)  # bench.claims.ClaimVerdict
     figures: list[Path] = field(default_factory=list)
+    tracker: Any = None  # the bench.tracking.Tracker the rows came from (HTML artifacts, run links)
 
     @property
     def baseline(self) -> Row | None:
@@ -63,6 +74,26 @@ class Leaderboard:
             return None
         m, bm = row.mean(key), b.mean(key)
         return None if m is None or bm is None else m - bm
+
+    def delta_ci(self, row: Row, key: str, level: float = 0.95) -> tuple[float, float, float] | None:
+        """(Δ, lo, hi) vs the baseline row from both rows' SEs (:func:`bench.stats.difference`)."""
+        b = self.baseline
+        if b is None or row is b:
+            return None
+        return stats.difference(row.estimate(key), b.estimate(key), level)
+
+    def significant(self, row: Row, key: str) -> bool:
+        """Whether the 95 % CI of Δ excludes 0 (never for a descriptive column: it has no better side)."""
+        col = self.columns.get(key)
+        d = self.delta_ci(row, key)
+        return bool(d and not (col and col.descriptive) and (d[1] > 0 or d[2] < 0))
+
+    def uncertainty_source(self) -> str:
+        """What the ± of this board measures, over all its cells ('seed spread', 'sampling error', both)."""
+        srcs = {e.source for r in self.rows for k in self.columns if (e := r.estimate(k)) and e.source}
+        if not srcs:
+            return "no uncertainty (1 seed and no within-cell sampling error logged)"
+        return " / ".join(sorted(srcs))
 
 
 def collect(suite: Suite, tracker: Tracker) -> list[Row]:
@@ -108,7 +139,7 @@ def build(suite: Suite, tracker: Tracker) -> Leaderboard:
     if key:
         sign = -1 if (cols.get(key) and cols[key].higher_is_better) else 1
         rows.sort(key=lambda r: (r.mean(key) is None, sign * (r.mean(key) or 0.0)))
-    board = Leaderboard(suite, cols, rows)
+    board = Leaderboard(suite, cols, rows, tracker=tracker)
     if suite.claims:
         from bench.claims import evaluate_claims
 
@@ -124,22 +155,28 @@ def _fmt(x: float | None) -> str:
     return f"{x:.4g}"
 
 
+def half_width(est: stats.Estimate | None, level: float = 0.95) -> float | None:
+    ci = est.ci(level) if est else None
+    return None if ci is None else (ci[1] - ci[0]) / 2
+
+
 def _cell(board: Leaderboard, row: Row, key: str) -> str:
-    m = row.mean(key)
-    if m is None:
+    """``mean ± 95 % CI half-width (Δ ±x*)``; ``*``: Δ's CI excludes 0."""
+    e = row.estimate(key)
+    if e is None:
         return "—"
-    s = _fmt(m)
-    sd = row.std(key)
-    if sd is not None:
-        s += f" ± {_fmt(sd)}"
+    s = _fmt(e.mean)
+    hw = half_width(e)
+    if hw is not None:
+        s += f" ± {_fmt(hw)}"
     d = board.delta(row, key)
     if d is not None:
-        s += f" (Δ {'+' if d >= 0 else ''}{_fmt(d)})"
+        s += f" (Δ {'+' if d >= 0 else ''}{_fmt(d)}{'*' if board.significant(row, key) else ''})"
     return s
 
 
 def _header(key: str, col: Column) -> str:
-    return f"{col.title}{f' [{col.unit}]' if col.unit else ''} {col.arrow}"
+    return f"{col.title}{f' [{col.unit}]' if col.unit else ''}{' ' + col.arrow if col.arrow else ''}"
 
 
 _MD_INLINE = re.compile(r"([\\`*_\[\]#!|~])")
@@ -182,8 +219,10 @@ def to_markdown(board: Leaderboard) -> str:
         name = f"{md_escape(r.method)}{' (baseline)' if r.baseline else ''}"
         cells = [name, str(len(r.seeds))] + [_cell(board, r, k) for k in board.columns]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Values: mean ± std over seeds (ddof=1){'; Δ = mean difference vs ' + md_escape(b.method) if b else ''}. "
-              "↑ higher is better, ↓ lower is better. Built from MLflow finished runs whose config hash matches the suite."]
+    lines += ["", f"Values: mean ± 95% CI half-width ({md_escape(board.uncertainty_source())})"
+              f"{'; Δ = mean difference vs ' + md_escape(b.method) + ', * where its 95% CI excludes 0' if b else ''}. "
+              "↑ higher is better, ↓ lower is better, no arrow: descriptive statistic. "
+              "Built from MLflow finished runs whose config hash matches the suite."]
     if board.claims:
         lines += ["", "### Claims", "", "| claim | paper | assertion | verdict | evidence |", "|---|---|---|---|---|"]
         for v in board.claims:
@@ -218,12 +257,13 @@ def to_csv(board: Leaderboard) -> str:
     w = csv.writer(buf)
     head = ["method", "label", "baseline", "n_seeds", "seeds", "config_hash"]
     for k in board.columns:
-        head += [f"{k}_mean", f"{k}_std", f"{k}_delta"]
+        head += [f"{k}_mean", f"{k}_std", f"{k}_se", f"{k}_delta"]
     w.writerow([csv_safe(x) for x in head])
     for r in board.rows:
         line = [r.method, r.label, r.baseline, len(r.seeds), " ".join(map(str, r.seeds)), r.config_hash]
         for k in board.columns:
-            line += [r.mean(k), r.std(k), board.delta(r, k)]
+            e = r.estimate(k)
+            line += [r.mean(k), r.std(k), e.se if e else None, board.delta(r, k)]
         w.writerow(["" if x is None else csv_safe(x) for x in line])
     if board.claims:
         w.writerow([])
@@ -234,33 +274,18 @@ def to_csv(board: Leaderboard) -> str:
 
 
 def to_html(board: Leaderboard, figure_names: list[str] | None = None) -> str:
-    e = html.escape
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{e(board.suite.name)} leaderboard</title>",
-             "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
-             "table{border-collapse:collapse}.base{background:#eef}</style>",
-             f"<h2>Leaderboard: {e(board.suite.name)}</h2><table><tr><th>method</th><th>seeds</th>"]
-    parts += [f"<th>{e(_header(k, c))}</th>" for k, c in board.columns.items()]
-    parts.append("</tr>")
-    for r in board.rows:
-        parts.append(f"<tr class='{'base' if r.baseline else ''}'><td>{e(r.method)}</td><td>{len(r.seeds)}</td>")
-        parts += [f"<td>{e(_cell(board, r, k))}</td>" for k in board.columns]
-        parts.append("</tr>")
-    parts.append("</table><p>mean ± std over seeds; Δ vs the baseline row.</p>")
-    if board.claims:
-        parts.append("<h3>Claims</h3><table><tr><th>claim</th><th>paper</th><th>assertion</th><th>verdict</th><th>evidence</th></tr>")
-        for v in board.claims:
-            parts.append(f"<tr><td>{e(v.name)}</td><td>{e(v.paper)}</td><td><code>{e(v.assertion)}</code></td>"
-                         f"<td><b>{e(v.verdict)}</b></td><td>{e(v.detail)}</td></tr>")
-        parts.append("</table>")
-    for name in figure_names or []:
-        parts.append(f"<p><img src='{e(name)}' style='max-width:900px'></p>")
-    return "\n".join(parts)
+    """The self-contained HTML report (:mod:`bench.board_html`); ``figure_names`` is kept for
+    callers of the old signature (figures are embedded from ``board.figures``)."""
+    from bench.board_html import render
+
+    return render(board)
 
 
 def make_figures(board: Leaderboard, out_dir: Path) -> list[Path]:
     """Figures contributed by adapter classes: an optional classmethod
     ``leaderboard_figures(board, out_dir) -> list[Path]`` (called once per adapter class), and the
-    quality-vs-NFE plot of a suite with an NFE sweep (:mod:`bench.nfe_plot`)."""
+    quality-vs-NFE plot of a suite with an NFE sweep (:mod:`bench.nfe_plot`), the entropy curves
+    of :mod:`bench.board_figures` (PEFT Pareto plots come from the PEFT adapters' hook)."""
     figs: list[Path] = []
     seen = set()
     for m in board.suite.methods:
@@ -270,21 +295,24 @@ def make_figures(board: Leaderboard, out_dir: Path) -> list[Path]:
             continue
         seen.add(fn.__func__)
         figs += list(fn(board, out_dir) or [])
+    from bench.board_figures import suite_figures
     from bench.nfe_plot import quality_vs_nfe
 
-    return figs + quality_vs_nfe(board, out_dir)  # when a sample metric sweeps the NFE
+    return figs + quality_vs_nfe(board, out_dir) + suite_figures(board, out_dir)  # each when it has data
 
 
-def write(board: Leaderboard, out_dir: Path | None = None, formats=("md", "csv", "html")) -> dict[str, Path]:
-    """Write ``leaderboard.{md,csv,html}`` (and figures) to ``results/<suite>/``; return the paths."""
+def write(board: Leaderboard, out_dir: Path | None = None, formats=("md", "csv", "html", "json")) -> dict[str, Path]:
+    """Write ``leaderboard.{md,csv,html,json}`` (and figures) to ``results/<suite>/``; return the paths.
+    ``json``: :func:`bench.board_export.to_json` (lm-eval-style results)."""
     out_dir = out_dir or (results_dir() / board.suite.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     board.figures = make_figures(board, out_dir)
     paths = {}
     for fmt in formats:
         p = out_dir / f"leaderboard.{fmt}"
-        text = {"md": to_markdown, "csv": to_csv}.get(fmt, None)
-        content = text(board) if text else to_html(board, [f.name for f in board.figures])
+        from bench.board_export import to_json
+
+        content = {"md": to_markdown, "csv": to_csv, "json": to_json, "html": to_html}[fmt](board)
         p.write_text(content)
         paths[fmt] = p
     return paths

@@ -153,7 +153,7 @@ def test_provider_makes_each_input_once_at_the_largest_n(tmp_path):
     assert ("nfe", 2, 2) in logged and ("nfe", 3, 0) in logged
     recon = p.get(inputs.reconstructions(30), a)
     assert a.encoded == 60 and len(recon) == 30 and torch.equal(recon.images, p.get(inputs.reconstructions(60), a).images[:30])
-    assert a.encoded == 60 and sorted(f.name for f in (tmp_path / "art").iterdir()) == [
+    assert a.encoded == 60 and sorted(f.name for f in (tmp_path / "art" / "samples").iterdir()) == [
         "reconstructions.png", "samples.png", "samples_steps2.png"]
     with pytest.raises(MetricError, match="n_test"):
         p.get(inputs.real_test(65))

@@ -37,9 +37,10 @@ def test_each_verdict_where_it_should(test):
     assert evaluate_claim(claim("probe@10(vcq) > probe@10(vq)", test), TABLE).verdict == CONTRADICTED
     # overlapping intervals -> inconclusive
     assert evaluate_claim(claim("ar_loss(vcq) < ar_loss(vq)", test), TABLE).verdict == INCONCLUSIVE
-    # one seed -> inconclusive, whatever the means say
+    # one seed and no logged sampling error -> inconclusive, whatever the means say
     v = evaluate_claim(claim("gfid(one) < gfid(vq)", test), TABLE)
-    assert v.verdict == INCONCLUSIVE and "(n=1)" in v.detail and "too few seeds" in v.detail
+    assert v.verdict == INCONCLUSIVE and "(n=1)" in v.detail and "no sampling uncertainty" in v.detail
+    assert v.basis == "1 seed: sampling uncertainty only"
     # equivalence within tol: supported with a wide tol, inconclusive with a tiny one, contradicted when far apart
     assert evaluate_claim(claim("|rfid(vcq) - rfid(vq)| <= tol", test, tol=2.0), TABLE).verdict == SUPPORTED
     assert evaluate_claim(claim("|rfid(vcq) - rfid(vq)| <= tol", test, tol=0.01), TABLE).verdict == INCONCLUSIVE
@@ -74,9 +75,17 @@ def test_level_matters():
 
 
 def test_bootstrap_is_deterministic_and_allows_nonlinear():
+    import numpy as np
+
+    rng = np.random.default_rng(0)  # the bootstrap is used from BOOTSTRAP_MIN_SEEDS (30) seeds per method
+    many = [row("vq", rfid=list(5 + 0.2 * rng.standard_normal(30))),
+            row("vcq", rfid=list(5 + 0.2 * rng.standard_normal(30)))]
     c = claim("|rfid(vcq) - rfid(vq)| <= 0.2 * rfid(vq)", test="bootstrap")
-    a, b = evaluate_claim(c, TABLE), evaluate_claim(c, TABLE)
-    assert a.detail == b.detail and a.verdict == SUPPORTED
+    a, b = evaluate_claim(c, many), evaluate_claim(c, many)
+    assert a.detail == b.detail and a.verdict == SUPPORTED and "bootstrap (10000 resamples)" in a.detail
+    # 3 seeds: not calibrated; a non-linear expression has no Welch fallback -> inconclusive, saying why
+    v = evaluate_claim(c, TABLE)
+    assert v.verdict == INCONCLUSIVE and "not calibrated" in v.detail
 
 
 def test_evaluate_claims_on_suite_like_object():

@@ -161,11 +161,11 @@ def test_rfd_identity_zero_and_provenance(fmnist, tiny_default, tmp_path):
     ctx, logged = make_ctx(fmnist, tiny_default, tmp_path, [("rfd_fmnist", {"n": 300})])
     out = fd_fmnist.ReconstructionFD().compute(IdentityTokenizer(AdapterParams(), 0), ctx,
                                                fd_fmnist.FDParams(n=300))
-    assert set(out) == {"rfd_fmnist"} and abs(out["rfd_fmnist"]) < 1e-6
+    assert set(out) == {"rfd_fmnist", "rfd_fmnist_stderr"} and abs(out["rfd_fmnist"]) < 1e-6
     assert len(logged["rfd_fmnist.classifier_weights_sha256"]) == 64
     assert logged["rfd_fmnist.classifier_test_acc"] > 0.88 and logged["rfd_fmnist.n"] == 300
     assert logged["rfd_fmnist.extractor"] == "fmnist-cnn-v1"
-    assert (tmp_path / "art" / "reconstructions.png").exists()
+    assert (tmp_path / "art" / "samples" / "reconstructions.png").exists()
     cols = fd_fmnist.ReconstructionFD.columns(fd_fmnist.FDParams(n=300))
     assert cols["rfd_fmnist"].title == "rFD (fmnist-cnn-v1, n=300)" and not cols["rfd_fmnist"].higher_is_better
 
@@ -180,7 +180,7 @@ def test_gfd_real_samples_beat_noise_and_pool_is_shared(fmnist, tiny_default, tm
     n, labels, steps, seed = real.calls[0]
     assert (n, steps, seed) == (250, None, 3) and torch.equal(labels, torch.arange(250) % 10)
     assert len(inputs.provider(ctx).get(inputs.samples(100), real)) == 100 and len(real.calls) == 1  # prefix
-    assert (tmp_path / "art" / "samples.png").exists()
+    assert (tmp_path / "art" / "samples" / "samples.png").exists()
 
     ctx2, _ = make_ctx(fmnist, tiny_default, tmp_path, metrics)
     bad = fd_fmnist.GenerationFD().compute(Sampler(ctx2.dataset.train, noise=True), ctx2,

@@ -72,6 +72,7 @@ def make_ctx(fmnist, cache_root, tmp_path, metrics) -> tuple[CellContext, dict]:
         suite=SimpleNamespace(metrics=[MetricSpec(name=k, params=p) for k, p in metrics]),
         method=None, seed=0, budget={}, dataset=ds, cache=Cache(cache_root), artifact_dir=tmp_path,
         log_param=lambda k, v: logged.__setitem__(k, v), progress=False,
+        log_metric=lambda k, v, step=None: logged.__setitem__(f"metric:{k}", v),
     )
     return ctx, logged
 
@@ -140,12 +141,13 @@ def test_rfid_identity_is_zero_and_reference_is_cached(fmnist, cache_root, tmp_p
     params = metric.Params.model_validate({"n": 12})
     out = metric.compute(IdentityTokenizer(AdapterParams(), 0), ctx, params)
 
-    assert set(out) == {"rfid", "rkid"}
+    assert set(out) == {"rfid", "rkid"}  # no bootstrap stderr on 2048-d features (cost)
+    assert "metric:rkid_std" not in logged  # subset = the whole set (12 of 12): a 0 "spread" is not logged
     assert all(np.isfinite(v) for v in out.values())
     assert abs(out["rfid"]) < 1e-2  # FID(X, X) = 0 up to eigvals round-off, never NaN
     assert len(calls) == 2  # reference (real) + reconstructions
     assert len(inputs.provider(ctx).pooled(inputs.RECONSTRUCTIONS)) == 30  # once, for the largest n in the suite
-    assert (tmp_path / "reconstructions.png").stat().st_size > 0
+    assert (tmp_path / "samples" / "reconstructions.png").stat().st_size > 0
     assert logged["rfid.n"] == 12 and logged["rfid.weights_sha256"] == inception.WEIGHTS_SHA256
     assert logged["rfid.resize"] == inception.RESIZE_MODE and logged["rfid.extractor"] == inception.EXTRACTOR_ID
 
@@ -166,7 +168,7 @@ def test_gfid_pairs_balanced_samples_with_balanced_train(fmnist, cache_root, tmp
     assert torch.bincount(fake.labels, minlength=10).tolist() == [2] * 10
     assert torch.equal(real.images, ctx.dataset.train.class_balanced(20).images)
     assert len(inputs.provider(ctx).pooled(inputs.SAMPLES)) == 40  # sampled once for the largest n of the suite
-    assert (tmp_path / "samples.png").exists()
+    assert (tmp_path / "samples" / "samples.png").exists()
 
 
 def test_params_and_columns():

@@ -20,7 +20,7 @@ from adapters.peft.tasks import offline_env, task_manager
 DEFAULT_METRIC = {"multiple_choice": "acc", "generate_until": "exact_match", "loglikelihood": "acc"}
 
 
-def _pick(res: dict, metric: str | None) -> tuple[str, float, float]:
+def _pick(res: dict, metric: str | None) -> tuple[str, float, float | None]:
     """(key, value, stderr) of the requested or first accuracy-like metric in a task's results."""
     keys = [k for k in res if "," in k and not k.endswith("_stderr") and "_stderr," not in k]
     if metric:
@@ -33,7 +33,8 @@ def _pick(res: dict, metric: str | None) -> tuple[str, float, float]:
     name, filt = k.split(",", 1)
     se = res.get(f"{name}_stderr,{filt}")
     v = float(res[k])
-    se = float(se) if isinstance(se, (int, float)) and math.isfinite(float(se)) else 0.0
+    # lm-eval writes "N/A" where it has no stderr: missing, never 0
+    se = float(se) if isinstance(se, (int, float)) and math.isfinite(float(se)) else None
     return k, v, se
 
 
@@ -70,9 +71,10 @@ def lm_eval_accuracy(model, tokenizer, tasks: list[str], include_path: Path | No
     return res
 
 
-def pooled(per_task: dict[str, dict]) -> tuple[float, float]:
-    """Unweighted mean over tasks and its standard error sqrt(sum se²) / n_tasks."""
+def pooled(per_task: dict[str, dict]) -> tuple[float, float | None]:
+    """Unweighted mean over tasks and its standard error sqrt(sum se²) / n_tasks (None if a task has none)."""
     vals = [d["value"] for d in per_task.values()]
-    ses = [d["stderr"] for d in per_task.values()]
+    ses = [d.get("stderr") for d in per_task.values()]
     n = len(vals)
-    return sum(vals) / n, math.sqrt(sum(s * s for s in ses)) / n
+    se = None if any(s is None for s in ses) else math.sqrt(sum(s * s for s in ses)) / n
+    return sum(vals) / n, se

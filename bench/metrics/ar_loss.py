@@ -15,6 +15,9 @@ from bench.metrics.base import Column, Metric, MetricParams, check_finite
 from bench.registry import register_metric
 
 
+SE_NOTE = "stderr over test images"  # not tokens: an image's tokens are correlated, images are the i.i.d. items
+
+
 class ARLossParams(MetricParams):
     n: int | None = Field(None, gt=0, description="first n test images (None = all)")
 
@@ -29,8 +32,10 @@ class ARLoss(Metric):
     @classmethod
     def columns(cls, params):
         return {
-            "ar_loss": Column("AR loss (test)", False, "nats/token"),
-            "bits_per_image": Column("NLL (test)", False, "bits/image"),
+            "ar_loss": Column("AR loss (test)", False, "nats/token", group="likelihood", short="AR",
+                              uncertainty=SE_NOTE),
+            "bits_per_image": Column("NLL (test)", False, "bits/image", group="likelihood", short="NLL",
+                                     uncertainty=SE_NOTE),
         }
 
     def compute(self, adapter, ctx, params):
@@ -43,7 +48,11 @@ class ARLoss(Metric):
         for t, v in enumerate(per_pos.tolist()):
             ctx.log_metric("ar_loss_per_position", v, t)
         ctx.log_param("ar_loss.n", len(test))
-        return check_finite({
-            "ar_loss": float(nll.mean()),
-            "bits_per_image": float(res.per_sequence.mean() / math.log(2)),
-        }, "ar_loss")
+        n = nll.shape[0]
+        per_image = nll.double().mean(1)  # the image's mean over positions: ar_loss is their mean
+        bits = res.per_sequence.double() / math.log(2)
+        out = {"ar_loss": float(nll.mean()), "bits_per_image": float(bits.mean())}
+        if n > 1:  # standard error of a mean over n i.i.d. test images (ddof=1)
+            out["ar_loss_stderr"] = float(per_image.std() / math.sqrt(n))
+            out["bits_per_image_stderr"] = float(bits.std() / math.sqrt(n))
+        return check_finite(out, "ar_loss")

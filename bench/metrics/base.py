@@ -24,17 +24,56 @@ class MetricParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+SCORE, COST, DESCRIPTIVE = "score", "cost", "descriptive"
+GROUPS = ("quality", "likelihood", "representation", "cost", "descriptive")
+
+
 @dataclass(frozen=True)
 class Column:
-    """How one metric output appears on the leaderboard. ``higher_is_better`` gives ↑/↓."""
+    """How one metric output appears on the leaderboard.
+
+    ``higher_is_better``: True/False gives a score's ↑/↓; ``None`` makes it a *descriptive*
+    statistic (no better/worse: no arrow, never coloured, gated two-sided only).
+    ``kind``: ``score`` | ``cost`` (↓, with a unit) | ``descriptive`` (default: descriptive when
+    ``higher_is_better`` is None, else score). ``group``: one of :data:`GROUPS` (default: quality,
+    cost for costs, descriptive for descriptive statistics). ``short``: a few-letter id for narrow
+    tables (default: derived from the key). ``uncertainty``: how the logged ``<key>_stderr`` is
+    measured (empty: the metric logs none).
+    """
 
     title: str
-    higher_is_better: bool
+    higher_is_better: bool | None
     unit: str = ""
+    kind: str = ""
+    group: str = ""
+    short: str = ""
+    uncertainty: str = ""
+
+    def __post_init__(self):
+        kind = self.kind or (DESCRIPTIVE if self.higher_is_better is None else SCORE)
+        if kind == DESCRIPTIVE and self.higher_is_better is not None:
+            raise ValueError(f"column {self.title!r}: a descriptive statistic has no direction")
+        if kind == COST and self.higher_is_better is not False:
+            raise ValueError(f"column {self.title!r}: a cost is lower-is-better")
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "group", self.group or {COST: "cost", DESCRIPTIVE: "descriptive"}.get(kind, "quality"))
+        if self.group not in GROUPS:
+            raise ValueError(f"column {self.title!r}: group {self.group!r} not in {GROUPS}")
+
+    @property
+    def descriptive(self) -> bool:
+        return self.kind == DESCRIPTIVE
 
     @property
     def arrow(self) -> str:
+        if self.higher_is_better is None:
+            return ""
         return "↑" if self.higher_is_better else "↓"
+
+
+def stderr_key(key: str) -> str:
+    """Metric key of the within-cell sampling standard error of ``key`` (omitted when not measured)."""
+    return f"{key}_stderr"
 
 
 class Metric:

@@ -74,9 +74,10 @@ class PositionEntropy(Metric):
     @classmethod
     def columns(cls, params):
         return {
-            "cliff_position": Column(f"entropy cliff t (H_t<={params.eps} bits)", True),
-            "t_star": Column("predicted t*", True),
-            "entropy_first_token": Column("H_0", True, "bits"),
+            # descriptive statistics of the token distribution: neither higher nor lower is better
+            "cliff_position": Column(f"entropy cliff t (H_t<={params.eps} bits)", None, "position", short="cliff"),
+            "t_star": Column("predicted t*", None, "position", short="t*"),
+            "entropy_first_token": Column("H_0", None, "bits", short="H0"),
         }
 
     def compute(self, adapter, ctx, params):
@@ -108,5 +109,6 @@ class PositionEntropy(Metric):
         ax.set_title(f"{ctx.method.name} seed {ctx.seed}: per-position conditional entropy")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(ctx.artifact_dir / "entropy.png", dpi=100)
+        (ctx.artifact_dir / "plots").mkdir(parents=True, exist_ok=True)
+        fig.savefig(ctx.artifact_dir / "plots" / "entropy.png", dpi=100)
         plt.close(fig)

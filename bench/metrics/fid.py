@@ -15,6 +15,7 @@ sha256, the resize mode and n.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -96,7 +97,7 @@ class GenerationFID(_InceptionMetric):
     def columns(cls, params):
         cols = super().columns(params)
         if getattr(params, "reference", "train") == "adm":
-            cols = {k: Column(c.title.replace(")", ", vs ADM ref)"), c.higher_is_better) if "FID" in c.title
+            cols = {k: replace(c, title=c.title.replace(")", ", vs ADM ref)")) if "FID" in c.title
                     or "KID" in c.title else c for k, c in cols.items()}
         return cols
 

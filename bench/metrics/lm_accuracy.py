@@ -2,7 +2,8 @@
 
 Outputs ``accuracy`` (unweighted mean over the data set's tasks of each task's lm-eval metric:
 ``acc`` for multiple-choice, ``exact_match`` for generation unless the data set names another)
-and ``accuracy_stderr`` (sqrt(sum of the tasks' lm-eval standard errors²) / n_tasks). Per-task
+and ``accuracy_stderr`` (sqrt(sum of the tasks' lm-eval standard errors²) / n_tasks; omitted when a
+task's stderr is "N/A"). Per-task
 values are logged as ``acc_<task>`` metrics. See :mod:`adapters.peft.evaluate`.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ class LmAccuracy(Metric):
 
     @classmethod
     def columns(cls, params) -> dict[str, Column]:
-        return {"accuracy": Column("accuracy", True), "accuracy_stderr": Column("accuracy stderr", False)}
+        return {"accuracy": Column("accuracy", True, short="acc",
+                                   uncertainty="lm-eval stderr over questions")}
 
     def compute(self, adapter, ctx, params: LmAccuracyParams) -> dict[str, float]:
         from adapters.peft.evaluate import lm_eval_accuracy, pooled
@@ -56,4 +58,5 @@ class LmAccuracy(Metric):
             if d.get("n") is not None:
                 ctx.log_param(f"{key}_n", d["n"])
         acc, se = pooled(per)
-        return check_finite({"accuracy": acc, "accuracy_stderr": se}, "lm_accuracy")
+        # a task without a stderr (lm-eval's "N/A") leaves the pooled stderr missing, never 0
+        return check_finite({"accuracy": acc, **({"accuracy_stderr": se} if se is not None else {})}, "lm_accuracy")

@@ -13,14 +13,14 @@ from bench.metrics.base import Column, Metric, MetricParams, check_finite
 from bench.registry import register_metric
 
 COLUMNS = {
-    "trainable_params": Column("trainable params", False),
-    "adapter_layers": Column("adapter layers", False),
-    "adapter_bytes": Column("adapter size", False, "B"),
-    "s_per_step": Column("s/step", False, "s"),
-    "cpu_s_per_step": Column("CPU s/step", False, "s"),
-    "train_s": Column("train time", False, "s"),
-    "peak_mem_mb": Column("peak memory", False, "MiB"),
-    "train_flops": Column("train FLOPs", False),
+    "trainable_params": Column("trainable params", False, "params", kind="cost", short="params"),
+    "adapter_layers": Column("adapter layers", False, "layers", kind="cost", short="layers"),
+    "adapter_bytes": Column("adapter size", False, "B", kind="cost", short="size"),
+    "s_per_step": Column("s/step", False, "s", kind="cost", short="s/st"),
+    "cpu_s_per_step": Column("CPU s/step", False, "s", kind="cost", short="cpu/st"),
+    "train_s": Column("train time", False, "s", kind="cost", short="train"),
+    "peak_mem_mb": Column("peak memory", False, "MiB", kind="cost", short="mem"),
+    "train_flops": Column("train FLOPs", False, "FLOP", kind="cost", short="FLOPs"),
 }
 
 

@@ -44,6 +44,11 @@ def probe_accuracy(train_x, train_y, test_x, test_y, C: float, max_iter: int, se
     return float((clf.predict(test_x) == test_y).mean())
 
 
+def binomial_stderr(p: float, n: int) -> float:
+    """Standard error sqrt(p (1 - p) / n) of an accuracy p in [0, 1] over n independent test items."""
+    return float(np.sqrt(p * (1.0 - p) / n))
+
+
 def _features(adapter, tokens: torch.Tensor, k: int, kind: str, sizes: list[int]):
     if kind == "codes":
         if not callable(getattr(adapter, "code_vectors", None)):
@@ -70,7 +75,10 @@ class LinearProbe(Metric):
     @classmethod
     def columns(cls, params):
         # probe@k = the first k tokens of the sequence the AR model sees (Prologue: its prologue tokens first)
-        return {probe_key(k): Column(f"probe@{k} top-1 (first {k} tokens of the AR sequence)", True) for k in params.ks}
+        return {probe_key(k): Column(f"probe@{k} top-1 (first {k} tokens of the AR sequence)", True,
+                                     group="representation", short=f"P@{k}",
+                                     uncertainty="binomial stderr over test images")
+                for k in params.ks}
 
     def compute(self, adapter, ctx, params):
         train = ctx.dataset.train.head(params.n_train)
@@ -80,10 +88,12 @@ class LinearProbe(Metric):
         out = {}
         for k in params.ks:
             kk = length if k == "all" else min(int(k), length)
-            out[probe_key(k)] = probe_accuracy(
+            acc = out[probe_key(k)] = probe_accuracy(
                 _features(adapter, tr_tok, kk, params.features, sizes), train.labels.numpy(),
                 _features(adapter, te_tok, kk, params.features, sizes), test.labels.numpy(),
                 params.C, params.max_iter, ctx.seed)
+            # the probe is fixed once fit; the test images are the sampled items (binomial stderr)
+            out[probe_key(k) + "_stderr"] = binomial_stderr(acc, len(test))
         ctx.log_param("probe.features", params.features)
         ctx.log_param("probe.n_train", len(train))
         return check_finite(out, "probe")

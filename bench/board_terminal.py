@@ -1,0 +1,162 @@
+"""The leaderboard in a terminal: a ``rich`` table that fits the console width (default 120).
+
+One line per method; short column ids (``Column.short``, else the key) with a legend below
+(full title with its instrument and n, unit, what the ± measures); each cell is
+``mean ±h`` (h = 95 % CI half-width, :mod:`bench.stats`) and, for a non-baseline row, ``Δ`` vs the
+baseline, coloured green (better) / red (worse) only where its 95 % CI excludes 0 and only for
+scores and costs (descriptive statistics are never coloured). Columns that do not fit are listed
+under the table (``wide`` prints every column, ``columns`` selects). The claims follow as a
+compact list with their verdicts.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Iterable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bench.metrics.base import COST, DESCRIPTIVE, GROUPS
+from bench.suite import Suite  # noqa: F401 - for type readers
+
+VERDICT_STYLE = {"supported": "bold green", "contradicted": "bold red", "inconclusive": "yellow"}
+KIND_ORDER = {"score": 0, COST: 1, DESCRIPTIVE: 2}
+
+
+def num(x: float | None, digits: int = 4) -> str:
+    """Compact number: ``digits`` significant figures, scientific outside [1e-3, 1e5)."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.{max(1, digits - 2)}e}"
+    return f"{x:.{digits}g}"
+
+
+def short_id(key: str, col) -> str:
+    return col.short or key
+
+
+def header(key: str, col) -> str:
+    return short_id(key, col) + (col.arrow or "")
+
+
+def cell(board, row, key: str) -> Text:
+    """``mean ±h Δd`` as rich Text; Δ coloured only where significant (scores and costs)."""
+    from bench.leaderboard import half_width
+
+    e = row.estimate(key)
+    if e is None:
+        return Text("—", style="dim")
+    hw = half_width(e)
+    t = Text(num(e.mean) + (f"±{num(hw, 2)}" if hw is not None else ""))
+    d = board.delta(row, key)
+    if d is not None:
+        col = board.columns[key]
+        style = "dim"
+        if board.significant(row, key):
+            better = (d > 0) == bool(col.higher_is_better)
+            style = "green" if better else "red"
+        t.append(f" Δ{'+' if d >= 0 else ''}{num(d, 2)}{'*' if board.significant(row, key) else ''}", style=style)
+    return t
+
+
+def ordered_keys(board) -> list[str]:
+    """Columns by group (quality, likelihood, representation, cost, descriptive), suite order within."""
+    keys = list(board.columns)
+    return sorted(keys, key=lambda k: (GROUPS.index(board.columns[k].group), keys.index(k)))
+
+
+def _width(texts: Iterable[str]) -> int:
+    return max((len(t) for t in texts), default=1)
+
+
+def select_columns(board, width: int = 120, wide: bool = False, columns: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(shown keys, hidden keys): ``columns`` if given (unknown ids raise ValueError), everything
+    with ``wide``, else greedily by group order while the table stays within ``width``."""
+    keys = ordered_keys(board)
+    if columns:
+        by_id = {short_id(k, board.columns[k]): k for k in keys} | {k: k for k in keys}
+        bad = [c for c in columns if c not in by_id]
+        if bad:
+            raise ValueError(f"--columns: unknown column(s) {bad}; known: {[short_id(k, board.columns[k]) for k in keys]}")
+        shown = [by_id[c] for c in columns]
+        return shown, [k for k in keys if k not in shown]
+    if wide:
+        return keys, []
+    used = _width([r.method + (" (b)" if r.baseline else "") for r in board.rows] + ["method"]) + 3 + 5  # + seeds
+    shown, hidden = [], []
+    for k in keys:
+        w = _width([header(k, board.columns[k])] + [cell(board, r, k).plain for r in board.rows]) + 3
+        if used + w <= width - 1 and not hidden:
+            shown.append(k)
+            used += w
+        else:
+            hidden.append(k)
+    return shown, hidden
+
+
+def table(board, shown: list[str]) -> Table:
+    t = Table(title=f"{board.suite.name} leaderboard", title_justify="left", header_style="bold",
+              pad_edge=False, expand=False, show_lines=False)
+    t.add_column("method", no_wrap=True, overflow="ellipsis", max_width=24)
+    t.add_column("n", justify="right", no_wrap=True)
+    for k in shown:
+        t.add_column(header(k, board.columns[k]), justify="right", no_wrap=True)
+    for r in board.rows:
+        name = Text(r.method + (" (b)" if r.baseline else ""), style="bold" if r.baseline else "")
+        t.add_row(name, str(len(r.seeds)), *[cell(board, r, k) for k in shown])
+    return t
+
+
+def legend_lines(board, shown: list[str], hidden: list[str]) -> list[Text]:
+    lines = []
+    for k in shown:
+        c = board.columns[k]
+        ns = sorted({len(r.per_seed.get(k) or []) for r in board.rows} - {0})
+        bits = [c.title + (f" [{c.unit}]" if c.unit else ""), c.group + (f" ({c.kind})" if c.kind not in ("score", c.group) else ""),
+                f"{'/'.join(map(str, ns)) or '0'} seed(s)", c.uncertainty and f"± {c.uncertainty}"]
+        lines.append(Text.assemble((f"  {header(k, c)}", "bold"), ": " + " · ".join(b for b in bits if b)))
+    src = board.uncertainty_source()
+    b = board.baseline
+    lines.append(Text(f"  ± = 95% CI half-width ({src}); Δ vs baseline {b.method if b else '(none)'}"
+                      " (b), * = its 95% CI excludes 0; no arrow = descriptive, never coloured", style="dim"))
+    if hidden:
+        ids = ", ".join(short_id(k, board.columns[k]) for k in hidden)
+        lines.append(Text(f"  {len(hidden)} more column(s): {ids} (--wide shows all, --columns a,b selects)", style="dim"))
+    return lines
+
+
+def claim_lines(board) -> list[Text]:
+    out = []
+    for v in board.claims:
+        parts = [p for p in v.parts if "ci" in p]
+        ev = "; ".join(f"{num(p.get('estimate'), 3)} [{num(p['ci'][0], 3)}, {num(p['ci'][1], 3)}]" for p in parts)
+        if not parts:
+            ev = v.parts[0]["detail"].split("; ")[-1] if v.parts else v.detail
+        out.append(Text.assemble((f"  {v.verdict.upper():<13}", VERDICT_STYLE.get(v.verdict, "")),
+                                 (v.name, "bold"), f": {v.assertion} — {v.basis or ''}{'; ' if v.basis else ''}{ev}"))
+    return out
+
+
+def render(board, width: int = 120, wide: bool = False, columns: list[str] | None = None,
+           console: Console | None = None) -> Console:
+    """Print the board to ``console`` (default: a new one of ``width`` columns); returns the console."""
+    console = console or Console(width=width)
+    shown, hidden = select_columns(board, console.width, wide, columns)
+    console.print(table(board, shown))
+    for line in legend_lines(board, shown, hidden):
+        console.print(line)
+    if board.claims:
+        console.print(Text("claims", style="bold"))
+        for line in claim_lines(board):
+            console.print(line)
+    return console
+
+
+def to_text(board, width: int = 120, wide: bool = False, columns: list[str] | None = None) -> str:
+    """The rendering as plain text (recorded from a ``width``-column console, no colour codes)."""
+    con = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    render(board, width, wide, columns, con)
+    return con.export_text()

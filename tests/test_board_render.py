@@ -1,0 +1,100 @@
+"""Terminal table (width), HTML report (escaping, self-containment), JSON export of a synthetic board."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from board_fixture import EVIL_LABEL, make_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("board")
+    return make_store(d, f"sqlite:///{d / 'mlflow.db'}")
+
+
+@pytest.fixture
+def board(store, results_dir):
+    from bench import leaderboard
+
+    return leaderboard.build(*store)
+
+
+def test_one_seed_board_has_sampling_ci_and_supported_claim(board):
+    rows = {r.method: r for r in board.rows}
+    e = rows["vcq"].estimate("bits_per_image")
+    assert e.source == "sampling error" and e.se == pytest.approx(0.2)
+    assert board.significant(rows["vcq"], "bits_per_image")  # -4 ± 1.96*0.28
+    assert not board.significant(rows["vcq"], "cliff_position")  # descriptive: never marked
+    verdicts = {v.name: v for v in board.claims}
+    assert verdicts["vcq lowers NLL"].verdict == "supported"
+    assert verdicts["vcq lowers NLL"].basis == "1 seed: sampling uncertainty only"
+    assert verdicts["probe tie"].verdict == "inconclusive"
+
+
+def test_terminal_table_fits_120_columns(board):
+    from rich.console import Console
+
+    from bench.board_terminal import render, select_columns
+
+    con = Console(width=120, record=True, color_system=None)
+    render(board, console=con)
+    text = con.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert "vcq" in text and "SUPPORTED" in text and "1 seed: sampling uncertainty only" in text
+    for r in board.rows:  # one line per method
+        assert sum(line.lstrip("│ ").startswith(r.method + " ") for line in text.splitlines()) == 1, r.method
+    assert "cliff↑" not in text and "H0↑" not in text  # descriptive: no arrow
+    shown, hidden = select_columns(board, 120)
+    assert shown and (hidden == [] or "more column(s)" in text)
+    wide, none_hidden = select_columns(board, 120, wide=True)
+    assert none_hidden == [] and len(wide) == len(board.columns)
+    assert select_columns(board, 120, columns=["NLL", "cliff"])[0] == ["bits_per_image", "cliff_position"]
+    with pytest.raises(ValueError, match="unknown column"):
+        select_columns(board, 120, columns=["nope"])
+
+
+def test_html_report_is_self_contained_and_escaped(board, tmp_path):
+    from bench.leaderboard import write
+
+    paths = write(board, tmp_path / "out")
+    page = paths["html"].read_text()
+    assert EVIL_LABEL not in page and "&lt;script&gt;alert(" in page
+    assert "<script>alert" not in page
+    assert not re.search(r"""src=["']?(https?:)?//""", page) and "<link" not in page  # nothing to fetch
+    assert page.count("data:image/png;base64,") >= 3 + 3 + 1  # samples, plots per method, suite figures
+    assert "entropy_curves.png" in page and "samples/samples_gfd_fmnist.png" in page
+    assert "abc123" in page and "toy cpu" in page  # provenance footer
+    for r in board.rows:
+        assert r.run_ids[0] in page  # run ids (no tracking server here)
+    assert (tmp_path / "out" / "entropy_curves.png").is_file()
+
+
+def test_json_export_schema(board, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.board_export import to_dict
+    from bench.cli import main
+
+    doc = to_dict(board)
+    assert doc["schema"] == "genbench.results/1" and doc["baseline"] == "vq"
+    vcq = doc["results"]["vcq"]
+    assert vcq["bits_per_image,none"] == 20.0 and vcq["bits_per_image_stderr,none"] == pytest.approx(0.2)
+    assert vcq["cliff_position_stderr,none"] is None  # missing, never 0
+    assert vcq["metrics"]["bits_per_image"]["delta_significant"] is True
+    assert doc["metrics"]["cliff_position"]["higher_is_better"] is None
+    assert doc["metrics"]["cliff_position"]["kind"] == "descriptive"
+    assert doc["configs"]["vcq"]["config"] and doc["configs"]["vcq"]["run_ids"]
+    assert doc["versions"]["torch"] == "2.14.1" and doc["seeds"] == [0]
+    json.dumps(doc, allow_nan=False)
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["export", str(board.suite.source), "--output", str(out),
+                                  "--tracking-uri", board.tracker.uri])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["results"]["vq"]["alias"] == "vq"
+    r = CliRunner().invoke(main, ["export", str(board.suite.source), "--format", "csv", "--output",
+                                  str(tmp_path / "r.csv"), "--tracking-uri", board.tracker.uri])
+    assert r.exit_code == 0 and "'=" not in (tmp_path / "r.csv").read_text()[:0] and "vq" in (tmp_path / "r.csv").read_text()
+

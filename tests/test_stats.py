@@ -1,0 +1,202 @@
+"""Uncertainty that holds its nominal level: simulated nulls, known-variance toys, 1-seed claims.
+
+Every simulation is seeded and small (well under a few seconds each).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench import stats
+from bench.claims import CONTRADICTED, INCONCLUSIVE, ONE_SEED, SUPPORTED, evaluate_claim
+from bench.leaderboard import Row
+from bench.suite import ClaimSpec
+
+ALPHA, TOL = 0.05, 0.02  # a test may exceed its nominal 5 % false-positive rate by at most 2 points
+
+
+def claim(assertion: str, test: str = "welch"):
+    return ClaimSpec.model_validate({"name": "c", "paper": "toy", "assert": assertion, "test": test})
+
+
+def row(method: str, **metrics) -> Row:
+    n = max(len(v) for v in metrics.values())
+    return Row(method, method, False, "h", seeds=list(range(n)), per_seed={k: list(v) for k, v in metrics.items()})
+
+
+def _rejects(verdict: str) -> bool:
+    return verdict in (SUPPORTED, CONTRADICTED)
+
+
+def test_welch_3_vs_3_holds_its_level():
+    rng = np.random.default_rng(1)
+    reps = 1000
+    hits = sum(stats.welch_interval([(1.0, a), (-1.0, b)])[3] < ALPHA
+               for a, b in (rng.normal(size=(2, 3)) for _ in range(reps)))
+    assert hits / reps <= ALPHA + TOL
+
+
+def test_claim_welch_and_bootstrap_fallback_hold_their_level_at_3_seeds():
+    """The claim path as the leaderboard uses it, 3 vs 3 seeds, no difference: a verdict other than
+    inconclusive is a false positive. ``bootstrap`` falls back to Welch below 30 seeds."""
+    rng = np.random.default_rng(2)
+    reps = 600
+    for test in ("welch", "bootstrap"):
+        c = claim("m(a) < m(b)", test)
+        hits = 0
+        for _ in range(reps):
+            a, b = rng.normal(size=(2, 3))
+            hits += _rejects(evaluate_claim(c, [row("a", m=a), row("b", m=b)]).verdict)
+        assert hits / reps <= ALPHA + TOL, test
+
+
+def test_percentile_bootstrap_is_uncalibrated_at_3_seeds_and_calibrated_at_30():
+    """Why the claims refuse the bootstrap below BOOTSTRAP_MIN_SEEDS: measured, not assumed."""
+    rng = np.random.default_rng(3)
+
+    def fpr(n, reps):
+        hits = 0
+        for r in range(reps):
+            a, b = rng.normal(size=(2, n))
+            lo, hi, _ = stats.percentile_bootstrap([a, b], lambda m: m[0] - m[1], 0.95, seed=r, resamples=1000)
+            hits += lo > 0 or hi < 0
+        return hits / reps
+
+    assert fpr(3, 300) > 0.12  # ~20 % measured: the reason for the guard
+    assert fpr(stats.BOOTSTRAP_MIN_SEEDS, 400) <= ALPHA + 0.03  # 400 draws: binomial sd ~1.1 points
+
+
+def test_permutation_exact_level_and_resolution():
+    rng = np.random.default_rng(4)
+    reps = 1000
+    hits = sum(stats.permutation_p(*rng.normal(size=(2, 5)))[0] < ALPHA for _ in range(reps))
+    assert hits / reps <= ALPHA + TOL
+    p, count = stats.permutation_p([0.0, 0.1, 0.2], [5.0, 5.1, 5.2])
+    assert count == 20 and p == pytest.approx(0.1)  # 3 vs 3 cannot go below 2/20, however clear
+    p, count = stats.permutation_p(list(range(8)), [x + 100 for x in range(8)])
+    assert count == math.comb(16, 8) and p == pytest.approx(2 / count)
+
+
+def test_one_seed_sampling_claim_holds_its_level():
+    """One seed each, values drawn with a known within-cell se that the metric logs."""
+    rng = np.random.default_rng(5)
+    reps, se = 1500, 0.3
+    c = claim("m(a) < m(b)")
+    hits = 0
+    for _ in range(reps):
+        a, b = rng.normal(0, se, size=2)
+        v = evaluate_claim(c, [row("a", m=[a], m_stderr=[se]), row("b", m=[b], m_stderr=[se])])
+        hits += _rejects(v.verdict)
+    assert hits / reps <= ALPHA + TOL
+
+
+def test_one_seed_clear_difference_supported_null_inconclusive():
+    c = claim("m(a) < m(b)")
+    clear = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[2.0], m_stderr=[0.05])])
+    assert clear.verdict == SUPPORTED and clear.basis == ONE_SEED and ONE_SEED in clear.detail
+    null = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[1.02], m_stderr=[0.05])])
+    assert null.verdict == INCONCLUSIVE and null.basis == ONE_SEED
+    wrong = evaluate_claim(claim("m(b) < m(a)"), [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[2.0], m_stderr=[0.05])])
+    assert wrong.verdict == CONTRADICTED
+    # z interval of the difference: 1.0 ± 1.96 * sqrt(2) * 0.05
+    lo, hi = clear.parts[0]["ci"]
+    assert (hi - lo) / 2 == pytest.approx(1.959964 * math.sqrt(2) * 0.05, rel=1e-5)
+
+
+def test_estimate_known_variance_toy():
+    """Items with sd 2: the sampling se of a mean of n items is 2/sqrt(n); seeds add their spread."""
+    rng = np.random.default_rng(6)
+    n = 400
+    items = rng.normal(10, 2, size=n)
+    se = items.std(ddof=1) / math.sqrt(n)
+    assert se == pytest.approx(2 / math.sqrt(n), rel=0.1)
+    e1 = stats.estimate([items.mean()], [se])
+    assert e1.source == stats.SAMPLING and e1.se == pytest.approx(se)
+    lo, hi = e1.ci()
+    assert (hi - lo) / 2 == pytest.approx(1.959964 * se, rel=1e-5)
+    e2 = stats.estimate([1.0, 2.0, 3.0], [0.1, 0.1, 0.1])
+    assert e2.source == stats.BOTH and e2.se == pytest.approx(math.sqrt(1.0 / 3 + 0.01))
+    e3 = stats.estimate([1.0, 2.0, 3.0])
+    assert e3.source == stats.SEED_SPREAD and e3.se == pytest.approx(math.sqrt(1 / 3))
+    none = stats.estimate([1.0])
+    assert none.se is None and none.ci() is None and none.source is None  # missing, never 0
+
+
+def test_ar_loss_stderr_matches_the_spread_of_repeated_test_sets():
+    """ar_loss's stderr over test images vs the actual sd of ar_loss over independent test sets."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench.metrics.ar_loss import ARLoss, ARLossParams
+
+    rng = np.random.default_rng(7)
+
+    class Adapter:
+        registry_name = "toy"
+
+        def nll(self, images, labels):
+            per = torch.from_numpy(rng.gamma(2.0, 1.0, size=(len(images), 6)))  # nats, sd sqrt(2)/position
+            return SimpleNamespace(per_position=per, per_sequence=per.sum(1))
+
+    def run():
+        ds = SimpleNamespace(test=SimpleNamespace(head=lambda n: _Split(300)))
+        ctx = SimpleNamespace(dataset=ds, log_metric=lambda *a: None, log_param=lambda *a: None)
+        return ARLoss().compute(Adapter(), ctx, ARLossParams())
+
+    outs = [run() for _ in range(60)]
+    empirical = np.std([o["ar_loss"] for o in outs], ddof=1)
+    reported = np.mean([o["ar_loss_stderr"] for o in outs])
+    assert reported == pytest.approx(math.sqrt(2 / 6 / 300), rel=0.1)  # var of a 6-position mean of gamma(2)
+    assert 0.7 < empirical / reported < 1.3
+
+
+class _Split:
+    def __init__(self, n):
+        import torch
+
+        self.images, self.labels = torch.zeros(n, 1, 2, 2), torch.zeros(n)
+
+    def __len__(self):
+        return len(self.images)
+
+
+def test_fd_bootstrap_stderr_matches_redraws():
+    """The bootstrap se of FD vs the sd of FD over independent draws of both image sets (8-d Gaussians)."""
+    from bench.metrics.frechet import frechet_bootstrap_stderr, frechet_distance
+
+    rng = np.random.default_rng(8)
+    draw = lambda: (rng.normal(0, 1, (300, 8)), rng.normal(0.3, 1.2, (300, 8)))  # noqa: E731
+    fds = [frechet_distance(*draw()) for _ in range(30)]
+    ses = [frechet_bootstrap_stderr(*draw(), resamples=50, seed=i) for i in range(3)]
+    assert 0.6 < np.mean(ses) / np.std(fds, ddof=1) < 1.7
+    a, b = draw()
+    assert frechet_bootstrap_stderr(a, b, 50, seed=3) == frechet_bootstrap_stderr(a, b, 50, seed=3)  # seeded
+    assert frechet_bootstrap_stderr(a, b, 0, seed=3) is None
+
+
+def test_binomial_stderr_and_lm_eval_na_is_missing():
+    from adapters.peft.evaluate import _pick, pooled
+    from bench.metrics.probe import binomial_stderr
+
+    assert binomial_stderr(0.8, 100) == pytest.approx(0.04)
+    key, v, se = _pick({"acc,none": 0.5, "acc_stderr,none": "N/A"}, None)
+    assert v == 0.5 and se is None
+    assert pooled({"a": {"value": 0.5, "stderr": None}, "b": {"value": 0.7, "stderr": 0.1}}) == (0.6, None)
+    assert pooled({"a": {"value": 0.5, "stderr": 0.1}, "b": {"value": 0.7, "stderr": 0.1}})[1] == pytest.approx(
+        math.sqrt(0.02) / 2)
+
+
+def test_descriptive_columns_have_no_arrow_and_gate_two_sided():
+    from bench.compare import CHANGED, OK, judge
+    from bench.metrics.base import Column
+    from bench.metrics.entropy import EntropyParams, PositionEntropy
+
+    cols = PositionEntropy.columns(EntropyParams())
+    assert all(c.descriptive and c.arrow == "" and c.group == "descriptive" for c in cols.values())
+    with pytest.raises(ValueError):
+        Column("x", True, kind="descriptive")
+    assert judge(3.0, 4.0, "none", 0.5) == CHANGED and judge(3.0, 2.0, "none", 0.5) == CHANGED
+    assert judge(3.0, 3.2, "none", 0.5) == OK
