@@ -44,7 +44,7 @@ ci-gate: install
 ci-baseline: install
 	$(CI_NUMERICS) $(PY) -m bench.cli gate $(CI_SUITE) --baseline $(CI_BASELINE) --write-baseline --no-progress
 
-# Re-measure the gate's paired noise (~20 min on 2 cores): the suite under three float settings,
+# Re-measure the gate's paired noise (three gate runs; slow: the generic SSE float64 kernels): the suite under three float settings,
 # then results/baselines/$(CI_SUITE).noise.json and a baseline from the reference run.
 ci-noise: install
 	CI_NUMERICS="$(CI_NUMERICS)" bash scripts/gate_noise.sh $(CI_SUITE)
