@@ -121,7 +121,7 @@ def board_loss_curves(board, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     drawn = 0
     for r in rows:
-        curves = []
+        curves, xs = [], None
         for rid in r.run_ids:
             try:
                 h = client.get_metric_history(rid, "train_loss")
@@ -130,18 +130,19 @@ def board_loss_curves(board, out_dir: Path) -> list[Path]:
             if h:
                 d = {m.step: m.value for m in h}
                 curves.append([d[s] for s in sorted(d)])
+                xs = xs if xs is not None and len(xs) <= len(d) else sorted(d)
         if not curves:
             continue
         n = min(len(c) for c in curves)
         mean = np.mean([c[:n] for c in curves], axis=0)
         k = max(1, n // 50)
         smooth = np.convolve(mean, np.ones(k) / k, mode="valid")
-        ax.plot(np.arange(len(smooth)) + k, smooth, lw=1.0, label=f"{r.label} ({len(curves)} seeds)")
+        ax.plot(np.asarray(xs[:n])[k - 1:], smooth, lw=1.0, label=f"{r.label} ({len(curves)} seeds)")
         drawn += 1
     if not drawn:
         plt.close(fig)
         return []
-    ax.set_xlabel("step (logged points)")
+    ax.set_xlabel("optimiser step")
     ax.set_ylabel("train loss, nats/byte (running mean)")
     ax.set_title(f"{board.suite.name}: training loss of every arm", fontsize=9)
     ax.legend(fontsize=7)
