@@ -129,3 +129,72 @@ def test_seedprint_null_p_values_look_uniform():
     assert np.mean(np.array(ps) < 0.01) < 0.06
     # a far-from-uniform set is rejected by the same check (the test can fail)
     assert ks_uniform([p / 10 for p in ps]) < 0.001
+
+
+def test_scaled_suite_fails_fast_in_validate_naming_the_variable(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    monkeypatch.delenv("LLM_INTERNALS_MODEL_DIR", raising=False)
+    res = CliRunner().invoke(main, ["validate", "llm_internals_scaled"])
+    assert res.exit_code == 2, res.output
+    assert "LLM_INTERNALS_MODEL_DIR" in res.output and "methods[0].params" in res.output
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setenv("LLM_INTERNALS_MODEL_DIR", str(tmp_path))
+    res = CliRunner().invoke(main, ["validate", "llm_internals_scaled"])
+    assert res.exit_code == 2 and "tokenizer.json" in res.output and "*.safetensors" in res.output, res.output
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    res = CliRunner().invoke(main, ["validate", "llm_internals_scaled"])
+    assert res.exit_code == 0, res.output
+
+
+def test_tiny_suite_validates_and_hash_ignores_model_dir(monkeypatch, tmp_path):
+    from bench.plan import resolve
+
+    plan = resolve("llm_internals_tiny")
+    assert {c.adapter for c in plan.cells} == {"llama_baseline", "headwise_rmsnorm", "seedprint_matrix"}
+    # the two arms differ only by the head norm (same budget except lr, same arch)
+    cells = {c.method: c for c in plan.cells if c.seed == 0}
+    lo, hn = cells["llama_lr_lo"], cells["headnorm_lr_lo"]
+    assert lo.budget == hn.budget and lo.params["arch"] == hn.params["arch"] and "head_norm" in hn.params
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        for f in ("config.json", "tokenizer.json", "model.safetensors"):
+            (tmp_path / d / f).write_text("{}")
+    hashes = set()
+    for d in ("a", "b"):
+        monkeypatch.setenv("LLM_INTERNALS_MODEL_DIR", str(tmp_path / d))
+        hashes.add(next(c.config_hash for c in resolve("llm_internals_scaled").cells if c.method == "local_model"))
+    assert len(hashes) == 1
+
+
+@pytest.mark.slow
+def test_micro_suite_end_to_end(tracking_uri, cache, results_dir):
+    from bench import leaderboard
+    from bench.runner import run_suite
+    from bench.suite import load_suite
+    from bench.tracking import Tracker
+
+    from conftest import SUITES
+
+    suite = load_suite(SUITES / "llm_internals_micro.yaml")
+    outcomes, _ = run_suite(suite, tracking_uri=tracking_uri, cache=cache, progress=False)
+    assert [o.status for o in outcomes] == ["finished"] * 3, [o.error for o in outcomes]
+    tr = Tracker(tracking_uri)
+    board = leaderboard.build(suite, tr)
+    rows = {r.method: r for r in board.rows}
+    for key in ("sink_rate", "var_ratio", "dom_ratio", "eff_rank", "val_loss", "steps_to_target", "mask_alpha_k"):
+        assert rows["llama"].mean(key) is not None and rows["headnorm"].mean(key) is not None
+    assert rows["seedprint"].mean("sp_auc") is not None and rows["seedprint"].mean("sink_rate") is None
+    run = tr.client.get_run(rows["llama"].run_ids[0])
+    arts = {a.path for a in tr.client.list_artifacts(run.info.run_id, "plots")}
+    assert any("attention_" in a for a in arts) and any("loss_" in a for a in arts)
+    curve = tr.client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in curve] == [1, 2, 3, 4]
+    sp = tr.client.get_run(rows["seedprint"].run_ids[0])
+    assert any("pvalue_matrix" in a.path for a in tr.client.list_artifacts(sp.info.run_id, "plots"))
+    # the seedprint cell with seed 0 reuses the baseline cell's cached trained model of init seed 0
+    figs = leaderboard.make_figures(board, results_dir)
+    assert any(p.name == "loss_curves_all_arms.png" for p in figs)
