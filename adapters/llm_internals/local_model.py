@@ -4,8 +4,9 @@ Nothing is downloaded. The checkpoint directory (Hugging Face layout: ``config.j
 ``*.safetensors``, tokenizer files) comes from ``params.model_dir`` or, when that is null, the
 environment variable :data:`MODEL_DIR_ENV` (``LLM_INTERNALS_MODEL_DIR``). The check runs when the
 suite's params are validated, so ``bench validate`` already fails with one line naming the
-variable and the missing files; the path itself is not part of the cell's config hash (where the
-weights lie is not what they are; the config's sha256 is logged instead).
+variable and the missing files. With the variable (``model_dir: null``, the default) the path is
+not part of the cell's config hash (where the weights lie is not what they are; the config's sha256
+is logged instead); a path written into the suite is.
 
 The model is loaded with eager attention (``attn_dtype`` float32 or bfloat16) on ``$BENCH_DEVICE``
 / CUDA when available, frozen; the ``llm_internals`` metric then reports the sink, variance,
@@ -48,8 +49,8 @@ def model_dir(raw: str | None) -> Path:
 
 
 class LocalParams(AdapterParams):
-    model_dir: str | None = Field(None, description=f"checkpoint directory (null: ${MODEL_DIR_ENV}); not hashed",
-                                  exclude=True)
+    model_dir: str | None = Field(None, description=f"checkpoint directory (null: ${MODEL_DIR_ENV}, preferred: a "
+                                  "path written here becomes part of the cell's config hash)")
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
 
     @model_validator(mode="after")
