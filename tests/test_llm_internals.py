@@ -198,3 +198,12 @@ def test_micro_suite_end_to_end(tracking_uri, cache, results_dir):
     # the seedprint cell with seed 0 reuses the baseline cell's cached trained model of init seed 0
     figs = leaderboard.make_figures(board, results_dir)
     assert any(p.name == "loss_curves_all_arms.png" for p in figs)
+
+
+def test_seedprint_single_identity_dim_is_not_degenerate():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 8))
+    a[:, 3] -= 5.0  # the one dimension with the lowest mean in both models
+    b = a + 0.1 * rng.standard_normal(a.shape)
+    v = seedprint_test(a, b, k=1)
+    assert v.n_dims == 1 and v.tau > 0.8 and v.p < 0.01

@@ -10,7 +10,9 @@ The test, as in the official SeedPrints code (read for facts; Sec. 3 of arXiv:25
 3. Identity dimensions: the bottom-k entries of the mean over samples (the most "unwilling"
    dimensions); ``coset`` intersects the base's and the target's bottom-k sets, ``base`` keeps the
    base's (:func:`identity_dims`).
-4. Row-wise softmax(H[:, idx] / 10) of both models' selected columns.
+4. Row-wise softmax(H[:, idx] / 10) of both models' selected columns (when k' = 1 the softmax is
+   the constant 1 and τ undefined, so the raw column is used: a degenerate case the official code,
+   with k = 400, never meets; here the coset of two bottom-16 sets often has 1-4 dimensions).
 5. Per-dimension Kendall τ_j (scipy) between base and target across the N samples; τ̄ = mean_j τ_j.
 6. Analytic null: sd(τ) = sqrt(2(2N+5) / (9N(N−1))), z = τ̄ / (sd / sqrt(k')); p from the normal
    tail (:func:`p_value`: ``greater`` = Φ̄(z), our default, uniform under H0 and directional;
@@ -103,7 +105,10 @@ def seedprint_test(h_base: np.ndarray, h_target: np.ndarray, k: int, mode: Liter
     idx = identity_dims(h_base, h_target, k, mode)
     if len(idx) == 0:
         return Verdict(0.0, 0.0, 1.0, 0)
-    a, b = _softmax_rows(h_base[:, idx], temp), _softmax_rows(h_target[:, idx], temp)
+    if len(idx) >= 2:
+        a, b = _softmax_rows(h_base[:, idx], temp), _softmax_rows(h_target[:, idx], temp)
+    else:  # softmax over one column is the constant 1: τ would be undefined, so use the raw values
+        a, b = h_base[:, idx].astype(np.float64), h_target[:, idx].astype(np.float64)
     taus = []
     for j in range(len(idx)):
         t = stats.kendalltau(a[:, j], b[:, j]).statistic
