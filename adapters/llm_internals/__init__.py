@@ -12,5 +12,6 @@ RMSNorm (arXiv:2605.06611), and SeedPrint initialisation fingerprints (arXiv:250
 * :mod:`.seedprint`         -- the fingerprint test, empirical nulls, CKA, weight cosine
 * :mod:`.seedprint_matrix`  -- adapter ``seedprint_matrix`` (a matrix of models in one cell)
 * :mod:`.metric_seedprint`  -- metric ``seedprint`` (p-value matrix, accuracy, AUC, TPR@1%FPR)
+* :mod:`.local_model`       -- adapter ``local_pretrained`` (a user's checkpoint, ``$LLM_INTERNALS_MODEL_DIR``)
 * :mod:`.plots`             -- figures
 """
