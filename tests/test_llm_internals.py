@@ -139,7 +139,7 @@ def test_scaled_suite_fails_fast_in_validate_naming_the_variable(monkeypatch, tm
     monkeypatch.delenv("LLM_INTERNALS_MODEL_DIR", raising=False)
     res = CliRunner().invoke(main, ["validate", "llm_internals_scaled"])
     assert res.exit_code == 2, res.output
-    assert "LLM_INTERNALS_MODEL_DIR" in res.output and "methods[0].params" in res.output
+    assert "LLM_INTERNALS_MODEL_DIR" in res.output and "methods[0] (local_model)" in res.output
     (tmp_path / "config.json").write_text("{}")
     monkeypatch.setenv("LLM_INTERNALS_MODEL_DIR", str(tmp_path))
     res = CliRunner().invoke(main, ["validate", "llm_internals_scaled"])

@@ -2,9 +2,9 @@
 
 Nothing is downloaded. The checkpoint directory (Hugging Face layout: ``config.json``,
 ``*.safetensors``, tokenizer files) comes from ``params.model_dir`` or, when that is null, the
-environment variable :data:`MODEL_DIR_ENV` (``LLM_INTERNALS_MODEL_DIR``). The check runs when the
-suite's params are validated, so ``bench validate`` already fails with one line naming the
-variable and the missing files. With the variable (``model_dir: null``, the default) the path is
+environment variable :data:`MODEL_DIR_ENV` (``LLM_INTERNALS_MODEL_DIR``). ``bench validate`` (the
+adapter's ``validate_environment`` hook) and ``bench run`` (``preflight``) fail with one line
+naming the variable and the missing files; planning (``bench plan``) needs no weights. With the variable (``model_dir: null``, the default) the path is
 not part of the cell's config hash (where the weights lie is not what they are; the config's sha256
 is logged instead); a path written into the suite is.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from bench.adapter import Adapter, AdapterParams
 from bench.errors import DatasetMissing
@@ -53,14 +53,6 @@ class LocalParams(AdapterParams):
                                   "path written here becomes part of the cell's config hash)")
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
 
-    @model_validator(mode="after")
-    def _present(self) -> "LocalParams":
-        try:
-            model_dir(self.model_dir)
-        except DatasetMissing as e:
-            raise ValueError(str(e)) from None
-        return self
-
 
 @register_adapter("local_pretrained")
 class LocalPretrained(Adapter):
@@ -73,6 +65,18 @@ class LocalPretrained(Adapter):
     init_model = None
     trained = None
     tokenizer = None
+
+    @classmethod
+    def validate_environment(cls, suite, method) -> None:
+        """``bench validate``: the checkpoint directory is there (:class:`DatasetMissing` otherwise)."""
+        model_dir(LocalParams.model_validate(method.params).model_dir)
+
+    @classmethod
+    def preflight(cls, suite) -> None:
+        """``bench run``: the same check before any run is created."""
+        for m in suite.methods:
+            if m.adapter == "local_pretrained":
+                cls.validate_environment(suite, m)
 
     def prepare(self, ctx) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
