@@ -112,7 +112,22 @@ def validate(suite, plugins):
     from bench.plan import resolve
 
     s = resolve(suite, plugins=plugins).suite
+    _check_environment(s)
     click.echo(f"{s.source}: ok ({len(s.methods)} methods, {len(s.metrics)} metrics, seeds {s.seeds})")
+
+
+def _check_environment(s) -> None:
+    """Opt-in adapter hook ``validate_environment(suite, method)``: user-provided weights/data present
+    (raises :class:`BenchError` naming the path or variable). Not part of planning, which needs no data."""
+    from bench import registry
+
+    for i, m in enumerate(s.methods):
+        check = getattr(registry.get(registry.ADAPTERS, "adapter", m.adapter), "validate_environment", None)
+        if check is not None:
+            try:
+                check(s, m)
+            except BenchError as e:
+                raise BenchError(f"{s.source}: methods[{i}] ({m.name}): {e}") from None
 
 
 @main.command("plan")
