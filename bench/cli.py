@@ -31,6 +31,28 @@ _plugin = click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
                        help="Import this module first: it registers external adapters/metrics (repeatable).")
 
 
+def _executor_options(f):
+    """``bench run``'s executor flags (bench.executors); each overrides the suite's ``executor:`` block."""
+    opts = [
+        click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default=None,
+                     help="Where cells run [default: suite executor.name, $BENCH_EXECUTOR, else local]."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="local: worker processes [default: one per GPU, else one per core, at most 8]; 1 = in-process."),
+        click.option("--address", default=None, help="ray: cluster address (e.g. ray://head:10001) [default: a local Ray]."),
+        click.option("--cpus-per-cell", type=float, default=None, help="ray/slurm: CPUs per cell [default: 1]."),
+        click.option("--gpus-per-cell", type=float, default=None, help="ray/slurm: GPUs per cell [default: 0]."),
+        click.option("--partition", default=None, help="slurm: partition."),
+        click.option("--time-min", type=click.IntRange(min=1), default=None, help="slurm: time limit per cell, minutes."),
+        click.option("--slurm-cluster", type=click.Choice(["slurm", "local", "debug"]), default=None,
+                     help="slurm: submitit cluster (local/debug run jobs on this machine, for tests)."),
+        click.option("--lease-timeout", type=float, default=None, envvar="BENCH_LEASE_TIMEOUT",
+                     help="Seconds without a heartbeat before a cell's lease is taken over [default: 300]."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -73,18 +95,21 @@ def main(results_dir):
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under results/).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @_plugin
-def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, plugins):
-    """Run SUITE's (method, seed) cells, then write and print its leaderboard."""
+@_executor_options
+def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, plugins, executor, lease_timeout,
+        **opts):
+    """Run SUITE's (method, seed) cells on an executor, then write and print its leaderboard."""
     from bench import leaderboard
-    from bench.plan import load
-    from bench.runner import run_suite
+    from bench.executors import ExecutorOptions
+    from bench.executors.driver import run_plan
+    from bench.plan import load, resolve
     from bench.tracking import Tracker
 
     s = load(suite, plugins)
     # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    outcomes, parent = run_suite(s, _methods(method, methods), _seeds(seed, seeds), force, tracking_uri,
-                                 progress=not no_progress)
+    outcomes, parent = run_plan(resolve(s, _methods(method, methods), _seeds(seed, seeds)), executor,
+                                ExecutorOptions(**opts), tracking_uri, force, not no_progress, lease_timeout)
     tracker = Tracker(tracking_uri)
     board = leaderboard.build(s, tracker)
     paths = leaderboard.write(board)
