@@ -265,6 +265,36 @@ def ui(port, tracking_uri):
     sys.exit(_serve(cmd, env))
 
 
+@main.command("server")
+@click.option("--port", default=5001, show_default=True, help="MLflow server port (127.0.0.1).")
+@click.option("--pg-port", default=5433, show_default=True, help="PostgreSQL port (127.0.0.1).")
+@click.option("--pg-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="PostgreSQL data directory [default: results/postgres].")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Artifact root the server serves [default: results/server-artifacts].")
+@click.option("--workers", default=2, show_default=True, help="MLflow server worker processes.")
+def server_cmd(port, pg_port, pg_dir, artifacts, workers):
+    """Serve an MLflow tracking server for many writers: PostgreSQL backend, file artifact root, 127.0.0.1.
+
+    Workers then run with `--tracking-uri http://127.0.0.1:PORT`. PostgreSQL is initialised on first
+    use and stopped when the server stops (Ctrl-C / SIGTERM).
+    """
+    from bench.context import results_dir
+    from bench.server import PostgresCluster, mlflow_server_cmd, server_env
+
+    root = results_dir()
+    pg = PostgresCluster((pg_dir or root / "postgres").absolute(), pg_port).start()
+    art = (artifacts or root / "server-artifacts").absolute()
+    art.mkdir(parents=True, exist_ok=True)
+    click.echo(f"PostgreSQL {pg.uri} (data {pg.datadir}); MLflow server at http://127.0.0.1:{port} "
+               f"(artifacts {art}); workers: --tracking-uri http://127.0.0.1:{port}; Ctrl-C to stop")
+    try:
+        rc = _serve(mlflow_server_cmd(pg.uri, art, port, workers), server_env())
+    finally:
+        pg.stop()
+    sys.exit(rc)
+
+
 def _serve(cmd: list[str], env: dict, grace_s: float = 10.0) -> int:
     """Run ``cmd`` (the MLflow server and its workers) in its own process group until it exits.
 

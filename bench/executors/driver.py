@@ -97,8 +97,6 @@ def run_plan(plan: Plan, executor: str | None = None, opts: ExecutorOptions = Ex
                 for i, s in state.items():
                     if s == "queued" and (plan.cells[i].config_hash, plan.cells[i].seed) in live:
                         state[i] = "running"
-                    elif s == "running" and (plan.cells[i].config_hash, plan.cells[i].seed) not in live:
-                        state[i] = "queued" if i not in outcomes else state[i]
                 for i in sorted(waiting):
                     spec = plan.cells[i]
                     runs = leases.cell_runs(tracker, exp, spec.config_hash, spec.seed)
