@@ -106,3 +106,33 @@ def test_stale_reason_of_old_run_without_tags(tracker, monkeypatch):
     run = tracker.client.get_run(r)
     assert leases.stale_reason(run) is None
     assert "no heartbeat" in leases.stale_reason(run, now=time.time() + 1000)
+
+
+@pytest.mark.slow
+def test_k_processes_claim_one_cell_at_once(tmp_path):
+    """K processes released together claim one cell on one sqlite store: exactly one wins."""
+    import json
+
+    from test_store_races import K, _spawn
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    t = Tracker(uri)
+    exp = t.experiment_id("lease")  # the store exists before the workers (as the driver does it)
+    results = _spawn(tmp_path, imports="import bench.leases", code=f"""
+        from bench import leases
+        from bench.tracking import TAG, Tracker
+        t = Tracker({uri!r})
+        tags = {{TAG + "kind": "cell", TAG + "config_hash": {H!r}, TAG + "seed": 0}}
+        c = leases.claim(t, {exp!r}, {H!r}, 0, f"w{{WORKER}}", tags)
+        if c.lease:
+            time.sleep(1.0)
+            c.lease.stop()
+            t.end(c.lease.run_id)
+        print(json.dumps({{"won": c.lease is not None, "held_by": c.holder.info.run_id if c.holder else None}}))
+    """)
+    assert [r["rc"] for r in results] == [0] * K, "\n".join(r["stderr"][-2000:] for r in results)
+    assert sum(r["won"] for r in results) == 1
+    assert not any("database is locked" in r["stderr"] for r in results)
+    runs = leases.cell_runs(t, exp, H, 0)
+    assert [r.info.status for r in runs].count("FINISHED") == 1
+    print(f"\n[figures] claim-race: {json.dumps({'processes': K, 'winners': 1, 'runs': len(runs)})}")

@@ -14,6 +14,7 @@ waited for: it ends when that run finishes, or is submitted again once its lease
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 
@@ -45,6 +46,8 @@ def run_plan(plan: Plan, executor: str | None = None, opts: ExecutorOptions = Ex
     (default ``$BENCH_LEASE_TIMEOUT`` or 300).
     """
     suite = plan.suite
+    if lease_timeout_s is not None:  # the driver judges leases too (waiting cells, the progress table)
+        os.environ["BENCH_LEASE_TIMEOUT"] = str(lease_timeout_s)
     dataset = preflight(plan.cells[0])
     for spec in {c.adapter: c for c in plan.cells[1:]}.values():
         preflight(spec, dataset)
