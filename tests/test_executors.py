@@ -67,7 +67,10 @@ def _race(tmp: Path, uri: str, label: str) -> None:
     lost = sum(r.data.tags.get("bench.lease.lost") == "true" for r in runs)
     _report(f"race-{label}", workers="4 (driver A) + 1 (driver B)", cells=N_CELLS, finished_cells=len(fin),
             duplicate_finished=sum(v - 1 for v in fin.values()), lock_errors=locked, runs=dict(status),
-            lost_race_claims=lost, seconds=round(time.monotonic() - t0, 1))
+            lost_race_claims=lost, seconds=round(time.monotonic() - t0, 1),
+            cells_run={n: v.count(": running (config") for n, v in logs.items()},
+            found_leased={n: v.count("leased by run") for n, v in logs.items()},
+            found_finished={n: v.count("-> skipped") - v.count("leased by run") for n, v in logs.items()})
     assert locked == 0
     assert len(fin) == N_CELLS and set(fin.values()) == {1}  # every cell finished exactly once
     assert status["RUNNING"] == 0

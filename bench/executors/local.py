@@ -135,7 +135,8 @@ class PoolExecutor:
         return task.index
 
     def _dispatch(self) -> None:
-        for slot in range(self.workers):
+        alive = [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
+        for slot in alive + [i for i in range(self.workers) if i not in alive]:  # warm workers first
             if not self.queue:
                 return
             if self.busy[slot] is not None:
