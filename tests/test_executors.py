@@ -270,3 +270,31 @@ def test_slurm_executor_through_submitit_local(tmp_path, toy_plugin, results_dir
     run_plan(plan, "local", ExecutorOptions(workers=1), local_uri, progress=False)
     assert _metrics(uri) == _metrics(local_uri) and len(_metrics(uri)) == 1
     assert list((tmp_path / "jobs").glob("*_result.pkl"))  # it went through submitit's job files
+
+
+def test_driver_waits_for_a_foreign_lease_then_takes_it_over(tmp_path, toy_plugin, results_dir, monkeypatch):
+    """A cell leased by a worker on another host: the driver waits; once the heartbeat is older than
+    the lease timeout it takes the cell over (the foreign run ends FAILED with the reason) and runs it."""
+    from bench import leases
+    from bench.executors import ExecutorOptions
+    from bench.executors.driver import run_plan
+    from bench.plan import resolve
+
+    monkeypatch.setenv("BENCH_LEASE_TIMEOUT", "4")  # restored after the test (run_plan sets it for the run)
+    plan = resolve(str(SUITE), ["a"], [0])
+    spec = plan.cells[0]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    t = Tracker(uri)
+    exp = t.experiment_id("exec_toy")
+    foreign = t.start(exp, "a-s0", {f"{TAG}kind": "cell", f"{TAG}config_hash": spec.config_hash, f"{TAG}seed": 0,
+                                    f"{TAG}method": "a", f"{TAG}host": "node-elsewhere", f"{TAG}pid": 4242,
+                                    leases.STATE: leases.HELD, leases.HEARTBEAT: f"{time.time():.3f}"})
+    t0 = time.monotonic()
+    out, _ = run_plan(plan, "local", ExecutorOptions(workers=1), uri, progress=False, lease_timeout_s=4,
+                      check_s=0.5)
+    waited = time.monotonic() - t0
+    assert [o.status for o in out] == ["finished"] and out[0].run_id != foreign
+    old = t.client.get_run(foreign)
+    assert old.info.status == "FAILED" and "no heartbeat for" in old.data.tags[f"{TAG}error"]
+    assert "node-elsewhere" in old.data.tags[f"{TAG}error"]
+    assert waited >= 3  # it did wait for the lease to expire
