@@ -52,10 +52,13 @@ def _report(name: str, **figures) -> None:
 
 
 def _race(tmp: Path, uri: str, label: str) -> None:
-    """Driver A with 4 workers and driver B (in-process, 1 worker) race over the same 6 cells."""
+    """Driver A with 4 pool workers and driver B with 2 race over the same 6 cells (~5 s each, so that
+    workers of both drivers arrive while cells are held: both pools start their workers at once)."""
+    suite = tmp / "exec_toy.yaml"
+    suite.write_text(SUITE.read_text().replace("sleep_s: 0.05", "sleep_s: 0.25"))
     t0 = time.monotonic()
-    a = _driver(tmp, "A", uri, str(SUITE), "--workers", "4")
-    b = _driver(tmp, "B", uri, str(SUITE), "--workers", "1")
+    a = _driver(tmp, "A", uri, str(suite), "--workers", "4")
+    b = _driver(tmp, "B", uri, str(suite), "--workers", "2")
     rc = [p.wait(timeout=900) for p in (a, b)]
     logs = {n: (tmp / f"{n}.log").read_text() for n in "AB"}
     assert rc == [0, 0], "\n".join(v[-4000:] for v in logs.values())
@@ -65,7 +68,7 @@ def _race(tmp: Path, uri: str, label: str) -> None:
                   if r.info.status == "FINISHED")
     status = Counter(r.info.status for r in runs)
     lost = sum(r.data.tags.get("bench.lease.lost") == "true" for r in runs)
-    _report(f"race-{label}", workers="4 (driver A) + 1 (driver B)", cells=N_CELLS, finished_cells=len(fin),
+    _report(f"race-{label}", workers="4 (driver A) + 2 (driver B)", cells=N_CELLS, finished_cells=len(fin),
             duplicate_finished=sum(v - 1 for v in fin.values()), lock_errors=locked, runs=dict(status),
             lost_race_claims=lost, seconds=round(time.monotonic() - t0, 1),
             cells_run={n: v.count(": running (config") for n, v in logs.items()},
