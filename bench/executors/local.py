@@ -67,7 +67,11 @@ def worker_env(threads: int, gpu: str | None) -> dict[str, str]:
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     repo = str(Path(__file__).resolve().parents[2])  # the worker imports this checkout's bench
-    env["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    # and finds what the driver finds (plugin modules on the driver's sys.path), not the interpreter's own dirs
+    prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    extra = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(prefixes)]
+    paths = [repo] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + extra
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
 
 
