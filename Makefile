@@ -8,15 +8,17 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install bench test leaderboard ui clean-results
+.PHONY: install bench test leaderboard ui clean-results mlflow-server
 
 install: .venv/.installed
 
 .venv/.installed: scripts/install.sh constraints.txt requirements.txt pyproject.toml
 	bash scripts/install.sh
 
+# The local executor's worker pool (WORKERS=1: one cell after another in one process).
+WORKERS ?=
 bench: install
-	$(PY) -m bench.cli run $(SUITE) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS))
+	$(PY) -m bench.cli run $(SUITE) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS))
 
 test: install
 	$(PY) -m pytest
@@ -26,6 +28,10 @@ leaderboard: install
 
 ui: install
 	$(PY) -m bench.cli ui
+
+# A tracking server for many writers (README "Running on a cluster"): PostgreSQL + mlflow server on 127.0.0.1.
+mlflow-server: install
+	$(PY) -m bench.cli server
 
 # Regression gate (docs/ci-gate.md): run suites/$(CI_SUITE).yaml from fresh weights in its own store
 # (results/gate/$(CI_SUITE)/), compare with the committed baseline; exit 1 on a regression, 2 if refused.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from bench.cli_cluster import executor_options
 from bench.errors import BenchError
 
 
@@ -72,18 +73,21 @@ def main(results_dir):
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under results/).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @_plugin
-def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, plugins):
-    """Run SUITE's (method, seed) cells, then write and print its leaderboard."""
+@executor_options
+def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, plugins, executor, lease_timeout,
+        **opts):
+    """Run SUITE's (method, seed) cells on an executor, then write and print its leaderboard."""
     from bench import leaderboard
-    from bench.plan import load
-    from bench.runner import run_suite
+    from bench.executors import ExecutorOptions
+    from bench.executors.driver import run_plan
+    from bench.plan import load, resolve
     from bench.tracking import Tracker
 
     s = load(suite, plugins)
     # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    outcomes, parent = run_suite(s, _methods(method, methods), _seeds(seed, seeds), force, tracking_uri,
-                                 progress=not no_progress)
+    outcomes, parent = run_plan(resolve(s, _methods(method, methods), _seeds(seed, seeds)), executor,
+                                ExecutorOptions(**opts), tracking_uri, force, not no_progress, lease_timeout)
     tracker = Tracker(tracking_uri)
     board = leaderboard.build(s, tracker)
     paths = leaderboard.write(board)
@@ -382,9 +386,10 @@ def doctor_cmd(tracking_uri, cache_dir, fix):
         sys.exit(1)
 
 
+from bench.cli_cluster import COMMANDS as _CLUSTER_COMMANDS  # noqa: E402  (server)
 from bench.cli_gate import COMMANDS as _GATE_COMMANDS  # noqa: E402  (compare, baseline, gate, gate-noise)
 
-for _cmd in _GATE_COMMANDS:
+for _cmd in _GATE_COMMANDS + _CLUSTER_COMMANDS:
     main.add_command(_cmd)
 
 if __name__ == "__main__":

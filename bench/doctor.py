@@ -2,7 +2,8 @@
 
 * a *stale run*: a RUNNING suite or cell run whose process is gone: its tags ``bench.host`` name
   this machine and the process ``bench.pid`` is not alive (or is a later process that reused the
-  pid). Runs started on other machines, or before these tags existed, are reported, never changed.
+  pid), or it is a cell lease (:mod:`bench.leases`) whose heartbeat is older than the lease timeout.
+  Other runs started on other machines, or before these tags existed, are reported, never changed.
   The fix marks a stale run FAILED with tag ``bench.error`` = the reason.
 * a *corrupt cache entry*: a cached file whose bytes do not match the sha256 recorded when it was
   written (or, for an entry from before checksums, a ``.pt`` that does not load). The fix deletes it
@@ -70,7 +71,14 @@ def running_runs(tracker: Tracker) -> list[RunFinding]:
         if pid is None or host is None:
             finding.reason = "no bench.pid/bench.host tags (started by an older harness): cannot tell"
         elif host != here:
-            finding.reason = f"started on host {host} (pid {pid}): cannot tell from here"
+            from bench.leases import HEARTBEAT, stale_reason
+
+            why = stale_reason(r) if HEARTBEAT in tags else None  # a lease's heartbeat tells, from anywhere
+            if why is None and HEARTBEAT in tags:
+                continue  # its heartbeat is fresh: running
+            finding.reason = (f"stale: {why} (found by bench doctor)" if why
+                              else f"started on host {host} (pid {pid}): cannot tell from here")
+            finding.stale = why is not None
         elif pid_alive(int(pid), r.info.start_time):
             continue  # still running
         else:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench import HARNESS_VERSION, registry
+from bench import HARNESS_VERSION, leases, registry
 from bench.context import Cache, CellContext
 from bench.data import load_dataset
 from bench.errors import BenchError
@@ -34,7 +34,7 @@ from bench.tracking import TAG, Tracker, flatten
 class CellOutcome:
     method: str
     seed: int
-    status: str  # "finished", "skipped", "failed"
+    status: str  # "finished", "skipped", "failed", "leased" (another live worker holds the cell)
     run_id: str | None = None
     seconds: float = 0.0
     error: str | None = None
@@ -143,11 +143,6 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
     h, seed, name = spec.config_hash, spec.seed, spec.method
     if parent_run_id:
         _check_parent(tracker, exp, parent_run_id, spec.suite)
-    if skip_finished:
-        done = tracker.finished_cell(exp, h, seed)
-        if done is not None:
-            _say(f"[bench] {name} seed={seed}: finished run {done.info.run_id[:8]} (config {h}) -> skipped")
-            return CellOutcome(name, seed, "skipped", done.info.run_id)
     cls = registry.get(registry.ADAPTERS, "adapter", spec.adapter)
     tags = {
         f"{TAG}kind": "cell", f"{TAG}suite": spec.suite, f"{TAG}method": name,
@@ -157,7 +152,14 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
         **{f"{TAG}version.{k}": v for k, v in package_versions().items()},
         **{f"{TAG}numerics.{k}": v for k, v in numerics().items()}, f"{TAG}numerics.precision": spec.precision,
     }
-    run_id = tracker.start(exp, f"{name}-s{seed}", tags, parent_id=parent_run_id)
+    claim = leases.claim(tracker, exp, h, seed, f"{name}-s{seed}", tags, parent_run_id, skip_finished)
+    if claim.lease is None:  # finished already, or another worker holds the cell (bench.leases)
+        done = claim.finished
+        _say(f"[bench] {name} seed={seed}: " + (f"finished run {done.info.run_id[:8]} (config {h}) -> skipped"
+                                                if done else f"{claim.message} -> skipped"))
+        return CellOutcome(name, seed, "skipped" if done else "leased", (done or claim.holder).info.run_id
+                           if (done or claim.holder) else None, error=None if done else claim.message)
+    lease, run_id = claim.lease, claim.lease.run_id
     _say(f"[bench] {name} seed={seed}: running (config {h}, run {run_id[:8]})")
     artifact_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     t0 = time.time()
@@ -189,6 +191,7 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
                 _say(f"[bench]   {m.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items())
                      + f" ({time.time() - t1:.0f}s)")
     except KeyboardInterrupt:
+        lease.stop()
         tracker.client.set_tag(run_id, f"{TAG}error", "interrupted")
         tracker.end(run_id, "KILLED")
         raise
@@ -204,6 +207,10 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
                 tracker.client.log_artifact(run_id, str(f), artifact_path=str(f.parent.relative_to(artifact_dir)).strip(".") or None)
         shutil.rmtree(artifact_dir, ignore_errors=True)
     secs = time.time() - t0
+    lease.stop()
+    if not lease.held():  # taken over while it ran (heartbeat stalled past the lease timeout): not ours to end
+        _say(f"[bench] {name} seed={seed}: lease lost while running -> not marked {status}")
+        return CellOutcome(name, seed, "failed", run_id, secs, "lease lost: another worker took the cell over")
     if status == "FINISHED":
         tracker.log_metrics(run_id, {"cell_seconds": secs})
     tracker.end(run_id, status)

@@ -115,6 +115,18 @@ class GateSpec(_Strict):
     exclude: list[str] = Field(default_factory=list, description="metric keys not gated")
 
 
+class ExecutorSpec(_Strict):
+    """Where the suite's cells run by default (``bench run --executor`` and its flags win; bench.executors)."""
+
+    name: Literal["local", "ray", "slurm"] | None = Field(default=None, description="executor (default: local)")
+    workers: StrictInt | None = Field(default=None, gt=0, description="local: worker processes")
+    address: str | None = Field(default=None, description="ray: cluster address (default: a local Ray)")
+    cpus_per_cell: float | None = Field(default=None, gt=0, description="ray/slurm: CPUs per cell")
+    gpus_per_cell: float | None = Field(default=None, ge=0, description="ray/slurm: GPUs per cell")
+    partition: str | None = Field(default=None, description="slurm: partition")
+    time_min: StrictInt | None = Field(default=None, gt=0, description="slurm: time limit per cell, minutes")
+
+
 class Suite(_Strict):
     """A whole suite. Metric, adapter and budget keys are checked against the registries."""
 
@@ -135,6 +147,7 @@ class Suite(_Strict):
         "float round-off, which is what the regression gate needs (docs/ci-gate.md); part of the config hash "
         "when not float32")
     gate: GateSpec | None = None
+    executor: ExecutorSpec | None = None
     plugins: list[str] = Field(default_factory=list, description="modules imported before validation: they "
                                "register external adapters and metrics (see also --plugin, entry points)")
 

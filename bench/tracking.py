@@ -68,7 +68,8 @@ class Tracker:
             return exp.experiment_id
         if not create:
             return None
-        loc = f"{artifact_root(self.uri)}/{suite_name}"
+        # a tracking server (http) chooses the location itself: its served artifact root, shared by all workers
+        loc = None if self.uri.startswith(("http://", "https://")) else f"{artifact_root(self.uri)}/{suite_name}"
         try:
             return self.client.create_experiment(suite_name, artifact_location=loc)
         except MlflowException:
