@@ -270,3 +270,32 @@ class DiffusionAdapter(Adapter):
     @staticmethod
     def bits_per_dim(nats_per_image: torch.Tensor, n_tokens: int) -> torch.Tensor:
         return nats_per_image / (n_tokens * math.log(2))
+
+
+def data_problems(ds_spec: Any) -> list[str]:
+    """Missing data of a diffusion suite, for ``bench validate`` (file existence only, nothing loaded).
+
+    fmnist / fmnist_quantized: the four IDX files (``BENCH_FMNIST_DIR``); cifar10: the python batches
+    under ``CIFAR10_DIR`` (or ``dataset.root``).
+    """
+    from bench.errors import DatasetMissing
+
+    try:
+        if ds_spec.name in ("fmnist", "fmnist_quantized"):
+            from bench.data.fmnist import fmnist_dir
+
+            fmnist_dir(ds_spec.root)
+        elif ds_spec.name == "cifar10":
+            from bench.data.folders import CIFAR10_LAYOUT, _root
+
+            d = _root(ds_spec, "CIFAR10_DIR", CIFAR10_LAYOUT, "CIFAR-10") / "cifar-10-batches-py"
+            missing = [n for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if not (d / n).exists()]
+            if missing:
+                return [f"CIFAR-10: missing {', '.join(missing)} in {d}; set CIFAR10_DIR to the directory holding "
+                        f"cifar-10-batches-py/ (layout: {CIFAR10_LAYOUT})"]
+    except DatasetMissing as e:
+        return [str(e)]
+    return []
+
+
+DiffusionAdapter.data_problems = staticmethod(data_problems)  # read by bench.plan_checks (fail fast)
