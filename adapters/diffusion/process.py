@@ -99,8 +99,8 @@ def reverse_step(x_t: torch.Tensor, logits: torch.Tensor, t: float, s: float, sc
     a_s = 1.0 if s <= 0 else float(alpha(torch.tensor(s, dtype=torch.float64), schedule))
     p_unmask = 1.0 if s <= 0 else min(1.0, max(0.0, (a_s - a_t) / max(1 - a_t, 1e-12)))
     b, n, v = logits.shape
-    probs = torch.softmax(logits.float(), -1).reshape(b * n, v)
-    values = torch.multinomial(probs, 1, generator=generator).view(b, n)
+    cdf = torch.softmax(logits.float(), -1).cumsum(-1)  # inverse-CDF draw of one value per position
+    values = (torch.rand(b, n, 1, generator=generator) > cdf[..., :-1]).sum(-1)
     unmask = (x_t == mask_id) & (torch.rand(b, n, generator=generator) < p_unmask)
     return torch.where(unmask, values, x_t)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from adapters.diffusion import process
 from adapters.diffusion.common import SAMPLE_BATCH, tokens_of
 from adapters.diffusion.model import gaussian_kl
 from adapters.diffusion.vadd import VADDAdapter, inner_terms
@@ -33,9 +34,7 @@ class VAEAdapter(VADDAdapter):
         x_t, mask = self._all_masked(x0)
         m, ls = self.rec(x0, mask)
         z = m + ls.exp() * torch.randn(m.shape, generator=gen)
-        from adapters.diffusion.process import masked_nll
-
-        ce = masked_nll(self.den(x_t, y, z), x0, mask)
+        ce = process.masked_nll(self.den(x_t, y, z), x0, mask)
         kl = gaussian_kl(m, ls)
         return ce + kl_weight * kl, {"kl_nats": kl.mean(), "kl_weight": kl_weight}
 
@@ -46,8 +45,8 @@ class VAEAdapter(VADDAdapter):
         z = torch.randn(b, self.params.z_dim, generator=gen)
         count_nfe(b)
         logits = self.den(torch.full((b, self.n_tokens), self.mask_id, dtype=torch.long), y, z)
-        probs = torch.softmax(logits.float(), -1).reshape(b * self.n_tokens, -1)
-        return torch.multinomial(probs, 1, generator=gen).view(b, self.n_tokens)
+        return process.reverse_step(torch.full((b, self.n_tokens), self.mask_id, dtype=torch.long), logits, 1.0, 0.0,
+                                    self.params.schedule, self.mask_id, gen)  # s = 0: every position drawn
 
     def nelbo(self, x0, y, gen):
         return self.loss(x0, y, 1.0, gen)[0]

@@ -116,17 +116,14 @@ class JudgeAgreement(Metric):
         j = judge(params.judge)
         j.check(ctx)
         p = inp.provider(ctx)
-        out: dict[str, float] = {}
-        for s, split in [(None, p.get(inp.real_test(params.n)))] + _sample_sets(ctx, adapter, params):
-            acc = float((j.predict(split.images, params.batch_size) == split.labels).double().mean())
-            se = math.sqrt(max(acc * (1 - acc), 0.0) / len(split))
-            key = "judge_agree_real" if split is not None and s is None and not out else (
-                "judge_agree" if s is None else sweep_key("judge_agree", s))
-            out[key] = acc
-            if key != "judge_agree_real":
-                out[f"{key}_stderr"] = se
-                if s is not None:
-                    ctx.log_metric("judge_agree", acc, int(round(p.nfe(s))))
+        agree = lambda split: float((j.predict(split.images, params.batch_size) == split.labels).double().mean())  # noqa: E731
+        out: dict[str, float] = {"judge_agree_real": agree(p.get(inp.real_test(params.n)))}
+        for s, split in _sample_sets(ctx, adapter, params):
+            acc = agree(split)
+            key = "judge_agree" if s is None else sweep_key("judge_agree", s)
+            out[key], out[f"{key}_stderr"] = acc, math.sqrt(max(acc * (1 - acc), 0.0) / len(split))
+            if s is not None:
+                ctx.log_metric("judge_agree", acc, int(round(p.nfe(s))))
         for k, v in {**j.provenance(), "n": params.n}.items():
             ctx.log_param(f"judge_agreement.{k}", v)
         plot_run_sweep(ctx, out, "judge_agree", "judge class agreement ↑")
