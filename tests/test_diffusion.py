@@ -186,3 +186,11 @@ def test_suites_validate_and_cifar_fails_fast_without_data(tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = run("cifar10_diffusion")
     assert bad.returncode == 2 and "CIFAR10_DIR" in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_paired_iw_estimate_is_at_most_the_paired_bound(tmp_path):
+    """With common random numbers (same t, masks, z) the IW NLL is below the bound up to the MC KL's noise."""
+    a = prepared(VADDAdapter, VADDParams(**TINY, z_dim=4), tmp_path, steps=20)
+    test = binary_dataset().test
+    iw = a.nll_iw(test.images, test.labels, 32).per_sequence
+    assert float(iw.mean()) <= float(a.last_paired_bound.mean()) + 1e-3

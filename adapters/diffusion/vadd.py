@@ -102,19 +102,26 @@ class VADDAdapter(DiffusionAdapter):
     # -- extra likelihood estimators (optional members read by the diffusion_nll metric) -----------
     @torch.no_grad()
     def nll_iw(self, images: torch.Tensor, labels: torch.Tensor, k: int) -> NLL:
-        """IW-DELBO with K samples per t (nats per image, [B]); ``nll_t_samples`` stratified t per image."""
+        """IW-DELBO with K samples per t (nats per image, [B]); ``nll_t_samples`` stratified t per image.
+
+        ``per_position`` is None; the DELBO bound from the *same* t, masks and z draws (common random
+        numbers, so the pair differs only by the estimator) is kept in ``self.last_paired_bound`` [B].
+        """
         x0, y = tokens_of(images, self.levels), self.labels(labels)
         gen = torch.Generator().manual_seed(12345)
-        total = torch.zeros(len(x0))
+        iw_tot, bound_tot = torch.zeros(len(x0)), torch.zeros(len(x0))
         chunk = max(1, SAMPLE_BATCH // k)
         for _ in range(self.params.nll_t_samples):
             for i in range(0, len(x0), chunk):
                 xb, yb = x0[i: i + chunk], None if y is None else y[i: i + chunk]
                 t = process.sample_t(len(xb), gen)
                 x_t, mask = process.forward_mask(xb, t, self.params.schedule, self.mask_id, gen)
-                _, iw = inner_terms(self.den, self.rec, xb, x_t, mask, yb, k, gen)
-                total[i: i + chunk] += process.weight(t, self.params.schedule) * iw
-        return NLL(total / self.params.nll_t_samples)
+                bound, iw = inner_terms(self.den, self.rec, xb, x_t, mask, yb, k, gen)
+                w = process.weight(t, self.params.schedule)
+                iw_tot[i: i + chunk] += w * iw
+                bound_tot[i: i + chunk] += w * bound
+        self.last_paired_bound = bound_tot / self.params.nll_t_samples
+        return NLL(iw_tot / self.params.nll_t_samples)
 
     @torch.no_grad()
     def kl_per_image(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -57,11 +57,14 @@ class VAEAdapter(VADDAdapter):
         x0, y = tokens_of(images, self.levels), self.labels(labels)
         gen = torch.Generator().manual_seed(12345)
         chunk = max(1, SAMPLE_BATCH // k)
-        out = []
+        bounds, out = [], []
         for i in range(0, len(x0), chunk):
             xb, yb = x0[i: i + chunk], None if y is None else y[i: i + chunk]
             x_t, mask = self._all_masked(xb)
-            out.append(inner_terms(self.den, self.rec, xb, x_t, mask, yb, k, gen)[1])
+            bound, iw = inner_terms(self.den, self.rec, xb, x_t, mask, yb, k, gen)
+            bounds.append(bound)
+            out.append(iw)
+        self.last_paired_bound = torch.cat(bounds)  # the ELBO from the same z draws (see VADDAdapter.nll_iw)
         return NLL(torch.cat(out))
 
     @torch.no_grad()

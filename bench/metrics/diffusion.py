@@ -15,7 +15,8 @@ spatial coherence (NFE sweeps) and the test bound in bits/dim with KL per image.
   themselves are logged as curves (``coherence_rate`` per measured NFE, ``coherence_rate_real``).
 * ``diffusion_nll``: the adapter's test bound (``prior``: ``nll``) in bits/dim
   (``bpd_bound``); with ``iw_k`` an importance-weighted estimate from the adapter's optional
-  ``nll_iw(images, labels, k)`` (``bpd_iw<K>``); and the optional ``kl_per_image(images,
+  ``nll_iw(images, labels, k)`` (``bpd_iw<K>``, beside the bound from the same draws
+  ``bpd_bound_paired_iw<K>``, so the two differ only by the estimator); and the optional ``kl_per_image(images,
   labels)`` (nats, the posterior-collapse watch). Adapters without them leave those cells blank.
 """
 from __future__ import annotations
@@ -192,7 +193,10 @@ class DiffusionNLL(Metric):
     def columns(cls, params):
         cols = {"bpd_bound": Column("test bound (negative ELBO/DELBO)", False, "bits/dim")}
         if params.iw_k:
-            cols[f"bpd_iw{params.iw_k}"] = Column(f"test IW estimate (K={params.iw_k}, IW-(D)ELBO)", False, "bits/dim")
+            cols[f"bpd_iw{params.iw_k}"] = Column(f"test IW estimate (K={params.iw_k}, IW-(D)ELBO, first "
+                                                  f"{params.iw_n or params.n} images)", False, "bits/dim")
+            cols[f"bpd_bound_paired_iw{params.iw_k}"] = Column(f"test bound, same draws as the IW estimate (K={params.iw_k})",
+                                                               False, "bits/dim")
         cols["kl_per_image"] = Column("KL(r(z|x0,M_t) || p(z)) per test image (collapse watch)", True, "nats")
         return cols
 
@@ -206,7 +210,9 @@ class DiffusionNLL(Metric):
         if params.iw_k and hasattr(adapter, "nll_iw"):
             sub = test.head(params.iw_n or params.n)
             out[f"bpd_iw{params.iw_k}"] = to_bpd(adapter.nll_iw(sub.images, sub.labels, params.iw_k).per_sequence)
-            out[f"bpd_bound_on_iw_n"] = to_bpd(res.per_sequence[: len(sub)])
+            paired = getattr(adapter, "last_paired_bound", None)
+            if paired is not None:  # the bound from the IW estimate's own t, masks and z (common random numbers)
+                out[f"bpd_bound_paired_iw{params.iw_k}"] = to_bpd(paired)
         if hasattr(adapter, "kl_per_image"):
             out["kl_per_image"] = float(adapter.kl_per_image(test.images, test.labels).mean())
         ctx.log_param("diffusion_nll.n", len(test))
