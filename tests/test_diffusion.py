@@ -194,3 +194,27 @@ def test_paired_iw_estimate_is_at_most_the_paired_bound(tmp_path):
     test = binary_dataset().test
     iw = a.nll_iw(test.images, test.labels, 32).per_sequence
     assert float(iw.mean()) <= float(a.last_paired_bound.mean()) + 1e-3
+
+
+def test_neighbour_agreement_matches_a_direct_count():
+    from bench.metrics.diffusion import neighbour_agreement
+
+    g = torch.Generator().manual_seed(2)
+    imgs = (torch.rand(3, 1, 5, 6, generator=g) > 0.5).to(torch.uint8) * 255
+    got = neighbour_agreement(imgs)
+    for b in range(3):
+        a = imgs[b, 0].numpy()
+        pairs = [(a[i, j], a[i, j + 1]) for i in range(5) for j in range(5)] + \
+                [(a[i, j], a[i + 1, j]) for i in range(4) for j in range(6)]
+        assert got[b].item() == pytest.approx(sum(x == y for x, y in pairs) / len(pairs))
+
+
+def test_quantized_dataset_round_trip():
+    from bench.data.fmnist_quantized import images_of, tokens_of
+
+    g = torch.Generator().manual_seed(0)
+    for levels in (2, 16):
+        tok = torch.randint(0, levels, (4, 784), generator=g)
+        assert torch.equal(tokens_of(images_of(tok, levels), levels), tok)
+    assert torch.equal(tokens_of(torch.tensor([127, 128], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, 1, 1, 2), 2),
+                       torch.tensor([[0, 1]]))
