@@ -3,8 +3,6 @@ seeded sampling, measured NFE, and the IW estimate vs the bound on an exactly co
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -178,14 +176,16 @@ def test_judge_instrument_is_registered_and_verifies():
     assert c.provenance["levels"] == 2 and 0.5 < c.provenance["test_acc"] <= 1
 
 
-def test_suites_validate_and_cifar_fails_fast_without_data(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "CIFAR10_DIR": str(tmp_path / "nothing"), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    run = lambda s: subprocess.run([sys.executable, "-m", "bench.cli", "validate", f"suites/{s}.yaml"],  # noqa: E731
-                                   capture_output=True, text=True, env=env)
-    ok = run("fmnist_diffusion")
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    bad = run("cifar10_diffusion")
-    assert bad.returncode == 2 and "CIFAR10_DIR" in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+def test_suites_validate_and_cifar_fails_fast_without_data(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "nothing"))
+    ok = CliRunner().invoke(main, ["validate", "suites/fmnist_diffusion.yaml"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(main, ["validate", "suites/cifar10_diffusion.yaml"])
+    assert bad.exit_code == 2 and "CIFAR10_DIR" in bad.output and "Traceback" not in bad.output
 
 
 def test_paired_iw_estimate_is_at_most_the_paired_bound(tmp_path):
