@@ -329,11 +329,13 @@ def instrument_list():
 
 
 @instrument_grp.command("train")
-@click.argument("family", type=click.Choice(["fmnist-cnn"]))
+@click.argument("family", type=click.Choice(["fmnist-cnn", "fmnist-judge"]))
 @click.option("--id", "instrument_id", required=True, help="The NEW instrument id, e.g. fmnist-cnn-v2 (ids are immutable).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
-def instrument_train(family, instrument_id, epochs, seed):
+@click.option("--levels", type=click.Choice(["2", "16"]), default="2",
+              help="fmnist-judge: grey levels V of the quantised images it judges.")
+def instrument_train(family, instrument_id, epochs, seed, levels):
     """Train a new version of an instrument and register it under a new id (bench/instruments/ID.*).
 
     Suites keep using the old id until they name the new one (e.g. a metric param
@@ -350,7 +352,12 @@ def instrument_train(family, instrument_id, epochs, seed):
     recipe = fc.DEFAULT_RECIPE
     recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
     torch.set_num_threads(fc.TRAIN_THREADS)
-    card = fc.train_instrument(instrument_id, load_split(root, "train"), load_split(root, "test"), recipe)
+    if family == "fmnist-judge":
+        from bench.metrics.fmnist_judge import train_judge
+
+        card = train_judge(instrument_id, load_split(root, "train"), load_split(root, "test"), int(levels), recipe)
+    else:
+        card = fc.train_instrument(instrument_id, load_split(root, "train"), load_split(root, "test"), recipe)
     click.echo(f"{card}: registered {instrument_id}; commit it and its .safetensors file")
 
 

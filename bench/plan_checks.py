@@ -228,6 +228,9 @@ def plan_problems(s: Suite) -> list[str]:
             elif want is not None:
                 sizes[split] = want
     adm = bool(getattr(ds_cls, "has_adm_reference", False))
+    # adapters that need the data present at validation time (a paper-scale suite fails fast without it)
+    for line in dict.fromkeys(p for _, _, cls in adapters for p in getattr(cls, "data_problems", lambda _: [])(ds)):
+        problems.append(f"dataset: {line}")
 
     # the metrics' image counts
     for j, spec, mcls in metrics:

@@ -41,8 +41,13 @@ def test_config_hashes_are_pinned(suite):
     assert {m.name: runner_config_hash(s, m) for m in s.methods} == PINNED[suite]
 
 
-def test_every_shipped_cell_round_trips():
+def test_every_shipped_cell_round_trips(tmp_path, monkeypatch):
     """JSON round trip; resolved params re-validate to themselves; the spec's own config = cell_config."""
+    batches = tmp_path / "cifar-10-batches-py"  # cifar10_diffusion checks its data exist (files only)
+    batches.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (batches / name).touch()
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path))
     for path in sorted(glob.glob(str(REPO_ROOT / "suites" / "*.yaml"))) + [str(SUITES / "smoke.yaml")]:
         plan = resolve(path)
         for c in plan.cells:

@@ -110,8 +110,14 @@ class FMNISTCNN:
         return self._clf().features(images.images, batch_size)
 
 
-KINDS: dict[str, type] = {"fid-inception": InceptionTF, "fmnist-classifier": FMNISTCNN}
-"""Card kind -> extractor class."""
+def _fmnist_judge(card: instruments.Card) -> FeatureExtractor:
+    from bench.metrics.fmnist_judge import FMNISTJudge  # the diffusion suites' judge (quantised images)
+
+    return FMNISTJudge(card)
+
+
+KINDS: dict[str, Any] = {"fid-inception": InceptionTF, "fmnist-classifier": FMNISTCNN, "fmnist-judge": _fmnist_judge}
+"""Card kind -> extractor class (or factory)."""
 
 
 def extractor(instrument_id: str) -> FeatureExtractor:

@@ -1,0 +1,70 @@
+"""``mdm``: absorbing-state masked diffusion on pixels as tokens (MDLM, Sahoo et al. 2024, arXiv 2406.07524).
+
+x0-parameterised denoiser (:class:`adapters.diffusion.model.Denoiser`, no latent), trained on the
+continuous-time negative ELBO with weight w(t) = -alpha_t'/(1 - alpha_t) (MDLM Eq. 10-11,
+:func:`adapters.diffusion.process.mdm_loss`); ancestral reverse kernel at any number of steps
+(MDLM Eq. 7; one denoiser call per step, NFE = steps); likelihood = the negative ELBO.
+
+``compute_match: vadd-flops`` is the compute-matched control of the VADD comparison: the MDM
+is trained for as many steps as give the training FLOPs of a VADD of the same width/depth and
+``match_z_dim`` (each model's step counted by torch's FlopCounterMode), so a VADD gain is not
+just more training compute. (FLOPs, not wall-clock: the machine is shared and its clock noisy;
+both models' measured train seconds are logged as ``train_seconds``.)
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from adapters.diffusion import process
+from adapters.diffusion.common import DiffusionAdapter, DiffusionBudget, DiffusionParams
+from adapters.diffusion.model import Denoiser, NetConfig
+from bench.registry import register_adapter
+
+
+class MDMParams(DiffusionParams):
+    compute_match: Literal["none", "vadd-flops"] = Field(
+        "none", description="none: train budget.train_steps; vadd-flops: steps scaled so that training FLOPs equal "
+                            "those of a VADD (same width/depth, z_dim=match_z_dim) at budget.train_steps")
+    match_z_dim: int = Field(32, gt=0, description="z_dim of the VADD whose FLOPs vadd-flops matches")
+
+
+@register_adapter("mdm")
+class MDMAdapter(DiffusionAdapter):
+    """Masked diffusion model (MDLM-style) with an ancestral sampler at any number of steps."""
+
+    Params = MDMParams
+
+    def build(self, cfg: NetConfig) -> dict[str, torch.nn.Module]:
+        self.den = Denoiser(cfg)
+        return {"denoiser": self.den}
+
+    def loss(self, x0, y, kl_weight, gen):
+        nll, parts = process.mdm_loss(self.den, x0, y, self.params.schedule, self.mask_id, gen)
+        return nll, {"masked_frac": parts["masked"]}
+
+    def chain_logits(self, x_t, y, k, state, gen):
+        return self.den(x_t, y)
+
+    def nelbo(self, x0, y, gen):
+        return process.mdm_loss(self.den, x0, y, self.params.schedule, self.mask_id, gen)[0]
+
+    def train_key_extra(self) -> dict:
+        return {"compute_match": self.params.compute_match,
+                **({"match_z_dim": self.params.match_z_dim} if self.params.compute_match != "none" else {})}
+
+    def train_steps(self, budget: DiffusionBudget) -> int:
+        if self.params.compute_match == "none":
+            return budget.train_steps
+        from adapters.diffusion.vadd import VADDAdapter, VADDParams
+
+        shared = {k: v for k, v in self.params.model_dump().items() if k in DiffusionParams.model_fields}
+        twin = VADDAdapter(VADDParams(**shared, z_dim=self.params.match_z_dim), self.seed)
+        twin.levels, twin.shape, twin.n_tokens = self.levels, self.shape, self.n_tokens
+        twin.num_classes, twin.mask_id = self.num_classes, self.mask_id
+        twin.nets = twin.build(twin.net_config())
+        ratio = twin.step_flops(budget.batch_size) / self.step_flops(budget.batch_size)
+        self.flops_ratio = ratio
+        return max(1, round(budget.train_steps * ratio))
