@@ -229,7 +229,8 @@ def plan_problems(s: Suite) -> list[str]:
                 sizes[split] = want
     adm = bool(getattr(ds_cls, "has_adm_reference", False))
     # adapters that need the data present at validation time (a paper-scale suite fails fast without it)
-    for line in dict.fromkeys(p for _, _, cls in adapters for p in getattr(cls, "data_problems", lambda _: [])(ds)):
+    hooks = [h for _, _, cls in adapters if (h := getattr(cls, "data_problems", None)) is not None]
+    for line in dict.fromkeys(p for h in hooks for p in h(ds)):
         problems.append(f"dataset: {line}")
 
     # the metrics' image counts

@@ -58,19 +58,25 @@ class AdapterMeta:
     Params: type
     Budget: type | None
     capabilities: frozenset[str]
+    data_problems: Callable[[Any], list[str]] | None = None
+    """Light form of the class's fail-fast data hook ``data_problems(dataset_spec) -> [problem]`` read by
+    :mod:`bench.plan_checks` (same contract), None if it has none."""
 
 
 ADAPTER_META: dict[str, AdapterMeta] = {}
 
 
 def declare_adapter(name: str, impl: str, params: type, capabilities: Iterable[str],
-                    budget: type | None = None) -> AdapterMeta:
+                    budget: type | None = None, *,
+                    data_problems: Callable[[Any], list[str]] | None = None) -> AdapterMeta:
     """Declare adapter ``name`` for validation (in a light ``params`` module); ``impl`` = "module:Class".
 
     The class registered later under ``name`` must have exactly these ``Params``, ``Budget`` and
-    ``capabilities`` (:class:`BenchError` otherwise).
+    ``capabilities`` (:class:`BenchError` otherwise), and a ``data_problems`` hook exactly when the
+    declaration gives one (``data_problems(dataset_spec) -> list[str]``, importing no torch; the
+    class's attribute should be the same function).
     """
-    m = AdapterMeta(name, impl, params, budget, frozenset(capabilities))
+    m = AdapterMeta(name, impl, params, budget, frozenset(capabilities), data_problems=data_problems)
     old = ADAPTER_META.get(name)
     if old is not None and old != m:
         raise BenchError(f"adapter {name!r} is declared twice ({old.impl} and {impl})")
@@ -87,6 +93,10 @@ def _check_declared(name: str, cls: type) -> None:
         raise BenchError(f"adapter {name!r}: {cls.__module__}.{cls.__name__} has Params/Budget/capabilities "
                          f"{got}, but its declaration (for validation) says {(m.Params, m.Budget, m.capabilities)}; "
                          "make them the same objects")
+    if (getattr(cls, "data_problems", None) is None) != (m.data_problems is None):
+        raise BenchError(f"adapter {name!r}: {cls.__module__}.{cls.__name__} and its declaration (for validation) "
+                         "disagree on a data_problems hook; declare_adapter(..., data_problems=...) the light "
+                         "function the class's hook is")
 
 
 def _register(table: dict[str, type], kind: str, name: str) -> Callable[[T], T]:

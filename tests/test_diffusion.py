@@ -218,3 +218,9 @@ def test_quantized_dataset_round_trip():
         assert torch.equal(tokens_of(images_of(tok, levels), levels), tok)
     assert torch.equal(tokens_of(torch.tensor([127, 128], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, 1, 1, 2), 2),
                        torch.tensor([[0, 1]]))
+
+
+def test_judge_constants_kept_light_equal_their_source():
+    from bench.metrics import diffusion, fmnist_judge
+
+    assert (diffusion.KIND, diffusion.DEFAULT_JUDGE) == (fmnist_judge.KIND, fmnist_judge.DEFAULT_JUDGE)

@@ -12,12 +12,11 @@ import time
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-
 from adapters.diffusion import process
 from adapters.diffusion.model import NetConfig, n_params
+from adapters.diffusion.params import CAPABILITIES, DiffusionBudget, DiffusionParams, data_problems
 from bench import HARNESS_VERSION
-from bench.adapter import NLL, Adapter, AdapterParams, Conditioning, check_image_batch
+from bench.adapter import NLL, Adapter, Conditioning, check_image_batch
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
 from bench.errors import BenchError
@@ -25,31 +24,6 @@ from bench.training import Schedule, Update, fit, minibatches
 
 SAMPLE_BATCH = 500
 GRID_TILES = 100
-
-
-class DiffusionBudget(BaseModel):
-    """Training budget (optimiser steps of Adam, batch of images) and the bound's estimator sizes."""
-
-    model_config = ConfigDict(extra="forbid")
-    train_steps: int = Field(2000, ge=1, description="optimiser steps")
-    batch_size: int = Field(128, gt=0, description="images per step")
-    lr: float = Field(3e-4, gt=0, description="Adam learning rate (cosine decay to 10%, 5% warm-up)")
-    clip: float | None = Field(1.0, gt=0, description="max gradient L2 norm (None = no clipping)")
-    kl_anneal_frac: float = Field(0.3, ge=0, le=1, description="KL weight lambda rises linearly 0 -> 1 over "
-                                  "this fraction of the steps (VADD/VAE only)")
-    train_images: int | None = Field(None, gt=0, description="train on the first N train images (None = all)")
-
-
-class DiffusionParams(AdapterParams):
-    """Choices the papers leave open at this scale (MDLM arXiv 2406.07524, VADD arXiv 2505.17384)."""
-
-    schedule: process.ScheduleName = Field("linear", description="noise schedule alpha_t: linear 1-t, "
-                                           "loglinear (MDLM's, eps=1e-3) or cosine (MD4)")
-    width: int = Field(512, gt=0, description="hidden units of the MLP denoiser")
-    depth: int = Field(2, ge=1, description="hidden layers of the MLP denoiser")
-    class_conditional: bool = Field(True, description="condition on the class label (added to the first layer)")
-    default_steps: int = Field(16, ge=1, description="sampling steps when the harness asks for the default")
-    nll_t_samples: int = Field(8, ge=1, description="stratified t samples per image in the test bound")
 
 
 def levels_of(ds: ImageDataset) -> int:
@@ -72,7 +46,7 @@ def images_of(tokens: torch.Tensor, levels: int, shape: tuple[int, int, int]) ->
 class DiffusionAdapter(Adapter):
     """Base of ``mdm``, ``vadd`` and ``vae``: pixels as tokens, x0-prediction, cached training."""
 
-    capabilities = frozenset({"generate", "prior"})
+    capabilities = CAPABILITIES
     Params = DiffusionParams
     Budget = DiffusionBudget
     z_dim: int = 0  # subclasses with a latent set it from their params
@@ -270,32 +244,6 @@ class DiffusionAdapter(Adapter):
     @staticmethod
     def bits_per_dim(nats_per_image: torch.Tensor, n_tokens: int) -> torch.Tensor:
         return nats_per_image / (n_tokens * math.log(2))
-
-
-def data_problems(ds_spec: Any) -> list[str]:
-    """Missing data of a diffusion suite, for ``bench validate`` (file existence only, nothing loaded).
-
-    fmnist / fmnist_quantized: the four IDX files (``BENCH_FMNIST_DIR``); cifar10: the python batches
-    under ``CIFAR10_DIR`` (or ``dataset.root``).
-    """
-    from bench.errors import DatasetMissing
-
-    try:
-        if ds_spec.name in ("fmnist", "fmnist_quantized"):
-            from bench.data.fmnist import fmnist_dir
-
-            fmnist_dir(ds_spec.root)
-        elif ds_spec.name == "cifar10":
-            from bench.data.folders import CIFAR10_LAYOUT, _root
-
-            d = _root(ds_spec, "CIFAR10_DIR", CIFAR10_LAYOUT, "CIFAR-10") / "cifar-10-batches-py"
-            missing = [n for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if not (d / n).exists()]
-            if missing:
-                return [f"CIFAR-10: missing {', '.join(missing)} in {d}; set CIFAR10_DIR to the directory holding "
-                        f"cifar-10-batches-py/ (layout: {CIFAR10_LAYOUT})"]
-    except DatasetMissing as e:
-        return [str(e)]
-    return []
 
 
 DiffusionAdapter.data_problems = staticmethod(data_problems)  # read by bench.plan_checks (fail fast)

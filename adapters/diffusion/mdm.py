@@ -13,22 +13,13 @@ both models' measured train seconds are logged as ``train_seconds``.)
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
 from adapters.diffusion import process
 from adapters.diffusion.common import DiffusionAdapter, DiffusionBudget, DiffusionParams
 from adapters.diffusion.model import Denoiser, NetConfig
+from adapters.diffusion.params import MDMParams
 from bench.registry import register_adapter
-
-
-class MDMParams(DiffusionParams):
-    compute_match: Literal["none", "vadd-flops"] = Field(
-        "none", description="none: train budget.train_steps; vadd-flops: steps scaled so that training FLOPs equal "
-                            "those of a VADD (same width/depth, z_dim=match_z_dim) at budget.train_steps")
-    match_z_dim: int = Field(32, gt=0, description="z_dim of the VADD whose FLOPs vadd-flops matches")
 
 
 @register_adapter("mdm")

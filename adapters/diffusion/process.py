@@ -20,14 +20,14 @@ arXiv 2406.04329) alpha_t = 1 - cos(pi/2 (1 - t)).
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from adapters.diffusion.params import ScheduleName  # noqa: F401  (re-exported)
 from bench.adapter import count_nfe
 
-ScheduleName = Literal["linear", "loglinear", "cosine"]
 SCHEDULES: tuple[str, ...] = ("linear", "loglinear", "cosine")
 LOGLINEAR_EPS = 1e-3
 T_MIN = 1e-5  # t is drawn in [T_MIN, 1]: w(t) ~ 1/t, the masked count ~ t N, their product stays finite

@@ -23,23 +23,14 @@ VAE bound by log (1/K) sum_k p(x0|x_t,z_k) p(z_k) / r(z_k | x0, M_t) (Burda et a
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
-from pydantic import Field
 
 from adapters.diffusion import process
-from adapters.diffusion.common import SAMPLE_BATCH, DiffusionAdapter, DiffusionParams, tokens_of
+from adapters.diffusion.common import SAMPLE_BATCH, DiffusionAdapter, tokens_of
 from adapters.diffusion.model import Denoiser, NetConfig, Recognition, gaussian_kl, gaussian_log_prob
+from adapters.diffusion.params import VADDParams
 from bench.adapter import NLL
 from bench.registry import register_adapter
-
-
-class VADDParams(DiffusionParams):
-    z_dim: int = Field(32, gt=0, description="d, the Gaussian latent's size")
-    sampler: Literal["per_step", "per_trajectory"] = Field(
-        "per_step", description="per_step: fresh z ~ N(0, I) at every step (Algorithm 2); per_trajectory: one z "
-                                "per image for the whole chain")
 
 
 def inner_terms(den: Denoiser, rec: Recognition, x0: torch.Tensor, x_t: torch.Tensor, mask: torch.Tensor,

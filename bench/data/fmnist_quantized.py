@@ -8,15 +8,17 @@ instrument, TF-Inception, the real reference sets) sees the same quantised image
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.data.base import ImageDataset, ImageSplit
 from bench.data.fmnist import FashionMNIST, fmnist_dir, load_split
 from bench.errors import DatasetMissing
 from bench.registry import register_dataset
+
+if TYPE_CHECKING:
+    import torch
 
 
 class QuantizedParams(BaseModel):
@@ -31,6 +33,8 @@ def tokens_of(images: torch.Tensor, levels: int) -> torch.Tensor:
 
 def images_of(tokens: torch.Tensor, levels: int) -> torch.Tensor:
     """int64 tokens [B, 784] in [0, V) -> uint8 images [B, 1, 28, 28] (display value t * 255 // (V-1))."""
+    import torch
+
     return (tokens.clamp(0, levels - 1) * 255 // (levels - 1)).to(torch.uint8).reshape(-1, 1, 28, 28)
 
 

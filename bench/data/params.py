@@ -3,4 +3,4 @@ data set with its params, resolutions and split sizes (read from file headers, n
 imports torch only where it loads images. tests/test_light_validate.py checks that this list
 registers every data set.
 """
-from bench.data import fmnist, folders, text_tasks  # noqa: F401
+from bench.data import fmnist, fmnist_quantized, folders, text_tasks  # noqa: F401

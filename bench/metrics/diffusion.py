@@ -23,16 +23,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import Field, field_validator
 
 from bench import inputs as inp
 from bench.metrics.base import Column, Metric, MetricParams, check_finite
-from bench.metrics.fmnist_judge import DEFAULT_JUDGE, KIND, judge
 from bench.metrics.frechet import GENERATION, FrechetMetric, SweepParams, nfe_key, sweep_key
 from bench.registry import register_metric
+
+if TYPE_CHECKING:
+    import torch
+
+KIND = "fmnist-judge"
+DEFAULT_JUDGE = "fmnist-bin-judge-v1"
+# = fmnist_judge.KIND / DEFAULT_JUDGE, not imported from there (it loads torch, and checking a suite
+# must not); tests/test_diffusion.py checks they are equal.
 
 
 def _registered_judge(v: str) -> str:
@@ -114,6 +120,8 @@ class JudgeAgreement(Metric):
                 "judge_agree_real": Column(f"judge accuracy on test ({params.judge}, n={params.n})", True)}
 
     def compute(self, adapter, ctx, params):
+        from bench.metrics.fmnist_judge import judge
+
         j = judge(params.judge)
         j.check(ctx)
         p = inp.provider(ctx)
@@ -134,6 +142,8 @@ class JudgeAgreement(Metric):
 def neighbour_agreement(images: torch.Tensor) -> torch.Tensor:
     """Per image, the fraction of horizontally and vertically adjacent pixel pairs with equal value:
     uint8 [N, C, H, W] -> float64 [N] in [0, 1]."""
+    import torch
+
     x = images.long()
     h = (x[..., :, 1:] == x[..., :, :-1]).flatten(1)
     v = (x[..., 1:, :] == x[..., :-1, :]).flatten(1)
