@@ -224,3 +224,31 @@ def test_judge_constants_kept_light_equal_their_source():
     from bench.metrics import diffusion, fmnist_judge
 
     assert (diffusion.KIND, diffusion.DEFAULT_JUDGE) == (fmnist_judge.KIND, fmnist_judge.DEFAULT_JUDGE)
+
+
+def test_data_problems_hook_is_declared_light_and_checked():
+    """`bench validate` reads the fail-fast data hook from the light declaration (no torch); a class whose
+    declaration lacks its hook is refused (validation would otherwise skip the check)."""
+    import pytest
+
+    from adapters.diffusion import params
+    from adapters.diffusion.common import DiffusionAdapter
+    from bench import registry
+    from bench.adapter import Adapter, AdapterParams
+
+    for name in ("mdm", "vadd", "vae"):
+        assert registry.ADAPTER_META[name].data_problems is params.data_problems
+        assert registry.ADAPTERS[name].data_problems is DiffusionAdapter.data_problems is params.data_problems
+
+    class P(AdapterParams):
+        pass
+
+    registry.declare_adapter("_light_test_dp", "tests:Z", P, ())
+    try:
+        with pytest.raises(registry.BenchError, match="data_problems"):
+            @registry.register_adapter("_light_test_dp")
+            class Z(Adapter):
+                Params = P
+                data_problems = staticmethod(params.data_problems)
+    finally:
+        registry.ADAPTER_META.pop("_light_test_dp", None)

@@ -36,7 +36,8 @@ def test_validate_imports_no_torch():
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     # suites whose data or model a user provides fail fast (exit 2) when it is absent, still without torch
-    needs_user_files = {str(REPO_ROOT / "suites" / "llm_internals_scaled.yaml")}
+    needs_user_files = {str(REPO_ROOT / "suites" / "llm_internals_scaled.yaml"),
+                        str(REPO_ROOT / "suites" / "cifar10_diffusion.yaml")}  # CIFAR10_DIR (data_problems hook)
     refused = {line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("EXIT 2: ")}
     assert refused <= needs_user_files, out.stdout + out.stderr
     assert out.stdout.count(": ok (") == len(suites) - len(refused), out.stdout
