@@ -122,11 +122,12 @@ def validate(suite, plugins):
 
 def _check_environment(s) -> None:
     """Opt-in adapter hook ``validate_environment(suite, method)``: user-provided weights/data present
-    (raises :class:`BenchError` naming the path or variable). Not part of planning, which needs no data."""
+    (raises :class:`BenchError` naming the path or variable). Not part of planning, which needs no data.
+    Read from the light declaration where there is one (no torch: :func:`bench.registry.meta`)."""
     from bench import registry
 
     for i, m in enumerate(s.methods):
-        check = getattr(registry.get(registry.ADAPTERS, "adapter", m.adapter), "validate_environment", None)
+        check = getattr(registry.meta("adapter", m.adapter), "validate_environment", None)
         if check is not None:
             try:
                 check(s, m)

@@ -7,9 +7,9 @@ the :class:`bench.adapter.Tokenizer` contract).
 """
 from __future__ import annotations
 
-
 from typing import TYPE_CHECKING, Annotated, Literal
 
+import numpy as np
 from pydantic import Field
 
 from bench.metrics.base import Column, Metric, MetricParams, check_finite
