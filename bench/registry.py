@@ -58,6 +58,8 @@ class AdapterMeta:
     Params: type
     Budget: type | None
     capabilities: frozenset[str]
+    validate_environment: Callable[[Any, Any], None] | None = None
+    """Light form of the class's opt-in ``bench validate`` hook (same contract), None if it has none."""
     data_problems: Callable[[Any], list[str]] | None = None
     """Light form of the class's fail-fast data hook ``data_problems(dataset_spec) -> [problem]`` read by
     :mod:`bench.plan_checks` (same contract), None if it has none."""
@@ -67,16 +69,20 @@ ADAPTER_META: dict[str, AdapterMeta] = {}
 
 
 def declare_adapter(name: str, impl: str, params: type, capabilities: Iterable[str],
-                    budget: type | None = None, *,
+                    budget: type | None = None,
+                    validate_environment: Callable[[Any, Any], None] | None = None, *,
                     data_problems: Callable[[Any], list[str]] | None = None) -> AdapterMeta:
     """Declare adapter ``name`` for validation (in a light ``params`` module); ``impl`` = "module:Class".
 
     The class registered later under ``name`` must have exactly these ``Params``, ``Budget`` and
-    ``capabilities`` (:class:`BenchError` otherwise), and a ``data_problems`` hook exactly when the
+    ``capabilities`` (:class:`BenchError` otherwise); a ``validate_environment`` hook exactly when
+    the declaration gives one (``validate_environment(suite, method)``, importing no torch; the
+    class's hook should call the same function); and a ``data_problems`` hook exactly when the
     declaration gives one (``data_problems(dataset_spec) -> list[str]``, importing no torch; the
     class's attribute should be the same function).
     """
-    m = AdapterMeta(name, impl, params, budget, frozenset(capabilities), data_problems=data_problems)
+    m = AdapterMeta(name, impl, params, budget, frozenset(capabilities), validate_environment,
+                    data_problems=data_problems)
     old = ADAPTER_META.get(name)
     if old is not None and old != m:
         raise BenchError(f"adapter {name!r} is declared twice ({old.impl} and {impl})")
@@ -97,6 +103,10 @@ def _check_declared(name: str, cls: type) -> None:
         raise BenchError(f"adapter {name!r}: {cls.__module__}.{cls.__name__} and its declaration (for validation) "
                          "disagree on a data_problems hook; declare_adapter(..., data_problems=...) the light "
                          "function the class's hook is")
+    if (getattr(cls, "validate_environment", None) is None) != (m.validate_environment is None):
+        raise BenchError(f"adapter {name!r}: {cls.__module__}.{cls.__name__} and its declaration (for validation) "
+                         "disagree on a validate_environment hook; declare_adapter(..., validate_environment=...) "
+                         "the light function the class's hook calls")
 
 
 def _register(table: dict[str, type], kind: str, name: str) -> Callable[[T], T]:
@@ -171,7 +181,8 @@ def meta(kind: str, name: str) -> Any:
 
     Light declarations first; for a name none of them declares, every module is imported
     (:func:`load_all`) and looked in. None if ``name`` is unknown. What it returns has the
-    attributes validation reads: adapters ``Params``, ``Budget``, ``capabilities``; metrics
+    attributes validation reads: adapters ``Params``, ``Budget``, ``capabilities`` (and
+    ``validate_environment``, None or absent when there is no such hook); metrics
     ``Params``, ``requires``, ``columns``, ``inputs``; data sets ``Params``, ``resolutions``,
     ``split_sizes``, ``has_adm_reference`` (the last three optional).
     """

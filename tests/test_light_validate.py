@@ -60,6 +60,7 @@ def test_light_declarations_cover_every_registered_name():
         assert m.impl == f"{cls.__module__}:{cls.__name__}"
         assert (cls.Params, getattr(cls, "Budget", None), frozenset(cls.capabilities)) == (m.Params, m.Budget,
                                                                                           m.capabilities)
+        assert (getattr(cls, "validate_environment", None) is None) == (m.validate_environment is None), name
 
 
 def test_declaration_mismatch_is_refused():
@@ -84,3 +85,24 @@ def test_constants_kept_light_equal_their_sources():
     assert fid.EXTRACTOR_ID == inception.EXTRACTOR_ID
     assert (fd_fmnist.KIND, fd_fmnist.DEFAULT_INSTRUMENT) == (fmnist_classifier.KIND,
                                                              fmnist_classifier.DEFAULT_INSTRUMENT)
+
+
+def test_validate_environment_hook_must_be_declared():
+    """A class with a `bench validate` hook whose declaration lacks it would skip the check on the light path."""
+    from bench.adapter import Adapter, AdapterParams
+
+    class P(AdapterParams):
+        pass
+
+    registry.declare_adapter("_light_test_env", "tests:Y", P, ())
+    try:
+        with pytest.raises(registry.BenchError, match="validate_environment"):
+            @registry.register_adapter("_light_test_env")
+            class Y(Adapter):
+                Params = P
+
+                @classmethod
+                def validate_environment(cls, suite, method) -> None:
+                    pass
+    finally:
+        registry.ADAPTER_META.pop("_light_test_env", None)

@@ -2,6 +2,7 @@
 RMSNorm (arXiv:2605.06611), and SeedPrint initialisation fingerprints (arXiv:2509.26404,
 2602.05927), on tiny byte-level Llama / Qwen3 models pre-trained here on local text.
 
+* :mod:`.params`            -- light declarations (Params/Budget, adapters, local-model check; no torch)
 * :mod:`.models`            -- tiny Llama/Qwen3 configs (transformers) and the head-wise RMSNorm hook
 * :mod:`.corpus`            -- local byte corpora and the ``llm_text`` data set
 * :mod:`.pretrain`          -- the one training recipe, cached by configuration hash

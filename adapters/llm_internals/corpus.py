@@ -20,12 +20,15 @@ import hashlib
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import DatasetMissing, SuiteError
 from bench.registry import register_dataset
+
+if TYPE_CHECKING:  # torch is imported where bytes become tensors: checking a suite (light route) loads none
+    import torch
 
 FINETUNE_PACKAGES = ("json", "email", "asyncio", "unittest", "logging", "http")
 
@@ -50,6 +53,8 @@ class ByteSplit:
         return self if n is None or n >= len(self) else ByteSplit(self.ids[:n])
 
     def fingerprint(self) -> str:
+        import torch
+
         return hashlib.sha256(self.ids.to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
 
@@ -69,6 +74,8 @@ class LlmText:
 
 
 def _bytes(text: str) -> torch.Tensor:
+    import torch
+
     return torch.frombuffer(bytearray(text.encode("utf-8", errors="replace")), dtype=torch.uint8).long()
 
 
@@ -125,6 +132,8 @@ def windows(ids: torch.Tensor, batch: int, seq: int, steps: int, data_seed: int)
     The order depends on ``data_seed`` only (a private generator), never on the model's init seed:
     every arm and every init seed sees the same stream in the same order.
     """
+    import torch
+
     g = torch.Generator().manual_seed(int(data_seed))
     n = ids.numel() - seq - 2
     for _ in range(steps):
@@ -134,6 +143,8 @@ def windows(ids: torch.Tensor, batch: int, seq: int, steps: int, data_seed: int)
 
 def eval_windows(ids: torch.Tensor, n: int, seq: int) -> torch.Tensor:
     """``n`` evenly spaced, non-random windows int64 [n, seq+1] of ``ids`` (validation batches)."""
+    import torch
+
     span = ids.numel() - seq - 2
     starts = torch.linspace(0, span, n).long()
     return torch.stack([ids[s: s + seq + 1] for s in starts.tolist()])

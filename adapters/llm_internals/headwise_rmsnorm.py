@@ -18,21 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
-
-from adapters.llm_internals.models import ArchSpec, n_params
+from adapters.llm_internals.models import n_params
+from adapters.llm_internals.params import BaselineParams, HeadNormParams
 from adapters.llm_internals.pretrain import HeadNormSpec, TrainSpec, make_model, trained_model
-from bench.adapter import Adapter, AdapterParams
+from bench.adapter import Adapter
 from bench.registry import register_adapter
-
-
-class BaselineParams(AdapterParams):
-    arch: ArchSpec = Field(default_factory=ArchSpec, description="architecture of the tiny decoder LM")
-    curve_every: int = Field(1, ge=1, description="log the training-loss curve every this many steps")
-
-
-class HeadNormParams(BaselineParams):
-    head_norm: HeadNormSpec = Field(default_factory=HeadNormSpec, description="head-wise RMSNorm options")
 
 
 def _check_data(ds) -> None:

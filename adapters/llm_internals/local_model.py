@@ -17,42 +17,15 @@ the checkpoint's own tokenizer.
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
-from pydantic import Field
 
-from bench.adapter import Adapter, AdapterParams
+from adapters.llm_internals.params import (LAYOUT, MODEL_DIR_ENV, LocalParams,  # noqa: F401 - re-exported
+                                          check_local_model, model_dir)
+from bench.adapter import Adapter
 from bench.errors import DatasetMissing
 from bench.registry import register_adapter
-
-MODEL_DIR_ENV = "LLM_INTERNALS_MODEL_DIR"
-LAYOUT = "config.json, model.safetensors (or shards + model.safetensors.index.json), tokenizer.json"
-
-
-def model_dir(raw: str | None) -> Path:
-    """The checkpoint directory; :class:`DatasetMissing` naming the variable unless the layout is there."""
-    raw = raw or os.environ.get(MODEL_DIR_ENV)
-    if not raw:
-        raise DatasetMissing(f"no local model: set {MODEL_DIR_ENV} (or methods[].params.model_dir) to a Hugging Face "
-                             f"decoder checkpoint directory with {LAYOUT}; nothing is downloaded")
-    d = Path(raw).expanduser()
-    missing = [f for f in ("config.json", "tokenizer.json") if not (d / f).is_file()]
-    if not any(d.glob("*.safetensors")) if d.is_dir() else True:
-        missing.append("*.safetensors")
-    if missing:
-        raise DatasetMissing(f"local model directory {d} (from {'model_dir' if raw != os.environ.get(MODEL_DIR_ENV) else MODEL_DIR_ENV}) "
-                             f"lacks {', '.join(missing)}; expected {LAYOUT}")
-    return d
-
-
-class LocalParams(AdapterParams):
-    model_dir: str | None = Field(None, description=f"checkpoint directory (null: ${MODEL_DIR_ENV}, preferred: a "
-                                  "path written here becomes part of the cell's config hash)")
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
-
 
 @register_adapter("local_pretrained")
 class LocalPretrained(Adapter):
@@ -68,8 +41,9 @@ class LocalPretrained(Adapter):
 
     @classmethod
     def validate_environment(cls, suite, method) -> None:
-        """``bench validate``: the checkpoint directory is there (:class:`DatasetMissing` otherwise)."""
-        model_dir(LocalParams.model_validate(method.params).model_dir)
+        """``bench validate``: the checkpoint directory is there (:class:`DatasetMissing` otherwise);
+        the light :func:`adapters.llm_internals.params.check_local_model`, declared for validation."""
+        check_local_model(suite, method)
 
     @classmethod
     def preflight(cls, suite) -> None:

@@ -28,17 +28,19 @@ Plots: ``plots/attention_<method>_s<seed>.png``, ``plots/loss_<method>_s<seed>.p
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from adapters.llm_internals import plots
 from adapters.llm_internals.corpus import eval_windows
-from adapters.llm_internals.internals import alpha_k, capture, measure, sink_rate, variance_profile
-from adapters.llm_internals.interventions import amplify_variance, self_only_mask
-from adapters.llm_internals.models import VOCAB
+from adapters.llm_internals.params import VOCAB
 from bench.errors import MetricError
 from bench.metrics.base import Column, Metric, MetricParams
 from bench.registry import register_metric
+
+if TYPE_CHECKING:  # torch (and the torch modules of the family) are imported where the metric computes:
+    import torch   # checking a suite (the light route, adapters.llm_internals.params) loads none
 
 
 class InternalsParams(MetricParams):
@@ -94,13 +96,17 @@ def steps_to_target(history: list[float], target: float, w: int = 20) -> tuple[i
     return len(history), False
 
 
-@torch.no_grad()
 def _alpha_under(model, ids, k: int, ctxmgr, layers_from: int) -> tuple[float, float, torch.Tensor]:
-    with ctxmgr, capture(model, attention=True, o_proj_in=True) as rec:
-        model.model(input_ids=ids)
-    a = torch.stack([alpha_k(x, k) for x in rec["attn"]])  # [L, H]
-    sel = a[layers_from:] if layers_from < len(a) else a
-    return float(sel.mean()), sink_rate(sel), torch.stack([variance_profile(o) for o in rec["o_in"]])
+    import torch
+
+    from adapters.llm_internals.internals import alpha_k, capture, sink_rate, variance_profile
+
+    with torch.no_grad():
+        with ctxmgr, capture(model, attention=True, o_proj_in=True) as rec:
+            model.model(input_ids=ids)
+        a = torch.stack([alpha_k(x, k) for x in rec["attn"]])  # [L, H]
+        sel = a[layers_from:] if layers_from < len(a) else a
+        return float(sel.mean()), sink_rate(sel), torch.stack([variance_profile(o) for o in rec["o_in"]])
 
 
 @register_metric("llm_internals")
@@ -113,6 +119,11 @@ class LlmInternals(Metric):
         return dict(COLUMNS)
 
     def compute(self, adapter, ctx, params) -> dict[str, float]:
+        import torch
+
+        from adapters.llm_internals.internals import measure, sink_rate
+        from adapters.llm_internals.interventions import amplify_variance, self_only_mask
+
         if getattr(adapter, "models", None) is not None:
             return {}  # a seedprint_matrix cell: these diagnostics are per pre-training arm (not applicable)
         model = getattr(adapter, "model", None)

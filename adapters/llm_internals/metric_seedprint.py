@@ -30,9 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from adapters.llm_internals import plots
-from adapters.llm_internals.models import VOCAB
-from adapters.llm_internals.seedprint import (empirical_null, features, ks_uniform, linear_cka, probe_inputs,
-                                              seedprint_test, weight_cosine)
+from adapters.llm_internals.params import VOCAB
 from bench.errors import MetricError
 from bench.metrics.base import Column, Metric, MetricParams
 from bench.registry import register_metric
@@ -98,6 +96,11 @@ class SeedPrint(Metric):
         return dict(COLUMNS)
 
     def compute(self, adapter, ctx, params) -> dict[str, float]:
+        # torch and scipy (through .seedprint) are imported here: checking a suite (the light route,
+        # adapters.llm_internals.params) loads neither
+        from adapters.llm_internals.seedprint import (empirical_null, features, ks_uniform, linear_cka, probe_inputs,
+                                                      seedprint_test, weight_cosine)
+
         if getattr(adapter, "trained", None) is not None:
             return {}  # a pre-training arm (llama_baseline / headwise_rmsnorm): no matrix here (not applicable)
         models = getattr(adapter, "models", None)

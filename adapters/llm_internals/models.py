@@ -18,31 +18,10 @@ works with eager and sdpa attention alike.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-VOCAB = 256  # byte-level tokens
-
-
-class ArchSpec(BaseModel):
-    """Architecture of a tiny decoder LM (byte vocabulary)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    arch: Literal["llama", "qwen3"] = Field("llama", description="llama: no q/k norm (the paper's setting); "
-                                             "qwen3: with Qwen3's q/k RMSNorm (second setting)")
-    layers: int = Field(4, ge=1, le=48, description="decoder layers L")
-    hidden: int = Field(64, ge=8, description="model width d")
-    heads: int = Field(4, ge=1, description="query heads H")
-    kv_heads: int = Field(4, ge=1, description="key/value heads (GQA when < heads)")
-    head_dim: int = Field(16, ge=2, description="d_k per head")
-    intermediate: int = Field(176, ge=8, description="SwiGLU width")
-    max_position: int = Field(256, ge=16)
-    init_std: float = Field(0.02, gt=0, description="initializer_range of the HF init (normal std)")
-    tie_embeddings: bool = False
+from adapters.llm_internals.params import VOCAB, ArchSpec  # noqa: F401 - re-exported (light module)
 
 
 def hf_config(spec: ArchSpec):

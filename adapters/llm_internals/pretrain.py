@@ -19,44 +19,15 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.llm_internals.corpus import eval_windows, windows
 from adapters.llm_internals.models import ArchSpec, attach_headwise_rmsnorm, build_model
+from adapters.llm_internals.params import HeadNormSpec, TrainSpec  # noqa: F401 - re-exported (light module)
 from bench.context import Cache, stable_hash
 from bench.training import Schedule, Update, fit
 
 IMPL = 1
 CACHE_KIND = "llm_internals"
-
-
-class HeadNormSpec(BaseModel):
-    """Head-wise RMSNorm options (arXiv:2605.06611 leaves eps, gain sharing and init open)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    eps: float = Field(1e-6, gt=0, description="eps inside the RMS (Qwen3's RMSNorm value)")
-    per_head: bool = Field(False, description="False: one gain λ ∈ R^{d_k} per layer shared by all heads "
-                           "(the paper as read); True: one gain per head")
-    init: float = Field(1.0, description="initial value of the gain λ")
-
-
-class TrainSpec(BaseModel):
-    """The training recipe (identical across arms; ``lr`` is swept per arm in the suites)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(600, ge=0, description="optimiser steps")
-    batch: int = Field(16, ge=1, description="sequences per step")
-    seq: int = Field(64, ge=8, description="tokens (bytes) per training sequence")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    warmup: int = Field(30, ge=0, description="linear warm-up steps")
-    lr_floor: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of the peak")
-    weight_decay: float = Field(0.1, ge=0)
-    clip: float | None = Field(1.0, gt=0, description="max global gradient L2 norm (None: no clipping)")
-    data_seed: int = Field(1234, description="seed of the window order (shared by every arm and init seed)")
-    eval_every: int = Field(100, ge=1, description="validation loss every this many steps (and at the end)")
-    eval_seqs: int = Field(64, ge=1, description="held-out windows for the validation loss")
 
 
 @dataclass

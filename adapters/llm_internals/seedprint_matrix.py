@@ -18,21 +18,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
-
 from adapters.llm_internals.headwise_rmsnorm import _check_data
-from adapters.llm_internals.models import ArchSpec
-from adapters.llm_internals.pretrain import HeadNormSpec, TrainSpec, make_model, trained_model
-from bench.adapter import Adapter, AdapterParams
+from adapters.llm_internals.params import MatrixParams
+from adapters.llm_internals.pretrain import TrainSpec, make_model, trained_model
+from bench.adapter import Adapter
 from bench.registry import register_adapter
-
-
-class MatrixParams(AdapterParams):
-    arch: ArchSpec = Field(default_factory=ArchSpec, description="architecture shared by every model")
-    head_norm: HeadNormSpec | None = Field(None, description="models with head-wise RMSNorm (None: the baseline)")
-    n_models: int = Field(3, ge=2, le=16, description="init seeds per cell")
-    finetune_steps: int = Field(150, ge=1, description="continued-training steps on the fine-tuning corpus")
-    finetune_lr: float = Field(1e-3, gt=0, description="peak LR of the continued training")
 
 
 @register_adapter("seedprint_matrix")
