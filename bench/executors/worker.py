@@ -41,9 +41,28 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _die_with_driver(poll_s: float = 1.0) -> None:
+    """A pool worker whose driver is gone (``kill -9`` included) SIGTERMs itself: its cell ends KILLED
+    and its lease is released, instead of an orphan computing (and heartbeating) for no one."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="bench-driver-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     """``--serve``: read ``TASK.json<TAB>OUT.json`` lines from stdin until EOF; else run ``TASK.json OUT.json``."""
     signal.signal(signal.SIGTERM, _raise_interrupt)  # the driver's cancel: the run ends KILLED
+    _die_with_driver()
     threads = os.environ.get("BENCH_WORKER_THREADS")
     import torch
 
