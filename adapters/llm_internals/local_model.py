@@ -58,7 +58,7 @@ class LocalPretrained(Adapter):
         d = model_dir(self.params.model_dir)
         dev = ctx.device
         self.model = AutoModelForCausalLM.from_pretrained(d, dtype=getattr(torch, self.params.dtype),
-                                                          attn_implementation="eager").to(dev).eval()
+                                                          attn_implementation="eager", use_safetensors=True).to(dev).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(d)
