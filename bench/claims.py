@@ -50,9 +50,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 
-from bench.stats import BOOTSTRAP_MIN_SEEDS, estimate, welch_interval, z_interval
+from bench.stats import BOOTSTRAP_MIN_SEEDS, estimate, percentile_bootstrap, welch_interval, z_interval
 from bench.claim_grammar import (ClaimSyntaxError, ParsedAssertion, Ref, _evaluate, _form, _Form, _linear,  # noqa: F401
                                  _ref_index, metric_key, parse_assertion, validate_assertion, welch_problem)
 
@@ -102,20 +101,10 @@ def _interval_welch(lin: tuple[dict[int, float], float], data: list[list[float]]
 
 
 def _interval_bootstrap(expr: ast.AST, data: list[list[float]], level: float, tol, seed: int):  # n >= BOOTSTRAP_MIN_SEEDS
-    rng = np.random.default_rng(seed)
-    boots = []
-    for xs in data:
-        a = np.asarray(xs, dtype=float)
-        if len(a) == 0:
-            boots.append(np.full(BOOTSTRAP_RESAMPLES, np.nan))
-            continue
-        idx = rng.integers(0, len(a), size=(BOOTSTRAP_RESAMPLES, len(a)))
-        boots.append(a[idx].mean(1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dist = np.asarray(_evaluate(expr, boots, tol), dtype=float) * np.ones(BOOTSTRAP_RESAMPLES)
+    lo, hi, dist = percentile_bootstrap(data, lambda means: _evaluate(expr, means, tol), level, seed,
+                                        BOOTSTRAP_RESAMPLES)
     est = float(_evaluate(expr, [statistics.fmean(x) for x in data], tol))
-    lo, hi = np.nanquantile(dist, [0.5 - level / 2, 0.5 + level / 2])
-    return est, float(lo), float(hi), dist
+    return est, lo, hi, dist
 
 
 def _decide(form: _Form, lo: float, hi: float, bound: float | None) -> str:
