@@ -11,6 +11,7 @@ is ``null`` (never 0). ``stderr`` is the standard error of the seed mean (:mod:`
 from __future__ import annotations
 
 import json
+import math
 import time
 
 SCHEMA = "genbench.results/1"
@@ -109,5 +110,18 @@ def to_dict(board) -> dict:
     }
 
 
+def json_safe(obj):
+    """``obj`` with every non-finite float (a metric's ``inf`` = "never reached", a NaN) replaced by its
+    name as a string ("inf", "-inf", "nan"): strict JSON has no such numbers, and the value must not
+    silently become a number or vanish."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def to_json(board) -> str:
-    return json.dumps(to_dict(board), indent=2, default=str, allow_nan=False)
+    return json.dumps(json_safe(to_dict(board)), indent=2, default=str, allow_nan=False)

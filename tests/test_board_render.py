@@ -98,3 +98,13 @@ def test_json_export_schema(board, tmp_path):
                                   str(tmp_path / "r.csv"), "--tracking-uri", board.tracker.uri])
     assert r.exit_code == 0 and "'=" not in (tmp_path / "r.csv").read_text()[:0] and "vq" in (tmp_path / "r.csv").read_text()
 
+
+
+def test_json_export_keeps_non_finite_values_as_names():
+    """A metric may be inf ("never reached the target"): strict JSON has no inf, so it is written as "inf"."""
+    import json
+
+    from bench.board_export import json_safe
+
+    doc = json_safe({"a": float("inf"), "b": [1.0, float("nan"), {"c": float("-inf")}], "d": 2})
+    assert json.loads(json.dumps(doc, allow_nan=False)) == {"a": "inf", "b": [1.0, "nan", {"c": "-inf"}], "d": 2}
