@@ -2,18 +2,6 @@
 
 The expression grammar and its parser live in :mod:`bench.claim_grammar` (re-exported here).
 
-A claim's ``assert`` is a small expression over metrics of methods, e.g.::
-
-    gfid(vcq) < gfid(vq)
-    probe@10(vcq) > probe@10(vq)
-    ar_loss(wartok) < ar_loss(vq) and |rfid(wartok) - rfid(vq)| <= tol
-
-Grammar: ``metric(method)`` references (``probe@k`` means metric key ``probe_k{k}``; any other
-name is a metric key as logged, e.g. ``gfid``, ``rfd_fmnist``, ``bits_per_image``), numbers,
-``tol`` (the claim's ``tol``), ``+ - * /``, unary minus, ``|x|`` or ``abs(x)``, one comparison
-``< <= > >=`` per clause, clauses joined with ``and`` / ``or`` (parentheses allowed). It is parsed
-with :mod:`ast` against a whitelist (never ``eval``).
-
 Statistics (``test`` and ``level`` of the claim). Each comparison ``lhs OP rhs`` is read as a statement
 about D = lhs - rhs, the difference of seed means; its two-sided ``level`` confidence interval is:
 

@@ -202,93 +202,6 @@ def list_(what, plugins):
         click.echo(f"{name}{extra}: {doc[0] if doc else ''}")
 
 
-@main.command("leaderboard")
-@click.argument("suite")
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "html", "json"]), default="table",
-              show_default=True, help="table: the rich terminal table; the others print that file.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the chosen format here (results/<suite>/leaderboard.* are always written).")
-@click.option("--wide", is_flag=True, help="table: print every column (wider than the terminal if need be).")
-@click.option("--columns", default=None, help="table: comma-separated column ids or keys to show, e.g. NLL,P@1,rfd_fmnist.")
-@click.option("--width", type=int, default=120, show_default=True, help="table: terminal width to fit.")
-@click.option("--tracking-uri", default=None)
-def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri):
-    """Build SUITE's leaderboard from MLflow, write results/<suite>/leaderboard.{md,csv,html,json}, print it."""
-    from bench import leaderboard
-    from bench.errors import SuiteError
-    from bench.suite import load_suite
-    from bench.tracking import Tracker
-
-    s = load_suite(suite)
-    board = leaderboard.build(s, Tracker(tracking_uri))
-    paths = leaderboard.write(board)
-    if fmt == "table":
-        from bench.board_terminal import render, to_text
-
-        cols = [c for c in (columns or "").replace(" ", "").split(",") if c] or None
-        try:
-            text = to_text(board, width, wide, cols) if output else None
-            render(board, width if not wide else max(width, 400), wide, cols)
-        except ValueError as e:
-            raise SuiteError(str(e)) from None
-        if output:
-            output.write_text(text)
-        return
-    text = paths[fmt].read_text()
-    if output:
-        output.write_text(text)
-    click.echo(text)
-
-
-@main.command("export")
-@click.argument("suite")
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write here [default: results/<suite>/results.<format>].")
-@click.option("--tracking-uri", default=None)
-def export_cmd(suite, fmt, output, tracking_uri):
-    """Export SUITE's results: JSON modelled on lm-eval's results schema (value, stderr, n, instrument per
-    metric; config, versions, git hash, seeds per run), or the leaderboard CSV."""
-    from bench import leaderboard
-    from bench.board_export import to_json
-    from bench.context import results_dir
-    from bench.suite import load_suite
-    from bench.tracking import Tracker
-
-    s = load_suite(suite)
-    board = leaderboard.build(s, Tracker(tracking_uri))
-    text = to_json(board) if fmt == "json" else leaderboard.to_csv(board)
-    out = output or (results_dir() / s.name / f"results.{fmt}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    click.echo(f"written: {out}")
-
-
-@main.command("claims")
-@click.argument("suite")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--tracking-uri", default=None)
-def claims_cmd(suite, fmt, tracking_uri):
-    """Evaluate SUITE's paper claims on its finished runs; exit 1 if any claim is contradicted.
-
-    Verdicts: supported / contradicted / inconclusive (missing values or sampling errors, or an
-    interval containing the null), from each claim's test (welch | bootstrap) at its level; with one
-    seed from the metrics' sampling errors ("1 seed: sampling uncertainty only").
-    """
-    from bench import claims, leaderboard
-    from bench.suite import load_suite
-    from bench.tracking import Tracker
-
-    s = load_suite(suite)
-    if not s.claims:
-        click.echo(f"{s.source}: no claims")
-        return
-    verdicts = claims.evaluate_claims(s, leaderboard.collect(s, Tracker(tracking_uri)))
-    click.echo(claims.to_json(verdicts) if fmt == "json" else claims.to_text(verdicts))
-    if any(v.verdict == claims.CONTRADICTED for v in verdicts):
-        sys.exit(1)
-
-
 @main.command()
 @click.option("--port", default=5000, show_default=True)
 @click.option("--tracking-uri", default=None)
@@ -395,9 +308,10 @@ def doctor_cmd(tracking_uri, cache_dir, fix):
 
 
 from bench.cli_cluster import COMMANDS as _CLUSTER_COMMANDS  # noqa: E402  (server)
+from bench.cli_board import COMMANDS as _BOARD_COMMANDS  # noqa: E402  (leaderboard, export, claims)
 from bench.cli_gate import COMMANDS as _GATE_COMMANDS  # noqa: E402  (compare, baseline, gate, gate-noise)
 
-for _cmd in _GATE_COMMANDS + _CLUSTER_COMMANDS:
+for _cmd in _BOARD_COMMANDS + _GATE_COMMANDS + _CLUSTER_COMMANDS:
     main.add_command(_cmd)
 
 if __name__ == "__main__":
