@@ -73,6 +73,7 @@ def to_dict(board) -> dict:
                 "n_seeds": e.n_seeds, "per_seed": list(r.per_seed.get(k) or []),
                 "per_seed_stderr": r.per_seed.get(f"{k}_stderr"),
                 "delta_vs_baseline": board.delta(r, k),
+                "to_floor": board.to_floor(r, k),
                 "delta_ci95": list(d[1:]) if d else None, "delta_significant": board.significant(r, k),
             }
         res["metrics"] = per_metric
@@ -86,7 +87,7 @@ def to_dict(board) -> dict:
             except Exception:  # noqa: BLE001 - a foreign board: the config is optional
                 cfg = {}
         configs[r.method] = {"config_hash": r.config_hash, "label": r.label, "baseline": r.baseline,
-                             "seeds": r.seeds, "run_ids": r.run_ids, "config": cfg}
+                             "reference": r.reference, "seeds": r.seeds, "run_ids": r.run_ids, "config": cfg}
     for k, c in board.columns.items():
         metrics_doc[k] = {"title": c.title, "unit": c.unit, "kind": c.kind, "group": c.group,
                           "higher_is_better": c.higher_is_better, "uncertainty_method": c.uncertainty or None,

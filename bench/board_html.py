@@ -114,7 +114,8 @@ def table_html(board) -> str:
     cols = [("", "seeds")] + [(board.columns[k].group, header(k, board.columns[k])) for k in keys]
     rows, names = [], []
     for r in board.rows:
-        name = f"<b>{html.escape(r.method)}</b>" + (" <i>(baseline)</i>" if r.baseline else "")
+        name = f"<b>{html.escape(r.method)}</b>" + (" <i>(baseline)</i>" if r.baseline else "") + (
+            " <i>(floor)</i>" if r.reference else "")
         if r.label != r.method:
             name += f"<br><small>{html.escape(r.label)}</small>"
         name += f" <a href='#m-{html.escape(_anchor(r.method))}'>runs</a>"
@@ -171,7 +172,7 @@ def legend(board) -> list[dict]:
     out = []
     for k in ordered_keys(board):
         c = board.columns[k]
-        ns = sorted({len(r.per_seed.get(k) or []) for r in board.rows} - {0})
+        ns = sorted({len(r.per_seed.get(k) or []) for r in board.methods} - {0})
         out.append({"id": short_id(k, c), "key": k, "title": c.title, "unit": c.unit, "kind": c.kind,
                     "arrow": c.arrow, "group": c.group, "seeds": "/".join(map(str, ns)) or "0",
                     "uncertainty": c.uncertainty or "—"})

@@ -105,8 +105,8 @@ def table(board, shown: list[str]) -> Table:
     for k in shown:
         t.add_column(header(k, board.columns[k]), justify="right", no_wrap=True)
     for r in board.rows:
-        name = Text(r.method + (" (b)" if r.baseline else ""), style="bold" if r.baseline else "")
-        t.add_row(name, str(len(r.seeds)), *[cell(board, r, k) for k in shown])
+        name = Text(r.method + (" (b)" if r.baseline else ""), style="bold" if r.baseline else ("dim" if r.reference else ""))
+        t.add_row(name, "—" if r.reference else str(len(r.seeds)), *[cell(board, r, k) for k in shown])
     return t
 
 
@@ -114,7 +114,7 @@ def legend_lines(board, shown: list[str], hidden: list[str]) -> list[Text]:
     lines = []
     for k in shown:
         c = board.columns[k]
-        ns = sorted({len(r.per_seed.get(k) or []) for r in board.rows} - {0})
+        ns = sorted({len(r.per_seed.get(k) or []) for r in board.methods} - {0})
         bits = [c.title + (f" [{c.unit}]" if c.unit else ""), c.group + (f" ({c.kind})" if c.kind not in ("score", c.group) else ""),
                 f"{'/'.join(map(str, ns)) or '0'} seed(s)", c.uncertainty and f"± {c.uncertainty}"]
         lines.append(Text.assemble((f"  {header(k, c)}", "bold"), ": " + " · ".join(b for b in bits if b)))
@@ -122,6 +122,9 @@ def legend_lines(board, shown: list[str], hidden: list[str]) -> list[Text]:
     b = board.baseline
     lines.append(Text(f"  ± = 95% CI half-width ({src}); Δ vs baseline {b.method if b else '(none)'}"
                       " (b), * = its 95% CI excludes 0; no arrow = descriptive, never coloured", style="dim"))
+    if any(r.reference for r in board.rows):
+        lines.append(Text("  real vs real = the floor: the same distance between n test and n class-balanced train "
+                          "images (same instrument); the gap to it is in the CSV/JSON (to_floor)", style="dim"))
     if hidden:
         ids = ", ".join(short_id(k, board.columns[k]) for k in hidden)
         lines.append(Text(f"  {len(hidden)} more column(s): {ids} (--wide shows all, --columns a,b selects)", style="dim"))

@@ -41,6 +41,7 @@ class Row:
     seeds: list[int] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     per_seed: dict[str, list[float]] = field(default_factory=dict)  # metric key -> one value per seed
+    reference: bool = False  # the "real vs real" floor row: no Δ, no claims, never sorted among methods
 
     def mean(self, key: str) -> float | None:
         v = self.per_seed.get(key) or []
@@ -68,9 +69,24 @@ class Leaderboard:
     def baseline(self) -> Row | None:
         return next((r for r in self.rows if r.baseline), None)
 
+    @property
+    def methods(self) -> list[Row]:
+        """The method rows (without the reference floor row)."""
+        return [r for r in self.rows if not r.reference]
+
+    def floor(self, key: str) -> float | None:
+        """The real-vs-real floor of column ``key`` (None when the column has none)."""
+        ref = next((r for r in self.rows if r.reference), None)
+        return ref.mean(key) if ref else None
+
+    def to_floor(self, row: Row, key: str) -> float | None:
+        """``row``'s mean minus the real-vs-real floor of ``key`` (how far from "perfect" at this n)."""
+        f, m = self.floor(key), row.mean(key)
+        return None if f is None or m is None or row.reference else m - f
+
     def delta(self, row: Row, key: str) -> float | None:
         b = self.baseline
-        if b is None or row is b:
+        if b is None or row is b or row.reference:
             return None
         m, bm = row.mean(key), b.mean(key)
         return None if m is None or bm is None else m - bm
@@ -78,7 +94,7 @@ class Leaderboard:
     def delta_ci(self, row: Row, key: str, level: float = 0.95) -> tuple[float, float, float] | None:
         """(Δ, lo, hi) vs the baseline row from both rows' SEs (:func:`bench.stats.difference`)."""
         b = self.baseline
-        if b is None or row is b:
+        if b is None or row is b or row.reference:
             return None
         return stats.difference(row.estimate(key), b.estimate(key), level)
 
@@ -122,6 +138,26 @@ def collect(suite: Suite, tracker: Tracker) -> list[Row]:
     return rows
 
 
+FLOOR_METHOD = "real vs real"
+
+
+def floor_row(rows: list[Row], columns: dict[str, Column]) -> Row | None:
+    """The reference row: for each column ``k`` with a logged ``<k>_floor`` (Fréchet family,
+    :meth:`bench.metrics.frechet.FrechetMetric.floor`), the distance between two independent real
+    sets at the same n and instrument; one value (the floor is the same in every cell that logs it)."""
+    ref = Row(FLOOR_METHOD, "floor: n test vs n class-balanced train images, same instrument", False, "",
+              reference=True)
+    for k in columns:
+        for suffix in ("", "_stderr"):
+            src = next((r for r in rows if r.per_seed.get(f"{k}_floor{suffix}")), None)
+            if src is not None:
+                ref.per_seed[f"{k}{suffix}"] = [src.per_seed[f"{k}_floor{suffix}"][0]]
+    if not ref.per_seed:
+        return None
+    ref.seeds = [0]
+    return ref
+
+
 def build(suite: Suite, tracker: Tracker) -> Leaderboard:
     """Collect rows, order them by the suite's ``leaderboard.sort_by``, evaluate its claims."""
     cols = all_columns(suite)
@@ -139,7 +175,8 @@ def build(suite: Suite, tracker: Tracker) -> Leaderboard:
     if key:
         sign = -1 if (cols.get(key) and cols[key].higher_is_better) else 1
         rows.sort(key=lambda r: (r.mean(key) is None, sign * (r.mean(key) or 0.0)))
-    board = Leaderboard(suite, cols, rows, tracker=tracker)
+    floor = floor_row(rows, cols)
+    board = Leaderboard(suite, cols, rows + ([floor] if floor else []), tracker=tracker)
     if suite.claims:
         from bench.claims import evaluate_claims
 
@@ -216,12 +253,15 @@ def to_markdown(board: Leaderboard) -> str:
     lines.append("| " + " | ".join(hdr) + " |")
     lines.append("|" + "|".join(["---"] * len(hdr)) + "|")
     for r in board.rows:
-        name = f"{md_escape(r.method)}{' (baseline)' if r.baseline else ''}"
-        cells = [name, str(len(r.seeds))] + [_cell(board, r, k) for k in board.columns]
+        name = f"{md_escape(r.method)}{' (baseline)' if r.baseline else ''}{' (floor)' if r.reference else ''}"
+        cells = [name, "—" if r.reference else str(len(r.seeds))] + [_cell(board, r, k) for k in board.columns]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Values: mean ± 95% CI half-width ({md_escape(board.uncertainty_source())})"
               f"{'; Δ = mean difference vs ' + md_escape(b.method) + ', * where its 95% CI excludes 0' if b else ''}. "
               "↑ higher is better, ↓ lower is better, no arrow: descriptive statistic. "
+              + (f"Row '{FLOOR_METHOD}': each distance between two independent real sets at the same n and instrument "
+                 "(n first test vs n class-balanced train images): what a fresh real sample scores at this n (a perfect generator; a reconstruction can reach 0). "
+                 if any(r.reference for r in board.rows) else "") +
               "Built from MLflow finished runs whose config hash matches the suite."]
     if board.claims:
         lines += ["", "### Claims", "", "| claim | paper | assertion | verdict | evidence |", "|---|---|---|---|---|"]
@@ -257,13 +297,13 @@ def to_csv(board: Leaderboard) -> str:
     w = csv.writer(buf)
     head = ["method", "label", "baseline", "n_seeds", "seeds", "config_hash"]
     for k in board.columns:
-        head += [f"{k}_mean", f"{k}_std", f"{k}_se", f"{k}_delta"]
+        head += [f"{k}_mean", f"{k}_std", f"{k}_se", f"{k}_delta", f"{k}_to_floor"]
     w.writerow([csv_safe(x) for x in head])
     for r in board.rows:
         line = [r.method, r.label, r.baseline, len(r.seeds), " ".join(map(str, r.seeds)), r.config_hash]
         for k in board.columns:
             e = r.estimate(k)
-            line += [r.mean(k), r.std(k), e.se if e else None, board.delta(r, k)]
+            line += [r.mean(k), r.std(k), e.se if e else None, board.delta(r, k), board.to_floor(r, k)]
         w.writerow(["" if x is None else csv_safe(x) for x in line])
     if board.claims:
         w.writerow([])

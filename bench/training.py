@@ -198,7 +198,8 @@ def fit(step_fn: Callable[[int, object], tuple[torch.Tensor | None, dict]], batc
 
     Every ``log_every`` steps (and at the last step with ``log_last``) each part is logged as
     ``log(log_prefix + name, value, step)`` and the progress bar shows the parts' EMA.
-    ``checkpoint(step)`` runs after every ``checkpoint_every``-th update (0: never).
+    ``checkpoint(step)`` runs after every ``checkpoint_every``-th update (0: never); when it returns
+    True, training stops there (early stopping; ``FitResult.steps`` says how many steps ran).
     """
     if log_every < 1:
         raise ValueError(f"fit: log_every must be >= 1, got {log_every}")
@@ -222,7 +223,8 @@ def fit(step_fn: Callable[[int, object], tuple[torch.Tensor | None, dict]], batc
                     log(f"{log_prefix}{k}", res.last[k], step)
             bar.set_postfix({k: f"{v:.4g}" for k, v in res.ema.items()})
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-            checkpoint(step)
+            if checkpoint(step) is True:
+                break
     bar.close()
     res.seconds = time.time() - t0
     return res

@@ -161,7 +161,8 @@ def test_rfd_identity_zero_and_provenance(fmnist, tiny_default, tmp_path):
     ctx, logged = make_ctx(fmnist, tiny_default, tmp_path, [("rfd_fmnist", {"n": 300})])
     out = fd_fmnist.ReconstructionFD().compute(IdentityTokenizer(AdapterParams(), 0), ctx,
                                                fd_fmnist.FDParams(n=300))
-    assert set(out) == {"rfd_fmnist", "rfd_fmnist_stderr"} and abs(out["rfd_fmnist"]) < 1e-6
+    assert set(out) == {"rfd_fmnist", "rfd_fmnist_stderr", "rfd_fmnist_floor", "rfd_fmnist_floor_stderr"}
+    assert abs(out["rfd_fmnist"]) < 1e-6 < out["rfd_fmnist_floor"]
     assert len(logged["rfd_fmnist.classifier_weights_sha256"]) == 64
     assert logged["rfd_fmnist.classifier_test_acc"] > 0.88 and logged["rfd_fmnist.n"] == 300
     assert logged["rfd_fmnist.extractor"] == "fmnist-cnn-v1"

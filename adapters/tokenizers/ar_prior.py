@@ -29,6 +29,8 @@ class PriorBudget:
     lr: float
     label_dropout: float = 0.1
     warmup: int = 50
+    eval_every: int = 100  # validation CE every this many steps (when train_prior gets ``val``)
+    patience: int = 0  # evaluations without improvement before stopping (0: run all steps)
 
 
 class ARPrior(torch.nn.Module):
@@ -111,13 +113,29 @@ class ARPrior(torch.nn.Module):
         return self.logits_from_embeds(self.embed(self.input_ids(tokens, labels)))[:, -1].float()
 
 
+@torch.no_grad()
+def mean_nll(prior: ARPrior, tokens: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Mean masked CE of ``tokens`` [N, L] under ``prior`` with their labels (nats/token), eval mode."""
+    was = prior.training
+    prior.eval()
+    tot = sum(float(prior.nll(tokens[i:i + batch_size], labels[i:i + batch_size]).double().sum())
+              for i in range(0, len(tokens), batch_size))
+    prior.train(was)
+    return tot / tokens.numel()
+
+
 def train_prior(prior: ARPrior, tokens: torch.Tensor, labels: torch.Tensor, budget: PriorBudget, seed: int,
-                what: str = "AR prior", log=None, show_progress: bool = True) -> dict:
+                what: str = "AR prior", log=None, show_progress: bool = True,
+                val: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Fit ``prior`` by next-token CE on ``tokens`` [N, L] (int64) with ``labels`` [N].
 
     Label dropout replaces the class by the null class with probability ``label_dropout``.
     AdamW, linear warm-up then cosine decay to 5 % (:class:`bench.training.Schedule`), gradient
-    clipping at 1. Returns {"train_loss": final mean CE (nats/token), "seconds"}.
+    clipping at 1. With ``val`` = (tokens, labels) held out from training: the validation CE
+    (:func:`mean_nll`) every ``budget.eval_every`` steps and at the end, logged as ``<what>_val_loss``;
+    the prior ends in its best-validation state, and with ``budget.patience`` > 0 training stops
+    after that many evaluations without improvement (early stopping).
+    Returns {"train_loss": final mean CE (nats/token), "seconds"[, "val_loss", "best_step", "steps_run"]}.
     Raises :class:`bench.training.TrainingDiverged` on NaN/inf.
     """
     torch.manual_seed(seed)
@@ -134,7 +152,28 @@ def train_prior(prior: ARPrior, tokens: torch.Tensor, labels: torch.Tensor, budg
         loss = F.cross_entropy(logits.reshape(-1, prior.vocab).float(), z.reshape(-1))  # nats/token
         return loss, {"loss": loss}
 
+    prefix = f"{what.replace(' ', '_')}_"
+    best = {"loss": float("inf"), "step": -1, "state": None, "bad": 0}
+
+    def evaluate(step: int) -> bool:
+        v = mean_nll(prior, *val)
+        if log is not None:
+            log(f"{prefix}val_loss", v, step + 1)
+        if v < best["loss"]:
+            best.update(loss=v, step=step + 1, bad=0,
+                        state={k: t.detach().clone() for k, t in prior.state_dict().items()})
+        else:
+            best["bad"] += 1
+        return bool(budget.patience) and best["bad"] >= budget.patience
+
     res = fit(step_fn, minibatches(len(tokens), budget.batch_size, budget.steps, seed), budget.steps, what, update,
-              log=log, log_prefix=f"{what.replace(' ', '_')}_", show_progress=show_progress)
+              log=log, log_prefix=prefix, show_progress=show_progress,
+              checkpoint=evaluate if val is not None else None, checkpoint_every=budget.eval_every)
+    out = {"train_loss": res.ema.get("loss") or float("nan"), "seconds": res.seconds}
+    if val is not None:
+        if res.steps % budget.eval_every:  # the last state is a candidate too
+            evaluate(res.steps - 1)
+        prior.load_state_dict(best["state"])
+        out.update(val_loss=best["loss"], best_step=float(best["step"]), steps_run=float(res.steps))
     prior.eval()
-    return {"train_loss": res.ema.get("loss") or float("nan"), "seconds": res.seconds}
+    return out

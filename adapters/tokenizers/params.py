@@ -6,9 +6,10 @@ configs) import these models.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
 
 from bench.adapter import AdapterParams
 from bench.registry import declare_adapter
@@ -48,13 +49,99 @@ class TokenizerARBudget(BaseModel):
     prior_lr: float = Field(1e-3, gt=0)
     label_dropout: float = Field(0.1, ge=0, le=1)
     prior_train_images: int | None = Field(None, gt=0, description="fit the prior on the first N train images")
+    prior_val_images: int = Field(0, ge=0, description="hold out the last N of those images' tokens: validation CE "
+                                                       "every prior_eval_every steps, the best state is kept")
+    prior_eval_every: int = Field(100, gt=0, description="steps between validation evaluations of the prior")
+    prior_patience: int = Field(0, ge=0, description="stop after this many evaluations without improvement (0: never)")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_validation(self, handler):
+        d = handler(self)  # no validation split: the dump (and every existing config hash) is unchanged
+        if isinstance(d, dict) and d.get("prior_val_images") == 0:
+            for k in ("prior_val_images", "prior_eval_every", "prior_patience"):
+                d.pop(k, None)
+        return d
+
+
+def codebook_schedule(kind: str, k_min: int, k_max: int, length: int, gamma: float = 1.0) -> list[int]:
+    """VCQ's K_t, t = 0..length-1 (monotone non-decreasing, K_0 = k_min, K_t <= k_max; see :mod:`.vcq`).
+
+    Raises ValueError for an unknown ``kind``.
+    """
+    out = []
+    for t in range(length):
+        frac = t / (length - 1) if length > 1 else 1.0
+        if kind == "log-linear":
+            k = 2 ** (math.log2(k_min) + (math.log2(k_max) - math.log2(k_min)) * frac**gamma)
+        elif kind == "doubling":
+            k = min(k_max, k_min * 2**t)
+        elif kind == "linear":
+            k = k_min + (k_max - k_min) * frac
+        else:
+            raise ValueError(f"unknown codebook schedule {kind!r}")
+        out.append(int(min(k_max, max(k_min, round(k)))))
+    for i in range(1, length):  # rounding must not break monotonicity
+        out[i] = max(out[i], out[i - 1])
+    return out
+
+
+def total_bits(sizes: list[int]) -> float:
+    """Capacity of a token sequence with codebook sizes K_t: sum_t log2 K_t (bits per image)."""
+    return float(sum(math.log2(k) for k in sizes))
+
+
+def bits_matched_k(sizes: list[int]) -> int:
+    """The uniform codebook size K whose L positions carry the same total bits as ``sizes``.
+
+    K = the integer nearest (in bits, L * |log2 K - mean_t log2 K_t|) to 2 ** (mean_t log2 K_t),
+    so a uniform-K tokenizer has the capacity of the VCQ schedule it is a control for (e.g.
+    log-linear 2..256 at L = 16: 72 bits -> K = 23, 72.4 bits). >= 2.
+    """
+    if not sizes:
+        raise ValueError("bits_matched_k: empty schedule")
+    target = total_bits(sizes)
+    lo = max(2, int(2 ** (target / len(sizes))))
+    return min((lo, lo + 1), key=lambda k: abs(len(sizes) * math.log2(k) - target))
+
+
+class BitsMatch(BaseModel):
+    """A VCQ schedule whose total bits a uniform-K baseline matches (``vq`` ``match_bits_of``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    schedule: Literal["log-linear", "doubling", "linear"] = "log-linear"
+    k_min: int = Field(2, ge=1)
+    k_max: int = Field(256, ge=2)
+    gamma: float = Field(1.0, gt=0)
 
 
 class VQParams(AdapterParams):
     codebook_size: int = Field(256, ge=2, description="K, the same at every position")
+    match_bits_of: BitsMatch | None = Field(
+        None, description="set K to the uniform codebook size with the total bits of this VCQ schedule "
+                          "(bits_matched_k); then codebook_size must be left out or equal to it")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
     temperature: float = Field(1.0, gt=0, description="sampling temperature (no guidance)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _matched_k(cls, data):
+        if isinstance(data, dict) and data.get("match_bits_of") is not None:
+            m = BitsMatch.model_validate(data["match_bits_of"])
+            length = TokenizerConfig.model_validate(data.get("tokenizer") or {}).length
+            k = bits_matched_k(codebook_schedule(m.schedule, m.k_min, m.k_max, length, m.gamma))
+            if data.get("codebook_size") not in (None, k):
+                raise ValueError(f"codebook_size {data['codebook_size']} contradicts match_bits_of, which gives K={k} "
+                                 "(leave codebook_size out)")
+            data = {**data, "codebook_size": k}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _omit_no_match(self, handler):
+        d = handler(self)  # without a match the dump (and every existing config hash) is unchanged
+        if isinstance(d, dict) and d.get("match_bits_of", 0) is None:
+            d.pop("match_bits_of")
+        return d
 
 
 class VCQParams(AdapterParams):

@@ -15,36 +15,12 @@ chooses one of (t = 0..L-1):
 """
 from __future__ import annotations
 
-import math
-from typing import Literal
-
-from pydantic import Field, ValidationInfo, field_validator
-
 from adapters.tokenizers.vq_tokenizer import TokenizerConfig
 from adapters.tokenizers.vq import VQAdapter
 from bench.adapter import AdapterParams
 from adapters.tokenizers.ar_prior import PriorConfig
 from bench.registry import register_adapter
-from adapters.tokenizers.params import VCQParams  # noqa: F401  (declared in the light module)
-
-
-def codebook_schedule(kind: str, k_min: int, k_max: int, length: int, gamma: float = 1.0) -> list[int]:
-    """Monotone non-decreasing K_t, t = 0..length-1, with K_0 = k_min and K_t <= k_max."""
-    out = []
-    for t in range(length):
-        frac = t / (length - 1) if length > 1 else 1.0
-        if kind == "log-linear":
-            k = 2 ** (math.log2(k_min) + (math.log2(k_max) - math.log2(k_min)) * frac**gamma)
-        elif kind == "doubling":
-            k = min(k_max, k_min * 2**t)
-        elif kind == "linear":
-            k = k_min + (k_max - k_min) * frac
-        else:
-            raise ValueError(f"unknown codebook schedule {kind!r}")
-        out.append(int(min(k_max, max(k_min, round(k)))))
-    for i in range(1, length):  # rounding must not break monotonicity
-        out[i] = max(out[i], out[i - 1])
-    return out
+from adapters.tokenizers.params import VCQParams, codebook_schedule  # noqa: F401  (declared in the light module)
 
 
 @register_adapter("vcq")

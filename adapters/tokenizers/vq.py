@@ -24,6 +24,9 @@ from bench.registry import register_adapter
 from adapters.tokenizers.params import TokenizerARBudget, VQParams  # noqa: F401  (declared in the light module)
 
 
+TRAIN_LOCK_TIMEOUT_S = 6 * 3600.0  # a cell waiting for another cell's tokenizer training (hours on a GPU suite)
+
+
 def code_usage_perplexity(tokens: torch.Tensor, k: int) -> float:
     """exp(entropy) of the marginal code histogram (all positions pooled): effective codebook size."""
     p = torch.bincount(tokens.flatten(), minlength=k).double()
@@ -88,20 +91,29 @@ class VQAdapter(Adapter):
         return tok, stats
 
     def load_or_train_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget) -> VQTokenizer:
+        """The tokenizer of :meth:`tokenizer_key` from the cache, else trained and cached.
+
+        Every method that freezes the same tokenizer (same key: schedule, config, data, seed,
+        tokenizer budget) shares one training: concurrent cells (a worker pool) wait on a per-key
+        file lock instead of training it twice (a dead worker's lock is released by the OS).
+        """
+        from bench.locks import file_lock
+
         key = self.tokenizer_key(ds, budget)
         ctx.log_param("tokenizer_cache_key", key)
-        cached = ctx.cache.load_torch("tokenizer", key)
-        if cached is not None:
-            tok = self.new_tokenizer()
-            tok.load_state_dict(cached["state"])  # tensors loaded to CPU, copied onto the module's device
-            tok.eval()
-            self._train_tokens = cached["train_tokens"]
-            ctx.log_param("tokenizer_cached", True)
-            return tok
-        tok, stats = self.train_new_tokenizer(ctx, ds, budget)
-        self._train_tokens = tok.encode(ds.train.images)
-        ctx.cache.save_torch("tokenizer", key, {"state": tok.state_dict(), "train_tokens": self._train_tokens,
-                                                "stats": stats})
+        with file_lock(ctx.cache.path("tokenizer", key).with_suffix(".train.lock"), timeout=TRAIN_LOCK_TIMEOUT_S):
+            cached = ctx.cache.load_torch("tokenizer", key)
+            if cached is not None:
+                tok = self.new_tokenizer()
+                tok.load_state_dict(cached["state"])  # tensors loaded to CPU, copied onto the module's device
+                tok.eval()
+                self._train_tokens = cached["train_tokens"]
+                ctx.log_param("tokenizer_cached", True)
+                return tok
+            tok, stats = self.train_new_tokenizer(ctx, ds, budget)
+            self._train_tokens = tok.encode(ds.train.images)
+            ctx.cache.save_torch("tokenizer", key, {"state": tok.state_dict(), "train_tokens": self._train_tokens,
+                                                    "stats": stats})
         for k, v in stats.items():
             if math.isfinite(v):
                 ctx.log_metric(f"tokenizer_{k}", v)
@@ -137,11 +149,18 @@ class VQAdapter(Adapter):
             prior.load_state_dict(cached["state"])
             prior.eval()
             return prior
-        pb = PriorBudget(budget.prior_steps, budget.prior_batch, budget.prior_lr, budget.label_dropout)
-        stats = train_prior(prior, self.prior_sequences(tokens), labels, pb, self.seed, "prior", ctx.log_metric, ctx.progress)
+        pb = PriorBudget(budget.prior_steps, budget.prior_batch, budget.prior_lr, budget.label_dropout,
+                         eval_every=budget.prior_eval_every, patience=budget.prior_patience)
+        seqs, val = self.prior_sequences(tokens), None
+        if budget.prior_val_images:  # the last images' tokens are held out for validation / early stopping
+            nv = budget.prior_val_images
+            if nv >= len(seqs):
+                raise BenchError(f"budget.prior_val_images ({nv}) must be < the prior's {len(seqs)} training images")
+            seqs, labels, val = seqs[:-nv], labels[:-nv], (seqs[-nv:], labels[-nv:])
+        stats = train_prior(prior, seqs, labels, pb, self.seed, "prior", ctx.log_metric, ctx.progress, val=val)
         ctx.cache.save_torch("prior", key, {"state": prior.state_dict(), "stats": stats})
-        ctx.log_metric("prior_train_loss", stats["train_loss"])
-        ctx.log_metric("prior_seconds", stats["seconds"])
+        for k, v in stats.items():
+            ctx.log_metric(f"prior_{k}", v)
         return prior
 
     # -- tokenize ---------------------------------------------------------------------------

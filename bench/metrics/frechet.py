@@ -13,6 +13,13 @@ samples vs n class-balanced train images), the instrument (:mod:`bench.instrumen
 its output key and column title. ``rfid``/``gfid`` (:mod:`bench.metrics.fid`) and
 ``rfd_fmnist``/``gfd_fmnist`` (:mod:`bench.metrics.fd_fmnist`) are the registered members.
 
+Floor: every member also outputs ``<key>_floor`` (and ``<prefix>kid_floor``, ``<key>_floor_stderr``): the same
+distance between two *independent real* sets at the same n and instrument (the n first test images
+vs n class-balanced train images, i.e. what a perfect generator, or a reconstruction as good as a
+fresh real sample, scores at this n; FD/FID are biased upwards at finite n). Computed once per
+(instrument, image sets, n) and cached (``results/cache/frechet_floor/``); the leaderboard shows
+it as the "real vs real" row and each method's distance to it. No floor against the ADM batch.
+
 NFE sweep: a generation member's params may carry ``steps: [1, 2, 4, 8]`` (:class:`SweepParams`);
 it then outputs ``<key>_nfe<s>`` per asked steps s (``<key>@<s>``; MLflow keys allow no '@') and the measured
 NFE ``nfe_steps<s>``, and logs ``<key>`` as an MLflow metric history with step = measured NFE.
@@ -152,14 +159,25 @@ class FrechetMetric(Metric):
         return inp.real_test(params.n) if cls.pair == RECONSTRUCTION else inp.real_train_balanced(params.n)
 
     @classmethod
+    def floor_input(cls, params: MetricParams) -> inp.InputSpec | None:
+        """The independent real set whose distance to :meth:`real_input` is the floor (None: no floor)."""
+        if cls.pair == RECONSTRUCTION:
+            return inp.real_train_balanced(params.n)
+        if getattr(params, "reference", "train") != "train":
+            return None
+        return inp.real_test(params.n)
+
+    @classmethod
     def fake_input(cls, params: MetricParams, steps: int | None) -> inp.InputSpec:
         return inp.reconstructions(params.n) if cls.pair == RECONSTRUCTION else inp.samples(params.n, steps)
 
     @classmethod
     def inputs(cls, params: MetricParams) -> list[inp.InputSpec]:
         inst, bs = cls.instrument(params), params.batch_size
+        floor = cls.floor_input(params)
         return [inp.features(inst, cls.real_input(params), bs)] + [
-            inp.features(inst, cls.fake_input(params, s), bs) for s in cls.sweep(params)]
+            inp.features(inst, cls.fake_input(params, s), bs) for s in cls.sweep(params)] + (
+            [inp.features(inst, floor, bs)] if floor is not None else [])
 
     @classmethod
     def columns(cls, params: MetricParams) -> dict[str, Column]:
@@ -224,12 +242,45 @@ class FrechetMetric(Metric):
             out[nfe_key(s)] = nfe
             if se is not None:
                 out[stderr_key(sweep_key(fd_key, s))] = se
+        out.update(self.floor(adapter, ctx, params))
         from bench.instruments.features import extractor
 
         for k, v in {**extractor(inst).provenance(), **self.logged_params(params),
                      "reference_fingerprint": p.get(real, adapter).fingerprint()}.items():
             ctx.log_param(f"{name}.{k}", v)
         return check_finite(out, name)
+
+    def floor(self, adapter: Any, ctx: Any, params: MetricParams) -> dict[str, float]:
+        """``<key>_floor`` (+ ``_stderr``, ``<prefix>kid_floor``): the distance between two independent real
+        sets at this n and instrument (:meth:`floor_input` vs :meth:`real_input`), cached by what defines it."""
+        import json
+
+        from bench.context import stable_hash
+        from bench.instruments.features import extractor
+
+        floor = self.floor_input(params)
+        if floor is None:
+            return {}
+        p, inst, bs = inp.provider(ctx), self.instrument(params), params.batch_size
+        real, other = self.real_input(params), floor
+        fd_key = self.prefix + self.base
+        key = stable_hash({"inst": extractor(inst).provenance(), "a": p.get(real, adapter).fingerprint(),
+                           "b": p.get(other, adapter).fingerprint(), "kid": self.kid,
+                           "kid_subset": getattr(params, "kid_subset_size", None), "boot": self.bootstrap_resamples})
+        cached = ctx.cache.load_json("frechet_floor", key)
+        if cached is None:
+            f_real, f_other = p.get(inp.features(inst, real, bs), adapter), p.get(inp.features(inst, other, bs), adapter)
+            cached = {"fd": frechet_distance(f_other, f_real),
+                      "fd_stderr": frechet_bootstrap_stderr(f_other, f_real, self.bootstrap_resamples, BOOTSTRAP_SEED)}
+            if self.kid:
+                cached["kid"] = kernel_distance(f_other, f_real, params.kid_subset_size)[0]
+            ctx.cache.save_json("frechet_floor", key, json.dumps(cached))
+        out = {f"{fd_key}_floor": cached["fd"]}
+        if cached.get("fd_stderr") is not None:
+            out[f"{fd_key}_floor_stderr"] = cached["fd_stderr"]
+        if "kid" in cached:
+            out[f"{self.prefix}kid_floor"] = cached["kid"]
+        return out
 
     def logged_params(self, params: MetricParams) -> dict[str, Any]:
         """Parameters logged with the values (besides the instrument's provenance)."""
