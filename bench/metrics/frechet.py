@@ -174,10 +174,9 @@ class FrechetMetric(Metric):
     @classmethod
     def inputs(cls, params: MetricParams) -> list[inp.InputSpec]:
         inst, bs = cls.instrument(params), params.batch_size
-        floor = cls.floor_input(params)
         return [inp.features(inst, cls.real_input(params), bs)] + [
-            inp.features(inst, cls.fake_input(params, s), bs) for s in cls.sweep(params)] + (
-            [inp.features(inst, floor, bs)] if floor is not None else [])
+            inp.features(inst, cls.fake_input(params, s), bs) for s in cls.sweep(params)]
+        # the floor's second real set is not declared: it is optional (skipped when the split is too small)
 
     @classmethod
     def columns(cls, params: MetricParams) -> dict[str, Column]:
@@ -259,7 +258,9 @@ class FrechetMetric(Metric):
         from bench.instruments.features import extractor
 
         floor = self.floor_input(params)
-        if floor is None:
+        ds = ctx.dataset
+        if floor is None or min(len(ds.test), len(ds.train)) < params.n:
+            ctx.log_param(f"{self.registry_name}.floor", "none (ADM reference, or a split has fewer than n images)")
             return {}
         p, inst, bs = inp.provider(ctx), self.instrument(params), params.batch_size
         real, other = self.real_input(params), floor
