@@ -52,13 +52,18 @@ def _report(name: str, **figures) -> None:
 
 
 def _race(tmp: Path, uri: str, label: str) -> None:
-    """Driver A with 4 pool workers and driver B with 2 race over the same 6 cells (~5 s each, so that
-    workers of both drivers arrive while cells are held: both pools start their workers at once)."""
+    """Driver A with 4 pool workers and driver B with 2 race over the same 6 cells. Every started cell
+    waits until all 6 cells have started (toy plugin's ``$GENBENCH_TOY_HOLD``, at most 240 s), so workers
+    of both drivers hold cells at the same moment whichever driver's pool starts first; the test checks
+    that overlap on the runs' own start/end times (param ``toy_driver`` names the driver)."""
     suite = tmp / "exec_toy.yaml"
-    suite.write_text(SUITE.read_text().replace("sleep_s: 0.05", "sleep_s: 0.25"))
+    suite.write_text(SUITE.read_text())
+    markers = tmp / "markers"
+    markers.mkdir()
+    hold = {"GENBENCH_TOY_MARKERS": str(markers), "GENBENCH_TOY_HOLD": f"{N_CELLS}:240"}
     t0 = time.monotonic()
-    a = _driver(tmp, "A", uri, str(suite), "--workers", "4")
-    b = _driver(tmp, "B", uri, str(suite), "--workers", "2")
+    a = _driver(tmp, "A", uri, str(suite), "--workers", "4", env=_env(GENBENCH_TOY_DRIVER="A", **hold))
+    b = _driver(tmp, "B", uri, str(suite), "--workers", "2", env=_env(GENBENCH_TOY_DRIVER="B", **hold))
     rc = [p.wait(timeout=900) for p in (a, b)]
     logs = {n: (tmp / f"{n}.log").read_text() for n in "AB"}
     assert rc == [0, 0], "\n".join(v[-4000:] for v in logs.values())
@@ -68,16 +73,25 @@ def _race(tmp: Path, uri: str, label: str) -> None:
                   if r.info.status == "FINISHED")
     status = Counter(r.info.status for r in runs)
     lost = sum(r.data.tags.get("bench.lease.lost") == "true" for r in runs)
+    spans = {n: [(r.info.start_time / 1000, r.info.end_time / 1000) for r in runs
+                 if r.info.status == "FINISHED" and r.data.params.get("toy_driver") == n] for n in "AB"}
+    # the longest time during which a cell run of A and one of B were both open (0: they never overlapped)
+    overlap = max((min(ea, eb) - max(sa, sb) for sa, ea in spans["A"] for sb, eb in spans["B"]), default=0.0)
     _report(f"race-{label}", workers="4 (driver A) + 2 (driver B)", cells=N_CELLS, finished_cells=len(fin),
             duplicate_finished=sum(v - 1 for v in fin.values()), lock_errors=locked, runs=dict(status),
             lost_race_claims=lost, seconds=round(time.monotonic() - t0, 1),
+            cells_finished_by={n: len(v) for n, v in spans.items()}, overlap_s=round(max(overlap, 0.0), 1),
             cells_run={n: v.count(": running (config") for n, v in logs.items()},
-            found_leased={n: v.count("leased by run") for n, v in logs.items()},
-            found_finished={n: v.count("-> skipped") - v.count("leased by run") for n, v in logs.items()})
+            found_leased={n: sum("leased by run" in ln and "-> skipped" in ln for ln in v.splitlines())
+                          for n, v in logs.items()},
+            found_finished={n: sum(": finished run" in ln and "-> skipped" in ln for ln in v.splitlines())
+                            for n, v in logs.items()})
     assert locked == 0
     assert len(fin) == N_CELLS and set(fin.values()) == {1}  # every cell finished exactly once
     assert status["RUNNING"] == 0
     assert all(r.data.tags.get("bench.lease.lost") == "true" for r in runs if r.info.status == "FAILED")
+    assert spans["A"] and spans["B"], f"one driver ran no cell, so nothing raced: {spans}"
+    assert overlap > 0, f"the drivers' cell runs never overlapped in time: {spans}"
 
 
 @pytest.mark.slow
