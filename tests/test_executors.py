@@ -237,6 +237,47 @@ def test_kill_9_of_the_driver_then_rerun(tmp_path):
             dead_run_reason=old.data.tags[f"{TAG}error"])
 
 
+@pytest.mark.slow
+def test_kill_9_on_another_host_lease_expires_and_another_driver_takes_over(tmp_path):
+    """Driver A runs as host "node-a" (a sitecustomize fakes socket.gethostname), so driver B on this host
+    cannot see that A's worker died: after ``kill -9`` of A (driver and worker) B waits until the lease's
+    heartbeat is older than the lease timeout (8 s), ends the stale run FAILED with the reason, runs the cell."""
+    suite = tmp_path / "exec_kill.yaml"
+    suite.write_text(KILL_SUITE.replace("  - {name: b, adapter: toy_linear, params: {lr: 0.02}}\n", ""))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    markers, fake_host = tmp_path / "markers", tmp_path / "fakehost"
+    markers.mkdir()
+    fake_host.mkdir()
+    (fake_host / "sitecustomize.py").write_text("import socket\nsocket.gethostname = lambda: 'node-a'\n")
+    env_a = _env(GENBENCH_TOY_MARKERS=str(markers))
+    env_a["PYTHONPATH"] = os.pathsep.join([str(fake_host), env_a["PYTHONPATH"]])
+    d = _driver(tmp_path, "A", uri, str(suite), "--workers", "1", "--lease-timeout", "8", env=env_a)
+    _wait(lambda: next(markers.glob("a-s0.*"), None), what="cell a-s0 to start")
+    t = Tracker(uri)
+    exp = t.experiment_id("exec_kill")
+    rs = _wait(lambda: [r for r in t.client.search_runs([exp], f"tags.`{TAG}kind` = 'cell'")
+                        if _steps(t, r.info.run_id) >= 5], what="5 steps")
+    dead = rs[0].info.run_id
+    assert t.client.get_run(dead).data.tags[f"{TAG}host"] == "node-a"
+    os.killpg(d.pid, signal.SIGKILL)
+    d.wait()
+    t_kill = time.time()
+    logged = _steps(t, dead)
+    b = _driver(tmp_path, "B", uri, str(suite), "--workers", "1", "--lease-timeout", "8")
+    assert b.wait(timeout=600) == 0, (tmp_path / "B.log").read_text()[-4000:]
+    old = t.client.get_run(dead)
+    reason = old.data.tags[f"{TAG}error"]
+    assert old.info.status == "FAILED" and "no heartbeat for" in reason and "node-a" in reason, reason
+    assert _steps(t, dead) >= logged  # nothing it logged is lost
+    fin = t.client.search_runs([exp], f"tags.`{TAG}kind` = 'cell' and attributes.status = 'FINISHED'")
+    assert len(fin) == 1 and fin[0].info.run_id != dead and _steps(t, fin[0].info.run_id) == 60
+    took_over = old.info.end_time / 1000 - t_kill
+    assert took_over >= 8 - 2.5  # it did wait for the heartbeat to age (last beat up to 2 s before the kill)
+    _report("kill-other-host-lease-expiry", workers=1, cells=1, lease_timeout_s=8, killed_after_steps=logged,
+            takeover_s_after_kill=round(took_over, 1),
+            recovery_s_incl_restart=round(fin[0].info.end_time / 1000 - t_kill, 1), dead_run_reason=reason)
+
+
 def _metrics(uri: str, suite: str = "exec_toy") -> dict:
     _, runs = _cells(uri, suite)
     return {(r.data.tags[f"{TAG}method"], r.data.tags[f"{TAG}seed"]): r.data.metrics["toy_loss"]
