@@ -248,3 +248,31 @@ def test_permutation_claim_validation_names_the_field(tmp_path):
     doc["claims"] = doc["claims"][:1]
     p.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert load_suite(p).claims[0].test == "permutation"
+
+
+def test_lm_accuracy_metric_omits_the_stderr_when_a_task_has_na(monkeypatch):
+    """The metric itself (lm-eval faked): a task whose stderr is "N/A" -> no accuracy_stderr logged, never 0.0;
+    all tasks with stderrs -> the pooled one."""
+    from types import SimpleNamespace
+
+    import adapters.peft.evaluate as ev
+    from bench.metrics.lm_accuracy import LmAccuracy
+
+    raw = {"t1": {"acc,none": 0.5, "acc_stderr,none": "N/A"}, "t2": {"acc,none": 0.7, "acc_stderr,none": 0.1}}
+
+    def fake(model, tok, tasks, *a, **k):
+        return {t: dict(zip(("metric", "value", "stderr"), ev._pick(raw[t], None)), n=10) for t in tasks}
+
+    monkeypatch.setattr(ev, "lm_eval_accuracy", fake)
+    logged = {}
+    ctx = SimpleNamespace(dataset=SimpleNamespace(tasks=["t1", "t2"], include_path=None, include_defaults=True,
+                                                  test=SimpleNamespace(limit=None)),
+                          budget={}, device=SimpleNamespace(type="cpu"), log_param=lambda k, v: None,
+                          log_metric=lambda k, v, step=None: logged.__setitem__(k, v))
+    adapter = SimpleNamespace(result=SimpleNamespace(model=None), tokenizer=None)
+    m = LmAccuracy()
+    out = m.compute(adapter, ctx, m.Params())
+    assert out == {"accuracy": pytest.approx(0.6)} and logged == {"acc_t1": 0.5, "acc_t2": 0.7}
+    raw["t1"]["acc_stderr,none"] = 0.1
+    out = m.compute(adapter, ctx, m.Params())
+    assert out["accuracy_stderr"] == pytest.approx(math.sqrt(0.02) / 2)
