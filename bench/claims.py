@@ -8,6 +8,11 @@ about D = lhs - rhs, the difference of seed means; its two-sided ``level`` confi
 * ``welch``: the Welch-Satterthwaite t interval of the linear combination sum_i c_i mean_i (for two
   methods: Welch's unequal-variance t-test; the p-value of H0: D = 0 is reported). Needs a linear
   comparison (or ``|linear| OP constant``).
+* ``permutation``: the exact two-sample permutation test of a difference of two methods' seed means
+  (:func:`bench.stats.permutation_p`; ``k * (a - b) + c OP 0`` shifts a by c/k), exact level at any
+  seed count; it gives a p-value, not an interval: supported/contradicted when p <= 1 - level, by the
+  sign of the difference. Too few seeds to ever reach that p (3 vs 3: smallest p is 0.1) is
+  inconclusive, saying so. Only for a comparison of two metric values (no equivalence ``|X| <= c``).
 * ``bootstrap``: a percentile interval from 10,000 resamples of each (metric, method)'s seeds
   (independently, fixed RNG seed derived from the claim name), for any expression. Only from
   :data:`bench.stats.BOOTSTRAP_MIN_SEEDS` (30) seeds per method, where a simulated null holds its
@@ -39,7 +44,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-from bench.stats import BOOTSTRAP_MIN_SEEDS, estimate, percentile_bootstrap, welch_interval, z_interval
+from bench.stats import (BOOTSTRAP_MIN_SEEDS, estimate, percentile_bootstrap, permutation_p, welch_interval,
+                         z_interval)
 from bench.claim_grammar import (ClaimSyntaxError, ParsedAssertion, Ref, _evaluate, _form, _Form, _linear,  # noqa: F401
                                  _ref_index, metric_key, parse_assertion, validate_assertion, welch_problem)
 
@@ -194,6 +200,8 @@ def _evaluate_stats(cmp, parsed, data, described, part, src, test, level, tol, s
                         f"below {BOOTSTRAP_MIN_SEEDS} seeds per method and the expression is not linear (no Welch)")
             return part
         test, note = "welch", f" (bootstrap not calibrated below {BOOTSTRAP_MIN_SEEDS} seeds: Welch used)"
+    if test == "permutation":
+        return _evaluate_permutation(form, data, described, part, src, level, tol, seed)
     if test == "welch":
         lin = _linear(form.expr, tol)
         est, lo, hi, p, df = _interval_welch(lin, data, level)
@@ -213,6 +221,62 @@ def _evaluate_stats(cmp, parsed, data, described, part, src, test, level, tol, s
     part.update(verdict=verdict, estimate=est, ci=[lo, hi], level=level,
                 detail=f"{src}: {'; '.join(described)}; {what} {_fmt(est)}, {pct} CI [{_fmt(lo)}, {_fmt(hi)}], "
                        f"{stat} -> {verdict}")
+    return part
+
+
+def two_sample(form: _Form, tol: float | None) -> tuple[int, int, float, float] | None:
+    """``(i, j, k, c)`` when the comparison's D is ``k * (ref_i - ref_j) + c`` with k > 0, else None."""
+    if form.kind != "sign":
+        return None
+    lin = _linear(form.expr, tol)
+    if lin is None:
+        return None
+    nz = {i: c for i, c in lin[0].items() if c != 0}
+    if len(nz) != 2:
+        return None
+    (i, ci), (j, cj) = sorted(nz.items())
+    if not (math.isfinite(ci) and math.isclose(ci, -cj, rel_tol=1e-12)):
+        return None
+    return (i, j, ci, lin[1]) if ci > 0 else (j, i, cj, lin[1])
+
+
+def permutation_problem(parsed: ParsedAssertion, tol: float | None) -> str | None:
+    """Why the permutation test cannot evaluate this assertion (None if it can)."""
+    for node in ast.walk(parsed.tree):
+        if isinstance(node, ast.Compare) and two_sample(_form(node), tol) is None:
+            src = ast.unparse(node)
+            for i, ref in enumerate(parsed.refs):
+                src = src.replace(f"__ref{i}", str(ref))
+            return (f"the permutation test compares two metric values (k*(a - b) + c < 0 and the like, no |X| <= c); "
+                    f"use test: welch or bootstrap for {src!r}")
+    return None
+
+
+def _evaluate_permutation(form, data, described, part, src, level, tol, seed) -> dict:
+    head = f"{src}: {'; '.join(described)}"
+    ts = two_sample(form, tol)
+    if ts is None:
+        part.update(verdict=INCONCLUSIVE, detail=f"{head}; the permutation test needs a comparison of two metric "
+                                                 "values (no equivalence, no non-linear expression)")
+        return part
+    i, j, k, const = ts
+    a, b = [x + const / k for x in data[i]], list(data[j])
+    est = k * (statistics.fmean(a) - statistics.fmean(b))
+    p, count = permutation_p(a, b, seed)
+    alpha = 1 - level
+    p_min = (2 if len(a) == len(b) else 1) / math.comb(len(a) + len(b), len(a))
+    stat = f"permutation p={_fmt(p)} ({count} relabellings, {len(a)} vs {len(b)} seeds)"
+    part.update(estimate=est, p_value=p, level=level, relabellings=count)
+    if p_min > alpha:
+        part.update(verdict=INCONCLUSIVE, detail=f"{head}; difference (lhs - rhs) {_fmt(est)}, {stat}: the smallest "
+                    f"attainable p is {_fmt(p_min)} > {_fmt(alpha)}, so no verdict at this level: run more seeds")
+        return part
+    if p > alpha or est == 0:
+        verdict = INCONCLUSIVE
+    else:
+        verdict = SUPPORTED if (est < 0) == form.want_negative else CONTRADICTED
+    part.update(verdict=verdict, detail=f"{head}; difference (lhs - rhs) {_fmt(est)}, {stat}, "
+                                        f"reject at p <= {_fmt(alpha)} -> {verdict}")
     return part
 
 
@@ -279,8 +343,8 @@ def check_claims(suite: Any, metric_keys: Iterable[str]) -> list[str]:
                                 and any(isinstance(x, ast.Name) and x.id == "tol" for x in ast.walk(n.right))
                                 for n in ast.walk(parsed.tree)):
             problems.append(f"claims[{i}].tol: the assertion divides by tol, which is 0; give a tol > 0")
-        if c.test == "welch":
-            why = welch_problem(parsed, c.tol if c.tol is not None else 0.0)
+        if c.test in ("welch", "permutation"):
+            why = (welch_problem if c.test == "welch" else permutation_problem)(parsed, c.tol if c.tol is not None else 0.0)
             if why:
                 problems.append(f"claims[{i}].test: {why}")
     return problems

@@ -77,8 +77,8 @@ def claims_cmd(suite, fmt, tracking_uri):
     """Evaluate SUITE's paper claims on its finished runs; exit 1 if any claim is contradicted.
 
     Verdicts: supported / contradicted / inconclusive (missing values or sampling errors, or an
-    interval containing the null), from each claim's test (welch | bootstrap) at its level; with one
-    seed from the metrics' sampling errors ("1 seed: sampling uncertainty only").
+    interval containing the null), from each claim's test (welch | permutation | bootstrap) at its
+    level; with one seed from the metrics' sampling errors ("1 seed: sampling uncertainty only").
     """
     from bench import claims, leaderboard
     from bench.suite import load_suite

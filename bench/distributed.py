@@ -14,6 +14,13 @@ up to float64 round-off; every rank then holds the same merged statistics. The F
 merged statistics is torch-fidelity's ``fid_statistics_to_metric`` (the formula
 :func:`bench.metrics.frechet.frechet_distance` uses on features), covariance ``M2 / (n - 1)`` as
 ``np.cov``.
+
+Wired into the metrics: :func:`sharded_features` is what the cell's input provider
+(:meth:`bench.inputs.InputProvider._get_features`) uses for generated and reconstructed image sets
+when a process group is initialised with more than one rank: each rank runs the instrument on its
+global batches only, the feature rows are all-gathered and put back in image order, so every
+Fréchet/KID member (rFID, gFID, rFD/gFD ...) gets exactly the single-process features. Without a
+process group (every ordinary run) the provider's path is unchanged.
 """
 from __future__ import annotations
 
@@ -132,6 +139,43 @@ def frechet_from_stats(a: GaussStats, b: GaussStats) -> float:
     sb = {"mu": b.mean.numpy(), "sigma": b.cov().numpy()}
     with threadpool_limits(1, user_api="blas"):
         return float(fid_statistics_to_metric(sa, sb, verbose=False)[KEY_METRIC_FID])
+
+
+def rank_world(group=None) -> tuple[int, int]:
+    """(rank, world size) of the initialised process group; (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(group), dist.get_world_size(group)
+    return 0, 1
+
+
+def sharded_features(n: int, batch_size: int, extract: Callable[[int, int], np.ndarray], group=None) -> np.ndarray:
+    """Features [n, D] of n images, each rank extracting only its global batches, all-gathered in image order.
+
+    ``extract(start, count)`` -> float features [count, D] of images ``start .. start + count - 1``
+    (batch ``b`` = images ``[b * batch_size, (b + 1) * batch_size)``, as one extractor batch: the same
+    batch composition as a single-process pass, so the same values). Every rank returns the full
+    matrix (``all_gather_object``; gloo, or nccl with the rank's CUDA device set). One process: ``extract(0, n)``.
+    """
+    import torch.distributed as dist
+
+    rank, world = rank_world(group)
+    if world == 1:
+        return extract(0, n)
+    mine = []
+    for b, start, count in my_batches(n, batch_size, rank, world):
+        f = np.asarray(extract(start, count))
+        if len(f) != count:
+            raise ValueError(f"extractor returned {len(f)} feature rows for global batch {b}, expected {count}")
+        mine.append((start, f))
+    parts: list = [None] * world
+    dist.all_gather_object(parts, mine, group=group)
+    pieces = sorted((p for part in parts for p in part), key=lambda p: p[0])
+    starts = [s for s, _ in pieces]
+    if starts != [b * batch_size for b in range(len(pieces))] or sum(len(f) for _, f in pieces) != n:
+        raise RuntimeError(f"gathered feature batches {starts} do not cover the {n} images exactly once")
+    return np.concatenate([f for _, f in pieces]) if pieces else np.zeros((0, 0))
 
 
 def as_numpy(stats: GaussStats) -> dict[str, np.ndarray]:

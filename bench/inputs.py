@@ -221,7 +221,14 @@ class InputProvider:
             ext.check(self.ctx)
             images = self.get(spec.of, adapter)
             real = spec.of.kind not in POOLED
-            self._features[spec] = ext.features(images, spec.batch_size, self.ctx, real=real)
+            if real:  # fixed real sets: whole, through the extractor's cache
+                self._features[spec] = ext.features(images, spec.batch_size, self.ctx, real=True)
+            else:  # several ranks (torchrun): each extracts its global batches (bench.distributed)
+                from bench.distributed import sharded_features
+
+                bs = spec.batch_size
+                self._features[spec] = sharded_features(len(images), bs, lambda s, c: ext.features(
+                    images if (s, c) == (0, len(images)) else _rows(images, s, c), bs, self.ctx, real=False))
         return self._features[spec]
 
     def _grid(self, name: str, images: torch.Tensor, nrow: int) -> Path | None:
@@ -236,6 +243,10 @@ class InputProvider:
         save_image(images.float() / 255.0, path, nrow=nrow, padding=1, pad_value=1.0)
         self._grids.add(name)
         return path
+
+
+def _rows(split: ImageSplit, start: int, count: int) -> ImageSplit:
+    return ImageSplit(split.images[start: start + count], split.labels[start: start + count])
 
 
 def adm_reference(ctx: Any, n: int) -> ImageSplit:

@@ -63,7 +63,7 @@ class ClaimSpec(_Strict):
     paper: str
     assert_: str = Field(alias="assert")
     paper_numbers: dict[str, Any] = Field(default_factory=dict)
-    test: Literal["welch", "bootstrap"] = "welch"
+    test: Literal["welch", "permutation", "bootstrap"] = "welch"
     level: StrictFloat = Field(default=0.95, gt=0, lt=1)
     tol: StrictFloat | None = None
     note: str | None = None

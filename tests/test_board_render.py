@@ -108,3 +108,21 @@ def test_json_export_keeps_non_finite_values_as_names():
 
     doc = json_safe({"a": float("inf"), "b": [1.0, float("nan"), {"c": float("-inf")}], "d": 2})
     assert json.loads(json.dumps(doc, allow_nan=False)) == {"a": "inf", "b": [1.0, "nan", {"c": "-inf"}], "d": 2}
+
+
+def test_html_report_links_runs_to_an_http_tracking_server(board, monkeypatch):
+    """With an http(s) tracking URI every run is a link into that server's MLflow UI (no server needed:
+    the store is sqlite, only the URI the report names is faked); with sqlite, bare run ids."""
+    from bench import board_html
+
+    plain = board_html.render(board)
+    assert "/#/experiments/" not in plain and "bench ui" in plain
+    monkeypatch.setattr(board.tracker, "uri", "http://mlflow.lab.example:5000/")
+    page = board_html.render(board)
+    exp = board.tracker.client.get_run(board.rows[0].run_ids[0]).info.experiment_id
+    for r in board.rows:
+        for rid in r.run_ids:
+            assert f'<a href="http://mlflow.lab.example:5000/#/experiments/{exp}/runs/{rid}">' in page, r.method
+    assert "bench ui" not in page  # the local-store hint is only for non-server stores
+    assert board_html.run_url("https://h/", "1", "r") == "https://h/#/experiments/1/runs/r"
+    assert board_html.run_url("sqlite:///x.db", "1", "r") is None and board_html.run_url("file:///m", "1", "r") is None

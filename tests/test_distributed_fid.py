@@ -66,3 +66,29 @@ def test_two_gloo_processes_equal_single_process(tmp_path):
     # and a different image set gives a different value (equality is not vacuous)
     other = frechet_distance(toy.features(toy.real_images()).double().numpy(), feats[:-1])
     assert abs(other - ref) > 1e-6
+
+
+def test_fd_metric_on_two_gloo_ranks_extracts_shards_and_equals_one_process(tmp_path):
+    """The registered rFD metric under a 2-rank gloo group: each rank runs the instrument on its global
+    batches of the reconstructions only (16 + 8 and 16 of 40 rows), the gathered features give the
+    one-process values (rFD and its bootstrap stderr), and one process extracts all 40 in one call."""
+    import genbench_dist_cell as cell
+
+    single = cell.compute(str(tmp_path / "single"))
+    assert [r for r in single["rows"] if not r[1]] == [[cell.N, False]]  # unchanged path: one call, all rows
+    port = _free_port()
+    out = tmp_path / "res"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(PLUGINS)]), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    procs = [subprocess.Popen([sys.executable, str(PLUGINS / "genbench_dist_cell.py"), str(out)], cwd=REPO,
+                              env={**env, "RANK": str(r)}, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    errs = [p.communicate(timeout=240)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errs)
+    res = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
+    fake = [[n for n, real in r["rows"] if not real] for r in res]
+    assert fake == [[16, 8], [16]]  # global batches 0, 2 on rank 0; batch 1 on rank 1: 40 rows exactly once
+    assert single["out"]["rfd_fmnist"] > 0.1  # a non-trivial distance
+    for r in res:
+        assert set(r["out"]) == set(single["out"])
+        for k, v in single["out"].items():
+            assert r["out"][k] == pytest.approx(v, rel=1e-9, abs=1e-12), k

@@ -52,13 +52,18 @@ def _report(name: str, **figures) -> None:
 
 
 def _race(tmp: Path, uri: str, label: str) -> None:
-    """Driver A with 4 pool workers and driver B with 2 race over the same 6 cells (~5 s each, so that
-    workers of both drivers arrive while cells are held: both pools start their workers at once)."""
+    """Driver A with 4 pool workers and driver B with 2 race over the same 6 cells. Every started cell
+    waits until all 6 cells have started (toy plugin's ``$GENBENCH_TOY_HOLD``, at most 240 s), so workers
+    of both drivers hold cells at the same moment whichever driver's pool starts first; the test checks
+    that overlap on the runs' own start/end times (param ``toy_driver`` names the driver)."""
     suite = tmp / "exec_toy.yaml"
-    suite.write_text(SUITE.read_text().replace("sleep_s: 0.05", "sleep_s: 0.25"))
+    suite.write_text(SUITE.read_text())
+    markers = tmp / "markers"
+    markers.mkdir()
+    hold = {"GENBENCH_TOY_MARKERS": str(markers), "GENBENCH_TOY_HOLD": f"{N_CELLS}:240"}
     t0 = time.monotonic()
-    a = _driver(tmp, "A", uri, str(suite), "--workers", "4")
-    b = _driver(tmp, "B", uri, str(suite), "--workers", "2")
+    a = _driver(tmp, "A", uri, str(suite), "--workers", "4", env=_env(GENBENCH_TOY_DRIVER="A", **hold))
+    b = _driver(tmp, "B", uri, str(suite), "--workers", "2", env=_env(GENBENCH_TOY_DRIVER="B", **hold))
     rc = [p.wait(timeout=900) for p in (a, b)]
     logs = {n: (tmp / f"{n}.log").read_text() for n in "AB"}
     assert rc == [0, 0], "\n".join(v[-4000:] for v in logs.values())
@@ -68,16 +73,25 @@ def _race(tmp: Path, uri: str, label: str) -> None:
                   if r.info.status == "FINISHED")
     status = Counter(r.info.status for r in runs)
     lost = sum(r.data.tags.get("bench.lease.lost") == "true" for r in runs)
+    spans = {n: [(r.info.start_time / 1000, r.info.end_time / 1000) for r in runs
+                 if r.info.status == "FINISHED" and r.data.params.get("toy_driver") == n] for n in "AB"}
+    # the longest time during which a cell run of A and one of B were both open (0: they never overlapped)
+    overlap = max((min(ea, eb) - max(sa, sb) for sa, ea in spans["A"] for sb, eb in spans["B"]), default=0.0)
     _report(f"race-{label}", workers="4 (driver A) + 2 (driver B)", cells=N_CELLS, finished_cells=len(fin),
             duplicate_finished=sum(v - 1 for v in fin.values()), lock_errors=locked, runs=dict(status),
             lost_race_claims=lost, seconds=round(time.monotonic() - t0, 1),
+            cells_finished_by={n: len(v) for n, v in spans.items()}, overlap_s=round(max(overlap, 0.0), 1),
             cells_run={n: v.count(": running (config") for n, v in logs.items()},
-            found_leased={n: v.count("leased by run") for n, v in logs.items()},
-            found_finished={n: v.count("-> skipped") - v.count("leased by run") for n, v in logs.items()})
+            found_leased={n: sum("leased by run" in ln and "-> skipped" in ln for ln in v.splitlines())
+                          for n, v in logs.items()},
+            found_finished={n: sum(": finished run" in ln and "-> skipped" in ln for ln in v.splitlines())
+                            for n, v in logs.items()})
     assert locked == 0
     assert len(fin) == N_CELLS and set(fin.values()) == {1}  # every cell finished exactly once
     assert status["RUNNING"] == 0
     assert all(r.data.tags.get("bench.lease.lost") == "true" for r in runs if r.info.status == "FAILED")
+    assert spans["A"] and spans["B"], f"one driver ran no cell, so nothing raced: {spans}"
+    assert overlap > 0, f"the drivers' cell runs never overlapped in time: {spans}"
 
 
 @pytest.mark.slow
@@ -221,6 +235,47 @@ def test_kill_9_of_the_driver_then_rerun(tmp_path):
     assert len(fin) == 1
     _report("kill-driver-rerun", workers=1, cells=1, recovery_s_incl_restart=round(fin[0].info.end_time / 1000 - t_kill, 1),
             dead_run_reason=old.data.tags[f"{TAG}error"])
+
+
+@pytest.mark.slow
+def test_kill_9_on_another_host_lease_expires_and_another_driver_takes_over(tmp_path):
+    """Driver A runs as host "node-a" (a sitecustomize fakes socket.gethostname), so driver B on this host
+    cannot see that A's worker died: after ``kill -9`` of A (driver and worker) B waits until the lease's
+    heartbeat is older than the lease timeout (8 s), ends the stale run FAILED with the reason, runs the cell."""
+    suite = tmp_path / "exec_kill.yaml"
+    suite.write_text(KILL_SUITE.replace("  - {name: b, adapter: toy_linear, params: {lr: 0.02}}\n", ""))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    markers, fake_host = tmp_path / "markers", tmp_path / "fakehost"
+    markers.mkdir()
+    fake_host.mkdir()
+    (fake_host / "sitecustomize.py").write_text("import socket\nsocket.gethostname = lambda: 'node-a'\n")
+    env_a = _env(GENBENCH_TOY_MARKERS=str(markers))
+    env_a["PYTHONPATH"] = os.pathsep.join([str(fake_host), env_a["PYTHONPATH"]])
+    d = _driver(tmp_path, "A", uri, str(suite), "--workers", "1", "--lease-timeout", "8", env=env_a)
+    _wait(lambda: next(markers.glob("a-s0.*"), None), what="cell a-s0 to start")
+    t = Tracker(uri)
+    exp = t.experiment_id("exec_kill")
+    rs = _wait(lambda: [r for r in t.client.search_runs([exp], f"tags.`{TAG}kind` = 'cell'")
+                        if _steps(t, r.info.run_id) >= 5], what="5 steps")
+    dead = rs[0].info.run_id
+    assert t.client.get_run(dead).data.tags[f"{TAG}host"] == "node-a"
+    os.killpg(d.pid, signal.SIGKILL)
+    d.wait()
+    t_kill = time.time()
+    logged = _steps(t, dead)
+    b = _driver(tmp_path, "B", uri, str(suite), "--workers", "1", "--lease-timeout", "8")
+    assert b.wait(timeout=600) == 0, (tmp_path / "B.log").read_text()[-4000:]
+    old = t.client.get_run(dead)
+    reason = old.data.tags[f"{TAG}error"]
+    assert old.info.status == "FAILED" and "no heartbeat for" in reason and "node-a" in reason, reason
+    assert _steps(t, dead) >= logged  # nothing it logged is lost
+    fin = t.client.search_runs([exp], f"tags.`{TAG}kind` = 'cell' and attributes.status = 'FINISHED'")
+    assert len(fin) == 1 and fin[0].info.run_id != dead and _steps(t, fin[0].info.run_id) == 60
+    took_over = old.info.end_time / 1000 - t_kill
+    assert took_over >= 8 - 2.5  # it did wait for the heartbeat to age (last beat up to 2 s before the kill)
+    _report("kill-other-host-lease-expiry", workers=1, cells=1, lease_timeout_s=8, killed_after_steps=logged,
+            takeover_s_after_kill=round(took_over, 1),
+            recovery_s_incl_restart=round(fin[0].info.end_time / 1000 - t_kill, 1), dead_run_reason=reason)
 
 
 def _metrics(uri: str, suite: str = "exec_toy") -> dict:

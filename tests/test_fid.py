@@ -141,7 +141,7 @@ def test_rfid_identity_is_zero_and_reference_is_cached(fmnist, cache_root, tmp_p
     params = metric.Params.model_validate({"n": 12})
     out = metric.compute(IdentityTokenizer(AdapterParams(), 0), ctx, params)
 
-    assert set(out) == {"rfid", "rkid"}  # no bootstrap stderr on 2048-d features (cost)
+    assert set(out) == {"rfid", "rkid", "rfid_stderr"}  # bootstrap stderr (n=12 < 2048: QR route, cheap)
     assert "metric:rkid_std" not in logged  # subset = the whole set (12 of 12): a 0 "spread" is not logged
     assert all(np.isfinite(v) for v in out.values())
     assert abs(out["rfid"]) < 1e-2  # FID(X, X) = 0 up to eigvals round-off, never NaN

@@ -200,3 +200,79 @@ def test_descriptive_columns_have_no_arrow_and_gate_two_sided():
         Column("x", True, kind="descriptive")
     assert judge(3.0, 4.0, "none", 0.5) == CHANGED and judge(3.0, 2.0, "none", 0.5) == CHANGED
     assert judge(3.0, 3.2, "none", 0.5) == OK
+
+
+def test_claim_can_choose_the_permutation_test_and_it_holds_its_level():
+    """``test: permutation``: used (named in the detail), exact level under a simulated 5 vs 5 null,
+    verdicts on clear differences, no verdict where the seeds cannot reach the level (3 vs 3)."""
+    rng = np.random.default_rng(11)
+    c = claim("m(a) < m(b)", "permutation")
+    reps, hits = 400, 0
+    for _ in range(reps):
+        a, b = rng.normal(size=(2, 5))
+        v = evaluate_claim(c, [row("a", m=a), row("b", m=b)])
+        hits += _rejects(v.verdict)
+    assert "permutation p=" in v.detail and "252 relabellings" in v.detail and v.test == "permutation"
+    assert hits / reps <= ALPHA + TOL
+    lo, hi = [0.0, 0.1, 0.2, 0.3, 0.4], [5.0, 5.1, 5.2, 5.3, 5.4]
+    assert evaluate_claim(c, [row("a", m=lo), row("b", m=hi)]).verdict == SUPPORTED
+    assert evaluate_claim(c, [row("a", m=hi), row("b", m=lo)]).verdict == CONTRADICTED
+    # a constant shifts one side: m(a) + 10 < m(b) is false for these values (a + 10 lies above b)
+    assert evaluate_claim(claim("m(a) + 10 < m(b)", "permutation"), [row("a", m=lo), row("b", m=hi)]).verdict \
+        == CONTRADICTED
+    v3 = evaluate_claim(c, [row("a", m=lo[:3]), row("b", m=hi[:3])])  # 20 relabellings: p >= 0.1
+    assert v3.verdict == INCONCLUSIVE and "smallest attainable p is 0.1" in v3.detail
+    # welch on the same 3 vs 3 seeds does give a verdict: the choice of test matters
+    assert evaluate_claim(claim("m(a) < m(b)"), [row("a", m=lo[:3]), row("b", m=hi[:3])]).verdict == SUPPORTED
+
+
+def test_permutation_claim_validation_names_the_field(tmp_path):
+    from bench.errors import SuiteError
+    from bench.suite import load_suite
+    from conftest import SUITES
+
+    import yaml
+
+    doc = yaml.safe_load((SUITES / "smoke.yaml").read_text())
+    m = [x["name"] for x in doc["methods"]][:2]
+    doc["claims"] = [{"name": "ok", "paper": "p", "assert": f"ar_loss({m[0]}) < ar_loss({m[1]})", "test": "permutation"},
+                     {"name": "eq", "paper": "p", "assert": f"|ar_loss({m[0]}) - ar_loss({m[1]})| <= 0.1",
+                      "test": "permutation"}]
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(SuiteError) as e:
+        load_suite(p)
+    msg = str(e.value)
+    assert "claims[1].test: the permutation test compares two metric values" in msg and "claims[0]" not in msg
+    assert f"ar_loss({m[0]})" in msg and "__ref" not in msg
+    doc["claims"] = doc["claims"][:1]
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert load_suite(p).claims[0].test == "permutation"
+
+
+def test_lm_accuracy_metric_omits_the_stderr_when_a_task_has_na(monkeypatch):
+    """The metric itself (lm-eval faked): a task whose stderr is "N/A" -> no accuracy_stderr logged, never 0.0;
+    all tasks with stderrs -> the pooled one."""
+    from types import SimpleNamespace
+
+    import adapters.peft.evaluate as ev
+    from bench.metrics.lm_accuracy import LmAccuracy
+
+    raw = {"t1": {"acc,none": 0.5, "acc_stderr,none": "N/A"}, "t2": {"acc,none": 0.7, "acc_stderr,none": 0.1}}
+
+    def fake(model, tok, tasks, *a, **k):
+        return {t: dict(zip(("metric", "value", "stderr"), ev._pick(raw[t], None)), n=10) for t in tasks}
+
+    monkeypatch.setattr(ev, "lm_eval_accuracy", fake)
+    logged = {}
+    ctx = SimpleNamespace(dataset=SimpleNamespace(tasks=["t1", "t2"], include_path=None, include_defaults=True,
+                                                  test=SimpleNamespace(limit=None)),
+                          budget={}, device=SimpleNamespace(type="cpu"), log_param=lambda k, v: None,
+                          log_metric=lambda k, v, step=None: logged.__setitem__(k, v))
+    adapter = SimpleNamespace(result=SimpleNamespace(model=None), tokenizer=None)
+    m = LmAccuracy()
+    out = m.compute(adapter, ctx, m.Params())
+    assert out == {"accuracy": pytest.approx(0.6)} and logged == {"acc_t1": 0.5, "acc_t2": 0.7}
+    raw["t1"]["acc_stderr,none"] = 0.1
+    out = m.compute(adapter, ctx, m.Params())
+    assert out["accuracy_stderr"] == pytest.approx(math.sqrt(0.02) / 2)

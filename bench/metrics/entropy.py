@@ -43,6 +43,17 @@ def conditional_entropy_per_position(tokens: np.ndarray | torch.Tensor) -> np.nd
     return out
 
 
+def entropy_stderr(tokens: np.ndarray) -> float:
+    """Delta-method standard error (bits) of the plug-in entropy of one token column, int [N]:
+    sqrt((sum_k p_k log2^2 p_k - H^2) / N) (Basharin 1959). Sampling error over the N images only;
+    the plug-in estimator's downward bias (~(K_seen - 1) / (2 N ln 2) bits) is not in it."""
+    _, counts = np.unique(np.asarray(tokens).reshape(-1), return_counts=True)
+    p = counts / counts.sum()
+    lp = np.log2(p)
+    h = -(p * lp).sum()
+    return float(np.sqrt(max(0.0, (p * lp * lp).sum() - h * h) / counts.sum()))
+
+
 def predicted_cliff(codebook_sizes: list[int], n: int) -> int:
     """t* = the first t with sum_{s<t} log2 K_s >= log2 N (= ceil(log2 N / log2 K) for uniform K)."""
     bits, target = 0.0, math.log2(n)
@@ -77,7 +88,8 @@ class PositionEntropy(Metric):
             # descriptive statistics of the token distribution: neither higher nor lower is better
             "cliff_position": Column(f"entropy cliff t (H_t<={params.eps} bits)", None, "position", short="cliff"),
             "t_star": Column("predicted t*", None, "position", short="t*"),
-            "entropy_first_token": Column("H_0", None, "bits", short="H0"),
+            "entropy_first_token": Column("H_0", None, "bits", short="H0",
+                                          uncertainty="delta method over train images (plug-in H_0)"),
         }
 
     def compute(self, adapter, ctx, params):
@@ -90,7 +102,9 @@ class PositionEntropy(Metric):
         t_star = predicted_cliff(sizes, len(train))
         cliff = cliff_position(h, params.eps)
         self._plot(h, sizes, t_star, cliff, ctx)
-        return check_finite({"cliff_position": cliff, "t_star": t_star, "entropy_first_token": float(h[0])}, "entropy")
+        # cliff and t* are positions (t* is not even random): no stderr; H_0's is its delta-method SE
+        return check_finite({"cliff_position": cliff, "t_star": t_star, "entropy_first_token": float(h[0]),
+                             "entropy_first_token_stderr": entropy_stderr(np.asarray(tokens)[:, 0])}, "entropy")
 
     @staticmethod
     def _plot(h, sizes, t_star, cliff, ctx):

@@ -32,6 +32,8 @@ from bench.registry import register_metric
 EXTRACTOR_ID = "inception-tf"
 """= :data:`bench.metrics.inception.EXTRACTOR_ID` (not imported: that module loads torch, and
 checking a suite must not; tests/test_light_validate.py checks they are equal)."""
+FEATURE_DIM = 2048  # = bench.metrics.inception.FEATURE_DIM (not imported: it loads torch)
+BOOTSTRAP_RESAMPLES = 20  # FID stderr resamples (n < FEATURE_DIM): ~3 s at n=200 on the loaded 2-core machine
 
 
 def reference_features(split: ImageSplit, ctx: Any, batch_size: int = 50) -> np.ndarray:
@@ -62,8 +64,19 @@ class InceptionParams(MetricParams):
 
 
 class _InceptionMetric(FrechetMetric):
+    """``<key>_stderr``: seeded bootstrap over the images of both sets (:data:`BOOTSTRAP_RESAMPLES`
+    resamples of the already-extracted features), while n < 2048 = the feature dimension, where one
+    resampled distance is an SVD of an n x n matrix (:mod:`bench.metrics.frechet_lowrank`, ~0.15 s at
+    n=200); from n >= 2048 on each costs a 2048-d eigenproblem (seconds), so no stderr is logged.
+    KID: its std over subsets is logged as ``<prefix>kid_std`` only when a subset is smaller than the sets."""
+
     Params: ClassVar[type[MetricParams]] = InceptionParams
     base, title, kid = "fid", "FID", True
+    bootstrap_resamples = BOOTSTRAP_RESAMPLES
+
+    @classmethod
+    def resamples(cls, params) -> int:
+        return cls.bootstrap_resamples if params.n < FEATURE_DIM else 0
 
     @classmethod
     def instrument(cls, params) -> str:

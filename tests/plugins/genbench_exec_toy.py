@@ -3,7 +3,10 @@
 ``toy_fit`` fits a linear model to the data set's synthetic regression problem with plain gradient
 descent for ``steps`` steps (``sleep_s`` seconds each, so a test can kill a worker mid-cell), logging
 ``toy_step_loss`` per step. With ``$GENBENCH_TOY_MARKERS`` set, it writes ``<method>-s<seed>.<pid>``
-there when it starts, so a test knows which process runs which cell.
+there when it starts, so a test knows which process runs which cell. With ``$GENBENCH_TOY_HOLD`` =
+``<count>:<timeout_s>`` as well, a started cell waits until ``count`` cells have started (markers), at most
+``timeout_s``, so racing drivers' workers provably hold cells at the same time. ``$GENBENCH_TOY_DRIVER`` is
+logged as param ``toy_driver`` (which driver's worker ran the cell).
 """
 from __future__ import annotations
 
@@ -78,6 +81,14 @@ class ToyFit(Metric):
         markers = os.environ.get("GENBENCH_TOY_MARKERS")
         if markers:
             Path(markers, f"{ctx.method.name}-s{ctx.seed}.{os.getpid()}").touch()
+            hold = os.environ.get("GENBENCH_TOY_HOLD")
+            if hold:
+                count, timeout = hold.split(":")
+                deadline = time.monotonic() + float(timeout)
+                while len(list(Path(markers).iterdir())) < int(count) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        if os.environ.get("GENBENCH_TOY_DRIVER"):
+            ctx.log_param("toy_driver", os.environ["GENBENCH_TOY_DRIVER"])
         x, y, w = ctx.dataset.train.x, ctx.dataset.train.y, adapter.w.clone()
         for step in range(params.steps):
             r = x @ w - y
