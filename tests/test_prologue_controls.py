@@ -133,3 +133,17 @@ def test_default_valued_new_fields_are_not_dumped():
     assert d["tokenizer"]["kind"] == "raster2d"
     assert PrologueParams.model_validate(d).model_dump(mode="json") == d
     assert "prologue_signal" not in PrologueParams().model_dump(mode="json", include={"prologue_signal"})
+
+
+def test_code_usage_metric_matches_scipy():
+    import numpy as np
+    from scipy.stats import entropy
+
+    from bench.metrics.code_usage import usage
+
+    z = np.array([[0, 1, 1, 3], [3, 3, 3, 0]])
+    ppl, n = usage(z)
+    assert n == 3 and ppl == pytest.approx(np.exp(entropy([2, 2, 4])))
+    assert usage(np.zeros((5, 4), dtype=int)) == (1.0, 1)  # a collapsed prologue: perplexity 1
+    with pytest.raises(ValueError):
+        usage(np.array([[-1, 0]]))
