@@ -93,7 +93,8 @@ class VQParams(HashNeutralDefaults, AdapterParams):
         "carried by prologue tokens is not redundant with the label (arXiv 2605.06137)")
 
 
-class VCQParams(AdapterParams):
+class VCQParams(HashNeutralDefaults, AdapterParams):
+    hash_neutral: ClassVar[tuple[str, ...]] = ("final_ar_conditional",)
     k_min: int = Field(2, ge=1, description="K_1, the first position's codebook size")
     k_max: int = Field(256, ge=2, description="K_max, the shared codebook's size")
     schedule: Literal["log-linear", "doubling", "linear"] = "log-linear"
@@ -101,6 +102,7 @@ class VCQParams(AdapterParams):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
     temperature: float = Field(1.0, gt=0)
+    final_ar_conditional: bool = Field(True, description="as vq's: False = an unconditional AR prior (null class only)")
 
     @field_validator("k_max")
     @classmethod

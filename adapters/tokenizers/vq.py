@@ -129,7 +129,7 @@ class VQAdapter(Adapter):
         With ``final_ar_conditional: false`` every label is the null class (an unconditional prior).
         """
         vocab, length, allowed = self.prior_layout()
-        uncond = {} if self.params.final_ar_conditional else {"conditional": False}
+        uncond = {} if self.conditional_prior else {"conditional": False}
         key = stable_hash({"v": HARNESS_VERSION, **self.prior_key_parts(ds, budget), **uncond,
                            "cfg": self.params.prior.model_dump(), "n": len(tokens), "seed": self.seed,
                            "budget": {k: v for k, v in budget.model_dump().items()
@@ -150,9 +150,14 @@ class VQAdapter(Adapter):
         ctx.log_metric("prior_seconds", stats["seconds"])
         return prior
 
+    @property
+    def conditional_prior(self) -> bool:
+        """``params.final_ar_conditional`` (True for a plugin's Params that lack the field)."""
+        return getattr(self.params, "final_ar_conditional", True)
+
     def prior_labels(self, labels: torch.Tensor | None, prior: ARPrior | None = None) -> torch.Tensor | None:
         """The labels the prior sees: ``labels`` [B], or all null class when ``final_ar_conditional`` is false."""
-        if self.params.final_ar_conditional or labels is None:
+        if self.conditional_prior or labels is None:
             return labels
         return torch.full_like(labels, (prior or self.prior).null_class)
 
