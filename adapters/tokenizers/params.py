@@ -7,16 +7,48 @@ configs) import these models.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
+                      model_serializer, model_validator)
 
 from bench.adapter import AdapterParams
 from bench.registry import declare_adapter
 
 
-class TokenizerConfig(BaseModel):
+class HashNeutralDefaults:
+    """Mixin: fields named in ``hash_neutral`` are left out of ``model_dump`` while at their default.
+
+    Config hashes and cache keys are hashes of the dumped, defaults-filled params; a field added
+    later with a default that reproduces the old behaviour must not move them (the same rule as the
+    suite's ``precision``: the default is not hashed). A non-default value is dumped and hashed.
+    Round trip holds: a missing field validates to its default, which dumps as missing again.
+    """
+
+    hash_neutral: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_neutral_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            names = {n for c in type(self).__mro__ for n in getattr(c, "hash_neutral", ())}
+            for name in names:
+                if name in data and getattr(self, name) == type(self).model_fields[name].get_default(
+                        call_default_factory=True):
+                    del data[name]
+        return data
+
+
+class TokenizerConfig(HashNeutralDefaults, BaseModel):
+    """The shared image tokenizer. ``kind`` picks its encoder/decoder; quantiser and interface are shared."""
+
     model_config = ConfigDict(extra="forbid")
+    hash_neutral: ClassVar[tuple[str, ...]] = ("kind",)
+    kind: Literal["query1d", "raster2d"] = Field(
+        "query1d", description="query1d: Transformer over [patches ; L learned queries], token t = query t (1D, "
+        "ordered by learning); raster2d: each patch encoded on its own, token t = patch t of the "
+        "(resolution/patch)^2 grid in raster order (2D; needs length = (resolution/patch)^2), "
+        "the frozen 2D tokenizer of Prologue-Post (arXiv 2605.06137)")
     length: int = Field(16, gt=0, description="L, tokens per image")
     code_dim: int = Field(8, gt=0, description="d, code vector dimension")
     width: int = Field(64, gt=0)
@@ -114,7 +146,8 @@ class BitsMatch(BaseModel):
     gamma: float = Field(1.0, gt=0)
 
 
-class VQParams(AdapterParams):
+class VQParams(HashNeutralDefaults, AdapterParams):
+    hash_neutral: ClassVar[tuple[str, ...]] = ("final_ar_conditional", "match_bits_of")
     codebook_size: int = Field(256, ge=2, description="K, the same at every position")
     match_bits_of: BitsMatch | None = Field(
         None, description="set K to the uniform codebook size with the total bits of this VCQ schedule "
@@ -122,6 +155,10 @@ class VQParams(AdapterParams):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
     temperature: float = Field(1.0, gt=0, description="sampling temperature (no guidance)")
+    final_ar_conditional: bool = Field(
+        True, description="True: the (final) AR prior is class-conditional (class BOS, label dropout); False: "
+        "trained, evaluated and sampled with the null class only (unconditional), so class information "
+        "carried by prologue tokens is not redundant with the label (arXiv 2605.06137)")
 
     @model_validator(mode="before")
     @classmethod
@@ -136,15 +173,9 @@ class VQParams(AdapterParams):
             data = {**data, "codebook_size": k}
         return data
 
-    @model_serializer(mode="wrap")
-    def _omit_no_match(self, handler):
-        d = handler(self)  # without a match the dump (and every existing config hash) is unchanged
-        if isinstance(d, dict) and d.get("match_bits_of", 0) is None:
-            d.pop("match_bits_of")
-        return d
 
-
-class VCQParams(AdapterParams):
+class VCQParams(HashNeutralDefaults, AdapterParams):
+    hash_neutral: ClassVar[tuple[str, ...]] = ("final_ar_conditional",)
     k_min: int = Field(2, ge=1, description="K_1, the first position's codebook size")
     k_max: int = Field(256, ge=2, description="K_max, the shared codebook's size")
     schedule: Literal["log-linear", "doubling", "linear"] = "log-linear"
@@ -152,6 +183,7 @@ class VCQParams(AdapterParams):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
     temperature: float = Field(1.0, gt=0)
+    final_ar_conditional: bool = Field(True, description="as vq's: False = an unconditional AR prior (null class only)")
 
     @field_validator("k_max")
     @classmethod
@@ -191,6 +223,11 @@ class PrologueBudget(TokenizerARBudget):
 
 
 class PrologueParams(VQParams):
+    hash_neutral: ClassVar[tuple[str, ...]] = ("prologue_signal",)
+    prologue_signal: Literal["ce", "random"] = Field(
+        "ce", description="ce: the prologue encoder is trained by the joint AR's CE (the method); random: the "
+        "control, the prologue encoder left at its seeded init (no CE signal), prologue tokens still computed "
+        "and the final AR trained identically, so a gain is not just 'P extra tokens'")
     n_prologue: int = Field(4, gt=0, description="P, prologue tokens per image")
     prologue_codebook_size: int = Field(32, ge=2, description="K_p, the prologue codebook size")
     prologue_code_dim: int | None = Field(None, gt=0, description="prologue code dim (default: tokenizer.code_dim)")

@@ -26,6 +26,16 @@ paper are silent, the choice is a :class:`PrologueParams` / :class:`PrologueBudg
   on the same batch's detached tokens (encoder frozen); AdamW ``prologue_lr`` / ``joint_prior_lr``.
 - **Final AR**: discarded joint AR; a fresh class-conditional AR (``prior``, same budget as vq's)
   trained on the frozen sequences [class, prologue, EOS, visual].
+- **Frozen 2D option** (``tokenizer.kind: raster2d``, :mod:`.raster_tokenizer`): the paper's Post
+  variant freezes a 2D raster tokenizer; the prologue encoder then reads its L per-patch features.
+- **Controls** (method note, "What would falsify it"): ``prologue_signal: random`` keeps the prologue
+  encoder at its seeded init (no CE signal; the joint AR, discarded anyway, is not trained), the
+  prologue tokens are still computed and the final AR trained identically, so a gain is not just
+  "P extra tokens"; ``final_ar_conditional: false`` trains/samples the final AR with the null class
+  only, where class information in the prologue is not redundant with the label.
+- **Code usage**: ``prologue_usage_perplexity`` / ``prologue_usage_codes`` every ``USAGE_EVERY`` steps
+  (on ``USAGE_IMAGES`` fixed train images), and ``prologue_code_usage_perplexity`` /
+  ``prologue_codes_used`` on the whole train split after training (falsifier: perplexity near 1).
 - **Sampling**: ``temperature`` on visual tokens, ``prologue_temperature`` (default: the same) on
   prologue tokens; no guidance.
 
@@ -54,7 +64,7 @@ from bench.registry import register_adapter
 from bench.training import Schedule, Update, check_loss, fit, minibatches, to_unit
 from adapters.tokenizers.params import PrologueBudget, PrologueParams  # noqa: F401  (declared in the light module)
 
-PROLOGUE_FIELDS = ("n_prologue", "prologue_codebook_size", "prologue_code_dim", "tau", "prologue_width",
+PROLOGUE_FIELDS = ("prologue_signal", "n_prologue", "prologue_codebook_size", "prologue_code_dim", "tau", "prologue_width",
                    "prologue_depth", "prologue_heads", "joint_prior", "visual_dropout", "ce_weight_prologue",
                    "ce_weight_visual")
 
@@ -85,12 +95,20 @@ class PrologueEncoder(nn.Module):
         return prob + (onehot - prob).detach(), idx
 
 
+USAGE_EVERY = 50  # steps between code-usage evaluations during prologue training
+USAGE_IMAGES = 1024  # the fixed train images those evaluations tokenize
+
+
 def frozen_features(tok: VQTokenizer, x: torch.Tensor) -> torch.Tensor:
-    """The frozen tokenizer encoder's output sequence [B, n_patch + L, width] (no grad)."""
+    """The frozen tokenizer encoder's output sequence [B, N, width] (no grad): N = n_patch + L for the
+    1D query tokenizer, L per-patch features for the 2D raster one (``tok.feature_length``)."""
     with torch.no_grad():
-        p = tok.patch_in(x).flatten(2).transpose(1, 2)
-        h = torch.cat([p, tok.queries.expand(len(x), -1, -1)], 1) + tok.enc_pos
-        return tok.encoder(h)
+        return tok.features(x)
+
+
+def codes_used(tokens: torch.Tensor) -> int:
+    """Distinct code ids in ``tokens`` (all positions pooled)."""
+    return int(torch.unique(tokens).numel())
 
 
 def sequence_layout(k_v: int, k_p: int, n_pro: int, length: int) -> tuple[int, int, torch.Tensor]:
@@ -156,11 +174,14 @@ class PrologueAdapter(VQAdapter):
         ctx.log_param("codebook_sizes", self.codebook_sizes)
         ctx.log_metric("code_usage_perplexity", code_usage_perplexity(visual, self.k_v))
         ctx.log_metric("prologue_code_usage_perplexity", code_usage_perplexity(prologue, self.k_p))
+        ctx.log_metric("prologue_codes_used", codes_used(prologue))
+        ctx.log_param("prologue_signal", self.params.prologue_signal)
+        ctx.log_param("final_ar_conditional", self.params.final_ar_conditional)
 
     def new_prologue_encoder(self) -> PrologueEncoder:
         torch.manual_seed(self.seed + 1)
         tok = self.tokenizer
-        return PrologueEncoder(tok.cfg.width, tok.grid**2 + tok.cfg.length, self.params,
+        return PrologueEncoder(tok.cfg.width, tok.feature_length, self.params,
                                self.params.prologue_code_dim or self.params.tokenizer.code_dim).to(tok.device)
 
     def prologue_key(self, ds: ImageDataset, budget: PrologueBudget) -> str:
@@ -179,7 +200,12 @@ class PrologueAdapter(VQAdapter):
             penc.load_state_dict(cached["state"])
             penc.eval()
             return penc, cached["train_prologue"]
-        stats = self.train_prologue(penc, ds, budget, visual, ctx.log_metric, ctx.progress)
+        if self.params.prologue_signal == "random":  # the control: no CE signal, the seeded init is kept
+            penc.eval()
+            stats = {}
+            self.log_usage(penc, ds, ctx.log_metric, 0)
+        else:
+            stats = self.train_prologue(penc, ds, budget, visual, ctx.log_metric, ctx.progress)
         penc.eval()
         prologue = self.encode_prologue(penc, ds.train.images)
         ctx.cache.save_torch("prologue", key, {"state": penc.state_dict(), "train_prologue": prologue, "stats": stats})
@@ -187,6 +213,18 @@ class PrologueAdapter(VQAdapter):
             if math.isfinite(v):
                 ctx.log_metric(f"prologue_final_{k}", v)  # EMA at the end (the step-wise curves: prologue_*)
         return penc, prologue
+
+    def log_usage(self, penc: PrologueEncoder, ds: ImageDataset, log, step: int) -> None:
+        """Log prologue code usage on the first ``USAGE_IMAGES`` train images: ``prologue_usage_perplexity``
+        (exp entropy of the pooled code histogram, 1..K_p) and ``prologue_usage_codes`` (distinct codes)."""
+        if log is None:
+            return
+        was_training = penc.training
+        penc.eval()
+        pidx = self.encode_prologue(penc, ds.train.images[:USAGE_IMAGES])
+        penc.train(was_training)
+        log("prologue_usage_perplexity", code_usage_perplexity(pidx, self.k_p), step)
+        log("prologue_usage_codes", codes_used(pidx), step)
 
     def train_prologue(self, penc: PrologueEncoder, ds: ImageDataset, budget: PrologueBudget, visual: torch.Tensor,
                        log=None, show_progress: bool = True) -> dict:
@@ -235,13 +273,14 @@ class PrologueAdapter(VQAdapter):
             # (b) joint-AR step on the same batch's detached tokens (hard lookups everywhere).
             ce_pe_a, ce_v_a = self._segment_ce(joint, joint.embed(ids.detach()), target.detach())
             upd_a.step(ce_pe_a + ce_v_a, step, zero_grad_after=True)
-            if log and step % 50 == 0:
-                log("prologue_usage_perplexity", code_usage_perplexity(pidx, k_p), step)
+            if step % USAGE_EVERY == 0:
+                self.log_usage(penc, ds, log, step)
             return None, {"ce_prologue_eos": ce_pe_a, "ce_visual": ce_v_a, "encoder_loss": loss_e}
 
         res = fit(step_fn, minibatches(len(visual), budget.prologue_batch, steps, self.seed + 4), steps,
                   "prologue path", log=log, log_prefix="prologue_", show_progress=show_progress)
         penc.eval()
+        self.log_usage(penc, ds, log, steps)
         return {**res.ema, "seconds": res.seconds}
 
     def _input_ids(self, joint: ARPrior, pidx, vis, labels, drop) -> torch.Tensor:
@@ -305,7 +344,7 @@ class PrologueAdapter(VQAdapter):
         length = self.prior.length
         if steps not in (None, length):
             raise ValueError(f"{self.registry_name}.sample: an AR prior takes exactly {length} steps, got {steps}")
-        labels = Conditioning.of(cond).labels
+        labels = self.prior_labels(Conditioning.of(cond).labels)
         if labels is None:
             labels = torch.full((n,), self.prior.null_class, dtype=torch.long)
         t_pro = self.params.prologue_temperature

@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.tokenizers.vq_tokenizer import TokenizerConfig, VQTokenizer, train_tokenizer
+from adapters.tokenizers.raster_tokenizer import make_tokenizer
 from bench import HARNESS_VERSION
 from bench.adapter import NLL, Adapter, AdapterParams, Conditioning, check_image_batch
 from adapters.tokenizers.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
@@ -81,7 +82,7 @@ class VQAdapter(Adapter):
 
     def new_tokenizer(self) -> VQTokenizer:
         torch.manual_seed(self.seed)
-        tok = VQTokenizer(self.params.tokenizer, self.schedule(), self.channels, self.resolution)
+        tok = make_tokenizer(self.params.tokenizer, self.schedule(), self.channels, self.resolution)
         return tok.to(self.device)
 
     def train_new_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget) -> tuple[VQTokenizer, dict]:
@@ -135,15 +136,20 @@ class VQAdapter(Adapter):
         return {"kind": "ar_prior", "tok": self.tokenizer_key(ds, budget)}
 
     def load_or_train_prior(self, ctx, ds, budget, tokens, labels) -> ARPrior:
-        """Train (or load from cache) a fresh AR prior on ``prior_sequences(tokens)`` with ``labels``."""
+        """Train (or load from cache) a fresh AR prior on ``prior_sequences(tokens)`` with ``labels``.
+
+        With ``final_ar_conditional: false`` every label is the null class (an unconditional prior).
+        """
         vocab, length, allowed = self.prior_layout()
-        key = stable_hash({"v": HARNESS_VERSION, **self.prior_key_parts(ds, budget),
+        uncond = {} if self.conditional_prior else {"conditional": False}
+        key = stable_hash({"v": HARNESS_VERSION, **self.prior_key_parts(ds, budget), **uncond,
                            "cfg": self.params.prior.model_dump(), "n": len(tokens), "seed": self.seed,
                            "budget": {k: v for k, v in budget.model_dump().items()
                                       if k.startswith("prior") or k == "label_dropout"}})
         ctx.log_param("prior_cache_key", key)
         torch.manual_seed(self.seed)
         prior = ARPrior(vocab, length, ds.num_classes, self.params.prior, allowed).to(self.device)
+        labels = self.prior_labels(labels, prior)
         cached = ctx.cache.load_torch("prior", key)
         if cached is not None:
             prior.load_state_dict(cached["state"])
@@ -162,6 +168,17 @@ class VQAdapter(Adapter):
         for k, v in stats.items():
             ctx.log_metric(f"prior_{k}", v)
         return prior
+
+    @property
+    def conditional_prior(self) -> bool:
+        """``params.final_ar_conditional`` (True for a plugin's Params that lack the field)."""
+        return getattr(self.params, "final_ar_conditional", True)
+
+    def prior_labels(self, labels: torch.Tensor | None, prior: ARPrior | None = None) -> torch.Tensor | None:
+        """The labels the prior sees: ``labels`` [B], or all null class when ``final_ar_conditional`` is false."""
+        if self.conditional_prior or labels is None:
+            return labels
+        return torch.full_like(labels, (prior or self.prior).null_class)
 
     # -- tokenize ---------------------------------------------------------------------------
     @property
@@ -185,14 +202,15 @@ class VQAdapter(Adapter):
 
     # -- generate / prior -------------------------------------------------------------------
     def sample(self, n: int, cond: Conditioning, steps: int | None, seed: int) -> torch.Tensor:
-        """Class-conditional ancestral sampling, temperature ``params.temperature``, no guidance.
+        """Class-conditional ancestral sampling, temperature ``params.temperature``, no guidance
+        (labels ignored, null class, when ``final_ar_conditional`` is false).
 
         NFE = L (one prior forward per token); ``steps`` other than None or L is an error.
         """
         length = self.prior.length
         if steps not in (None, length):
             raise ValueError(f"{self.registry_name}.sample: an AR prior takes exactly L={length} steps, got {steps}")
-        labels = Conditioning.of(cond).labels
+        labels = self.prior_labels(Conditioning.of(cond).labels)
         if labels is None:
             labels = torch.full((n,), self.prior.null_class, dtype=torch.long)
         seqs = self.prior.sample(labels[:n], self.params.temperature, seed)
@@ -208,6 +226,7 @@ class VQAdapter(Adapter):
 
     def prior_nll(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-position NLL [B, L] (nats) of the images' tokens under the prior (masked as sampled)."""
+        labels = self.prior_labels(labels)
         with torch.no_grad():
             seqs = self.prior_sequences(self.encode(images))
             return torch.cat([self.prior.nll(seqs[i:i + 1000], labels[i:i + 1000]).cpu()

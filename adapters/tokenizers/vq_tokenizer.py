@@ -37,11 +37,16 @@ class VQTokenizer(nn.Module):
         self.register_buffer("codebook_sizes_t", torch.tensor(codebook_sizes, dtype=torch.long))
         mask = torch.arange(self.k_max)[None, :] >= self.codebook_sizes_t[:, None]  # [L, K_max], True = forbidden
         self.register_buffer("forbidden", mask)
+        self.build_networks(cfg, channels, n_patch, w)
 
-        def stack():
-            layer = nn.TransformerEncoderLayer(w, cfg.heads, 2 * w, dropout=0.0, batch_first=True, norm_first=True)
-            return nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+    def stack(self, w: int) -> nn.TransformerEncoder:
+        """A pre-norm Transformer of ``cfg.depth`` layers, width ``w`` (encoder and decoder)."""
+        layer = nn.TransformerEncoderLayer(w, self.cfg.heads, 2 * w, dropout=0.0, batch_first=True, norm_first=True)
+        return nn.TransformerEncoder(layer, self.cfg.depth, enable_nested_tensor=False)
 
+    def build_networks(self, cfg: TokenizerConfig, channels: int, n_patch: int, w: int) -> None:
+        """Encoder, codebook and decoder of the 1D query tokenizer (``tokenizer.kind: query1d``)."""
+        stack = lambda: self.stack(w)  # noqa: E731
         self.patch_in = nn.Conv2d(channels, w, cfg.patch, stride=cfg.patch)
         self.enc_pos = nn.Parameter(torch.randn(1, n_patch + cfg.length, w) * 0.02)
         self.queries = nn.Parameter(torch.randn(1, cfg.length, w) * 0.02)
@@ -59,11 +64,21 @@ class VQTokenizer(nn.Module):
     def codebook_sizes(self) -> list[int]:
         return self.codebook_sizes_t.tolist()
 
-    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
-        """x float [B, C, H, W] in [-1, 1] -> l2-normalised latents z float [B, L, d]."""
+    @property
+    def feature_length(self) -> int:
+        """N, the length of :meth:`features`' sequence (here n_patch + L)."""
+        return self.grid**2 + self.cfg.length
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x float [B, C, H, W] in [-1, 1] -> the encoder's output sequence float [B, N, width]
+        ([patches ; queries] here; what Prologue-Post's prologue encoder reads)."""
         p = self.patch_in(x).flatten(2).transpose(1, 2)  # [B, n_patch, w]
         h = torch.cat([p, self.queries.expand(len(x), -1, -1)], 1) + self.enc_pos
-        h = self.encoder(h)[:, -self.cfg.length :]
+        return self.encoder(h)
+
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """x float [B, C, H, W] in [-1, 1] -> l2-normalised latents z float [B, L, d]."""
+        h = self.features(x)[:, -self.cfg.length :]
         return F.normalize(self.to_code(h), dim=-1)
 
     def codes(self) -> torch.Tensor:
