@@ -101,8 +101,9 @@ def prefix_bits(codebook_sizes: list[int], k: int) -> float:
 def cumulative_cliff(h: np.ndarray, frac: float) -> float:
     """The real-valued x in [0, L] where C(x) = frac * C(L), C(t) = sum_{s<t} H_s linearly
     interpolated between integers: the number of leading tokens that carry ``frac`` of the total
-    plug-in entropy sum_t H_t. Moves by at most dH / min(H) for a perturbation dH of the curve (no
-    threshold to cross). 0.0 when the total is 0 (every sequence identical)."""
+    plug-in entropy sum_t H_t. It moves continuously with the curve (no threshold to cross: a
+    small change of one H_t moves it by about that change / H at the crossing). 0.0 when the total
+    is 0 (every sequence identical). h float [L] >= 0 bits, frac in (0, 1)."""
     h = np.asarray(h, dtype=np.float64)
     c = np.concatenate([[0.0], np.cumsum(h)])
     target = frac * c[-1]
