@@ -17,6 +17,12 @@ NFE sweep: a generation member's params may carry ``steps: [1, 2, 4, 8]`` (:clas
 it then outputs ``<key>_nfe<s>`` per asked steps s (``<key>@<s>``; MLflow keys allow no '@') and the measured
 NFE ``nfe_steps<s>``, and logs ``<key>`` as an MLflow metric history with step = measured NFE.
 Without ``steps`` the outputs, and the config hash, are those of the adapter's default steps.
+
+Temperature sweep: a generation member's params may also carry ``temperatures: [0.85, 1.0]``
+(:class:`TemperatureParams`): samples are drawn at each sampling temperature T (the adapter's
+``temperature`` param, :mod:`bench.sampling`) and the outputs are ``<key>_temp<T>`` (``0.85`` ->
+``temp0p85``; with ``steps`` too: ``<key>_temp<T>_nfe<s>``, one quality-vs-NFE curve per T).
+Without ``temperatures`` the adapter's own temperature is used and nothing changes.
 """
 from __future__ import annotations
 
@@ -89,7 +95,21 @@ def frechet_bootstrap_stderr(feats_a: np.ndarray, feats_b: np.ndarray, resamples
 BOOTSTRAP_SEED = 20250  # fixed: the FD stderr of a feature pair is reproducible
 
 
-class SweepParams(MetricParams):
+class _OmitUnsetSweeps(MetricParams):
+    """Drops ``steps`` / ``temperatures`` from the dumped params when absent (one serializer for both
+    mixins, so a suite without a sweep keeps its config hash)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_sweeps(self, handler):
+        d = handler(self)
+        if isinstance(d, dict):
+            for k in ("steps", "temperatures"):
+                if k in d and d[k] is None:
+                    d.pop(k)
+        return d
+
+
+class SweepParams(_OmitUnsetSweeps):
     """Mixin for sample-based metrics: ``steps``, the NFE sweep (absent = the adapter's default).
 
     Left out of the dumped params when absent, so a suite without a sweep keeps its config hash.
@@ -105,12 +125,33 @@ class SweepParams(MetricParams):
             raise ValueError(f"steps must be distinct integers >= 1, got {v}")
         return v
 
-    @model_serializer(mode="wrap")
-    def _omit_default_steps(self, handler):
-        d = handler(self)
-        if isinstance(d, dict) and d.get("steps") is None:
-            d.pop("steps", None)
-        return d
+
+class TemperatureParams(_OmitUnsetSweeps):
+    """Mixin for sample-based metrics: ``temperatures``, the sampling-temperature sweep (absent = the
+    adapter's own ``temperature``). Left out of the dumped params when absent (config hash unchanged)."""
+
+    temperatures: list[float] | None = Field(default=None, min_length=1,
+                                             description="sampling temperatures T > 0 to evaluate at (each "
+                                                         "overrides the method's `temperature` param); default: "
+                                                         "the method's own")
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temps(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (any(not t > 0 for t in v) or len(set(v)) != len(v)):
+            raise ValueError(f"temperatures must be distinct numbers > 0, got {v}")
+        return v
+
+
+def temp_key(key: str, temperature: float | None) -> str:
+    """Output key of ``key`` at sampling temperature T (``0.85`` -> ``<key>_temp0p85``; None: ``key``)."""
+    return key if temperature is None else f"{key}_temp{float(temperature):g}".replace(".", "p")
+
+
+def point_key(key: str, steps: int | None, temperature: float | None) -> str:
+    """Output key of ``key`` at one sweep point (steps and/or temperature; both None: ``key``)."""
+    k = temp_key(key, temperature)
+    return k if steps is None else sweep_key(k, steps)
 
 
 def sweep_key(key: str, steps: int) -> str:
@@ -148,18 +189,26 @@ class FrechetMetric(Metric):
         return list(getattr(params, "steps", None) or [None])
 
     @classmethod
+    def points(cls, params: MetricParams) -> list[tuple[int | None, float | None]]:
+        """Sweep points (steps, temperature): every asked steps at every asked temperature."""
+        return [(s, t) for t in (getattr(params, "temperatures", None) or [None]) for s in cls.sweep(params)]
+
+    @classmethod
     def real_input(cls, params: MetricParams) -> inp.InputSpec:
         return inp.real_test(params.n) if cls.pair == RECONSTRUCTION else inp.real_train_balanced(params.n)
 
     @classmethod
-    def fake_input(cls, params: MetricParams, steps: int | None) -> inp.InputSpec:
-        return inp.reconstructions(params.n) if cls.pair == RECONSTRUCTION else inp.samples(params.n, steps)
+    def fake_input(cls, params: MetricParams, steps: int | None,
+                   temperature: float | None = None) -> inp.InputSpec:
+        if cls.pair == RECONSTRUCTION:
+            return inp.reconstructions(params.n)
+        return inp.samples(params.n, steps, temperature)
 
     @classmethod
     def inputs(cls, params: MetricParams) -> list[inp.InputSpec]:
         inst, bs = cls.instrument(params), params.batch_size
         return [inp.features(inst, cls.real_input(params), bs)] + [
-            inp.features(inst, cls.fake_input(params, s), bs) for s in cls.sweep(params)]
+            inp.features(inst, cls.fake_input(params, s, t), bs) for s, t in cls.points(params)]
 
     @classmethod
     def columns(cls, params: MetricParams) -> dict[str, Column]:
@@ -171,13 +220,11 @@ class FrechetMetric(Metric):
                if cls.bootstrap_resamples >= 2 else "")
         for key, title in names:  # one column per output and NFE, then the measured NFEs
             u = unc if "fd" in key or "fid" in key else ""
-            for s in cls.sweep(params):
-                if s is None:
-                    cols[key] = Column(f"{title} ({cls.tag(params)})", higher_is_better=False, short=key,
-                                       uncertainty=u)
-                else:
-                    cols[sweep_key(key, s)] = Column(f"{title} ({cls.tag(params)}, NFE={s})", higher_is_better=False,
-                                                     short=f"{key}@{s}", uncertainty=u)
+            for s, t in cls.points(params):
+                where = "".join(f", {k}={v:g}" for k, v in (("NFE", s), ("T", t)) if v is not None)
+                short = key + ("" if t is None else f"@T{t:g}") + ("" if s is None else f"@{s}")
+                cols[point_key(key, s, t)] = Column(f"{title} ({cls.tag(params)}{where})", higher_is_better=False,
+                                                    short=short, uncertainty=u)
         for s in cls.sweep(params):
             if s is not None:
                 cols[nfe_key(s)] = Column(f"measured NFE (steps={s})", higher_is_better=False, unit="NFE",
@@ -197,10 +244,10 @@ class FrechetMetric(Metric):
         real = self.real_input(params)
         f_real = p.get(inp.features(inst, real, bs), adapter)
         out: dict[str, float] = {}
-        for s in self.sweep(params):
-            f_fake = p.get(inp.features(inst, self.fake_input(params, s), bs), adapter)
+        for s, t in self.points(params):
+            f_fake = p.get(inp.features(inst, self.fake_input(params, s, t), bs), adapter)
             fd_key = self.prefix + self.base
-            vals = {fd_key: frechet_distance(f_fake, f_real)}
+            vals = {fd_key: self.distance(f_fake, f_real, ctx, params)}
             se = frechet_bootstrap_stderr(f_fake, f_real, self.bootstrap_resamples, BOOTSTRAP_SEED)
             kid_std = None
             if self.kid:
@@ -209,21 +256,21 @@ class FrechetMetric(Metric):
                     kid_std = None  # every subset is the whole set: the "spread" measures nothing
             if s is None:
                 if kid_std is not None:
-                    ctx.log_metric(f"{self.prefix}kid_std", kid_std, None)
+                    ctx.log_metric(temp_key(f"{self.prefix}kid_std", t), kid_std, None)
                 if se is not None:
                     vals[stderr_key(fd_key)] = se
-                out.update(vals)
+                out.update({temp_key(k, t): v for k, v in vals.items()})
                 continue
             nfe = p.nfe(s)
             step = int(round(nfe))
-            for k, v in vals.items():  # the quality-vs-NFE history, one MLflow metric per output
-                ctx.log_metric(k, v, step)
-                out[sweep_key(k, s)] = v
+            for k, v in vals.items():  # the quality-vs-NFE history, one MLflow metric per output (and T)
+                ctx.log_metric(temp_key(k, t), v, step)
+                out[point_key(k, s, t)] = v
             if kid_std is not None:
-                ctx.log_metric(f"{self.prefix}kid_std", kid_std, step)
+                ctx.log_metric(temp_key(f"{self.prefix}kid_std", t), kid_std, step)
             out[nfe_key(s)] = nfe
             if se is not None:
-                out[stderr_key(sweep_key(fd_key, s))] = se
+                out[stderr_key(point_key(fd_key, s, t))] = se
         from bench.instruments.features import extractor
 
         for k, v in {**extractor(inst).provenance(), **self.logged_params(params),
@@ -231,8 +278,15 @@ class FrechetMetric(Metric):
             ctx.log_param(f"{name}.{k}", v)
         return check_finite(out, name)
 
+    def distance(self, f_fake: np.ndarray, f_real: np.ndarray, ctx: Any, params: MetricParams) -> float:
+        """The Fréchet distance this member reports (float64 features [n, D] each); a member whose
+        reference is a fixed set of statistics overrides it (``gfid`` vs the ADM batch's mu/sigma)."""
+        return frechet_distance(f_fake, f_real)
+
     def logged_params(self, params: MetricParams) -> dict[str, Any]:
         """Parameters logged with the values (besides the instrument's provenance)."""
         extra = {"kid_subset_size": params.kid_subset_size, "kid_subsets": KID_SUBSETS} if self.kid else {}
         steps = getattr(params, "steps", None)
-        return {"n": params.n, **extra, **({"steps": ",".join(map(str, steps))} if steps else {})}
+        temps = getattr(params, "temperatures", None)
+        return {"n": params.n, **extra, **({"steps": ",".join(map(str, steps))} if steps else {}),
+                **({"temperatures": ",".join(f"{t:g}" for t in temps)} if temps else {})}
