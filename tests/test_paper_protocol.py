@@ -134,6 +134,11 @@ def test_temperature_sweep_columns_samples_and_restore(tmp_path, fake_inception)
     p = inputs.provider(ctx)
     assert len(p.pooled(inputs.SAMPLES, None, 0.5)) == 20 and p.pooled(inputs.SAMPLES) is None
     assert logged["gfid.temperatures"] == "0.5,2"
+    class Boot(fid.GenerationFID):  # with a bootstrap stderr: <key>_temp<T>_stderr, next to its value
+        bootstrap_resamples = 3
+
+    out = Boot().compute(adapter, ctx, params)
+    assert {"gfid_temp0p5_stderr", "gfid_temp2_stderr"} <= set(out) and all("stderr_temp" not in k for k in out)
     # no sweep: the config (dumped params) is unchanged
     assert "temperatures" not in fid.GenerationFIDParams(n=20).model_dump()
 

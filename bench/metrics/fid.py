@@ -131,10 +131,16 @@ class GenerationFID(_InceptionMetric):
             return super().distance(f_fake, f_real, ctx, params)
         from bench.metrics.adm_stats import frechet_distance_to_statistics, reference_statistics
 
-        ref = reference_statistics(inp.adm_path(ctx))
-        ctx.log_param(f"{self.registry_name}.reference_stats", "ADM batch mu/sigma (full training set)")
-        ctx.log_param(f"{self.registry_name}.reference_npz_sha256", ref.sha256)
-        return frechet_distance_to_statistics(f_fake, ref)
+        return frechet_distance_to_statistics(f_fake, reference_statistics(inp.adm_path(ctx)))
+
+    def compute(self, adapter, ctx, params):
+        out = super().compute(adapter, ctx, params)
+        if getattr(params, "reference", "train") == "adm":
+            from bench.metrics.adm_stats import reference_statistics
+
+            ctx.log_param(f"{self.registry_name}.reference_stats", "ADM batch mu/sigma (full training set)")
+            ctx.log_param(f"{self.registry_name}.reference_npz_sha256", reference_statistics(inp.adm_path(ctx)).sha256)
+        return out
 
 
 class CleanFIDParams(MetricParams):

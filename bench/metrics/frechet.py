@@ -257,9 +257,9 @@ class FrechetMetric(Metric):
             if s is None:
                 if kid_std is not None:
                     ctx.log_metric(temp_key(f"{self.prefix}kid_std", t), kid_std, None)
-                if se is not None:
-                    vals[stderr_key(fd_key)] = se
                 out.update({temp_key(k, t): v for k, v in vals.items()})
+                if se is not None:
+                    out[stderr_key(temp_key(fd_key, t))] = se
                 continue
             nfe = p.nfe(s)
             step = int(round(nfe))
