@@ -8,8 +8,10 @@ extractor itself. The provider makes each input once per cell (one cell = one ad
   images (:meth:`ImageSplit.class_balanced`); ``real_adm(n)``: the first n of the ADM ImageNet-256
   reference batch. Cheap, made at exactly n.
 * ``reconstructions(n)``: ``decode(encode(x))`` of the first n test images, labels of x.
-* ``samples(n, steps)``: ``adapter.sample(N, Conditioning(labels = i % num_classes), steps,
-  seed=ctx.seed)``, steps None = the adapter's default. Every prefix is class balanced.
+* ``samples(n, steps, temperature)``: ``adapter.sample(N, Conditioning(labels = i % num_classes), steps,
+  seed=ctx.seed)``, steps None = the adapter's default; temperature None = the adapter's own, else
+  drawn with its ``temperature`` param set to it (:func:`bench.sampling.at_temperature`). Every
+  prefix is class balanced.
 * ``features(instrument, of=<input>)``: an instrument's features (:mod:`bench.instruments.features`)
   of another input, float64 [n, D]; once per (instrument, input, batch size).
 
@@ -54,13 +56,14 @@ class InputSpec:
     kind: str
     n: int = 0
     steps: int | None = None  # samples only: NFE asked of the sampler (None = its default)
+    temperature: float | None = None  # samples only: sampling temperature (None = the adapter's own)
     instrument: str | None = None  # features only
     of: "InputSpec | None" = None  # features only: the image input they are computed on
     batch_size: int | None = None  # features only: the extractor's batch size
 
-    def pool(self) -> tuple[str, int | None]:
+    def pool(self) -> tuple[str, int | None] | tuple[str, int | None, float]:
         """Which shared image set this input is a prefix of."""
-        return self.kind, self.steps
+        return (self.kind, self.steps) if self.temperature is None else (self.kind, self.steps, self.temperature)
 
 
 def real_test(n: int) -> InputSpec:
@@ -79,8 +82,8 @@ def reconstructions(n: int) -> InputSpec:
     return InputSpec(RECONSTRUCTIONS, n)
 
 
-def samples(n: int, steps: int | None = None) -> InputSpec:
-    return InputSpec(SAMPLES, n, steps=steps)
+def samples(n: int, steps: int | None = None, temperature: float | None = None) -> InputSpec:
+    return InputSpec(SAMPLES, n, steps=steps, temperature=None if temperature is None else float(temperature))
 
 
 def features(instrument: str, of: InputSpec, batch_size: int) -> InputSpec:
@@ -137,9 +140,9 @@ class InputProvider:
         sizes = [spec.n] + [s.n for s in declared_inputs(getattr(self.ctx, "suite", None)) if s.pool() == spec.pool()]
         return max(sizes)
 
-    def pooled(self, kind: str, steps: int | None = None) -> ImageSplit | None:
-        """The shared image set made so far for (kind, steps), or None."""
-        return self._pools.get((kind, steps))
+    def pooled(self, kind: str, steps: int | None = None, temperature: float | None = None) -> ImageSplit | None:
+        """The shared image set made so far for (kind, steps[, temperature]), or None."""
+        return self._pools.get((kind, steps) if temperature is None else (kind, steps, float(temperature)))
 
     def nfe(self, steps: int | None = None) -> float:
         """Measured network evaluations per image of the samples made at ``steps``."""
@@ -153,8 +156,11 @@ class InputProvider:
         if spec.kind in POOLED:
             have = self._pools.get(spec.pool())
             if have is None or len(have) < spec.n:
-                make = self._reconstruct if spec.kind == RECONSTRUCTIONS else self._sample
-                have = self._pools[spec.pool()] = make(adapter, self.pool_size(spec), spec.steps)
+                if spec.kind == RECONSTRUCTIONS:
+                    have = self._reconstruct(adapter, self.pool_size(spec), spec.steps)
+                else:
+                    have = self._sample(adapter, self.pool_size(spec), spec.steps, spec.temperature)
+                self._pools[spec.pool()] = have
             return have.head(spec.n)
         return self._real(spec)
 
@@ -174,21 +180,26 @@ class InputProvider:
             return adm_reference(self.ctx, n)
         raise MetricError(f"unknown input kind {spec.kind!r}")
 
-    def _sample(self, adapter: Any, total: int, steps: int | None) -> ImageSplit:
+    def _sample(self, adapter: Any, total: int, steps: int | None, temperature: float | None = None) -> ImageSplit:
         import torch
+
+        from bench.sampling import at_temperature
 
         ds = self.ctx.dataset
         labels = cyclic_labels(total, ds.num_classes)
-        with torch.no_grad(), NFEMeter() as meter:
+        with torch.no_grad(), at_temperature(adapter, temperature), NFEMeter() as meter:
             images = adapter.sample(total, Conditioning(labels=labels), steps=steps, seed=self.ctx.seed)
         check_image_batch(images, ds.channels, ds.resolution, f"{adapter.registry_name}.sample")
         if len(images) != total:
             raise MetricError(f"{adapter.registry_name}.sample({total}) returned {len(images)} images")
+        first = steps not in self._nfe
         self._nfe[steps] = meter.per_image(total)
-        self.ctx.log_metric("nfe", self._nfe[steps], steps or 0)
+        if first:  # once per steps (the NFE does not depend on the temperature)
+            self.ctx.log_metric("nfe", self._nfe[steps], steps or 0)
         out = ImageSplit(images.cpu(), labels)
-        self._grid("samples.png" if steps is None else f"samples_steps{steps}.png", out.images[:GRID_TILES],
-                   ds.num_classes)
+        name = "samples" + ("" if steps is None else f"_steps{steps}") + (
+            "" if temperature is None else f"_T{temperature:g}".replace(".", "p"))
+        self._grid(name + ".png", out.images[:GRID_TILES], ds.num_classes)
         return out
 
     def _reconstruct(self, adapter: Any, total: int, steps: int | None = None) -> ImageSplit:
@@ -247,13 +258,16 @@ class InputProvider:
 
 def _rows(split: ImageSplit, start: int, count: int) -> ImageSplit:
     return ImageSplit(split.images[start: start + count], split.labels[start: start + count])
+def adm_path(ctx: Any) -> Path:
+    """Where the ADM reference batch is looked for: ``$ADM_REF_BATCH`` or ``<data root>/{ADM_REF_NAME}``."""
+    return Path(os.environ.get("ADM_REF_BATCH") or Path(ctx.dataset.source) / ADM_REF_NAME)
 
 
 def adm_reference(ctx: Any, n: int) -> ImageSplit:
     """The first n images of the ADM reference batch (``$ADM_REF_BATCH`` or ``<data root>/{ADM_REF_NAME}``)."""
     import torch
 
-    path = Path(os.environ.get("ADM_REF_BATCH") or Path(ctx.dataset.source) / ADM_REF_NAME)
+    path = adm_path(ctx)
     if not path.exists():
         raise DatasetMissing(f"gfid reference 'adm': {path} not found. Set ADM_REF_BATCH to the ADM reference "
                              f"batch {ADM_REF_NAME} (an .npz whose arr_0 is uint8 [N, 256, 256, 3]) or place it "

@@ -265,6 +265,18 @@ def plan_problems(s: Suite) -> list[str]:
                 problems.append(f"metrics[{j}].params.ks: k {too_long} longer than the L = {length} tokens of "
                                 f"method {m.name!r} (methods[{i}]); use k <= {length} or 'all'")
 
+        if getattr(params, "temperatures", None) and "temperatures" in spec.params:
+            from bench.sampling import supports_temperature
+
+            cold = [m.name for _, m, cls in adapters if "generate" in cls.capabilities
+                    and not supports_temperature(cls.Params)]
+            if cold:
+                problems.append(f"metrics[{j}].params.temperatures: methods {cold} have no `temperature` param to "
+                                "sweep; remove `temperatures` or the methods")
+        env = getattr(mcls, "environment_problems", None)  # user-given files a metric needs (weights ...)
+        if env is not None:
+            problems += [f"metrics[{j}]: {line}" for line in env(params)]
+
     # the leaderboard's column ids
     try:
         columns = list(all_columns(s))

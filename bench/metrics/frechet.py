@@ -24,6 +24,12 @@ NFE sweep: a generation member's params may carry ``steps: [1, 2, 4, 8]`` (:clas
 it then outputs ``<key>_nfe<s>`` per asked steps s (``<key>@<s>``; MLflow keys allow no '@') and the measured
 NFE ``nfe_steps<s>``, and logs ``<key>`` as an MLflow metric history with step = measured NFE.
 Without ``steps`` the outputs, and the config hash, are those of the adapter's default steps.
+
+Temperature sweep: a generation member's params may also carry ``temperatures: [0.85, 1.0]``
+(:class:`TemperatureParams`): samples are drawn at each sampling temperature T (the adapter's
+``temperature`` param, :mod:`bench.sampling`) and the outputs are ``<key>_temp<T>`` (``0.85`` ->
+``temp0p85``; with ``steps`` too: ``<key>_temp<T>_nfe<s>``, one quality-vs-NFE curve per T).
+Without ``temperatures`` the adapter's own temperature is used and nothing changes.
 """
 from __future__ import annotations
 
@@ -99,7 +105,21 @@ def frechet_bootstrap_stderr(feats_a: np.ndarray, feats_b: np.ndarray, resamples
 BOOTSTRAP_SEED = 20250  # fixed: the FD stderr of a feature pair is reproducible
 
 
-class SweepParams(MetricParams):
+class _OmitUnsetSweeps(MetricParams):
+    """Drops ``steps`` / ``temperatures`` from the dumped params when absent (one serializer for both
+    mixins, so a suite without a sweep keeps its config hash)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_sweeps(self, handler):
+        d = handler(self)
+        if isinstance(d, dict):
+            for k in ("steps", "temperatures"):
+                if k in d and d[k] is None:
+                    d.pop(k)
+        return d
+
+
+class SweepParams(_OmitUnsetSweeps):
     """Mixin for sample-based metrics: ``steps``, the NFE sweep (absent = the adapter's default).
 
     Left out of the dumped params when absent, so a suite without a sweep keeps its config hash.
@@ -115,12 +135,33 @@ class SweepParams(MetricParams):
             raise ValueError(f"steps must be distinct integers >= 1, got {v}")
         return v
 
-    @model_serializer(mode="wrap")
-    def _omit_default_steps(self, handler):
-        d = handler(self)
-        if isinstance(d, dict) and d.get("steps") is None:
-            d.pop("steps", None)
-        return d
+
+class TemperatureParams(_OmitUnsetSweeps):
+    """Mixin for sample-based metrics: ``temperatures``, the sampling-temperature sweep (absent = the
+    adapter's own ``temperature``). Left out of the dumped params when absent (config hash unchanged)."""
+
+    temperatures: list[float] | None = Field(default=None, min_length=1,
+                                             description="sampling temperatures T > 0 to evaluate at (each "
+                                                         "overrides the method's `temperature` param); default: "
+                                                         "the method's own")
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temps(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (any(not t > 0 for t in v) or len(set(v)) != len(v)):
+            raise ValueError(f"temperatures must be distinct numbers > 0, got {v}")
+        return v
+
+
+def temp_key(key: str, temperature: float | None) -> str:
+    """Output key of ``key`` at sampling temperature T (``0.85`` -> ``<key>_temp0p85``; None: ``key``)."""
+    return key if temperature is None else f"{key}_temp{float(temperature):g}".replace(".", "p")
+
+
+def point_key(key: str, steps: int | None, temperature: float | None) -> str:
+    """Output key of ``key`` at one sweep point (steps and/or temperature; both None: ``key``)."""
+    k = temp_key(key, temperature)
+    return k if steps is None else sweep_key(k, steps)
 
 
 def sweep_key(key: str, steps: int) -> str:
@@ -163,6 +204,11 @@ class FrechetMetric(Metric):
         return list(getattr(params, "steps", None) or [None])
 
     @classmethod
+    def points(cls, params: MetricParams) -> list[tuple[int | None, float | None]]:
+        """Sweep points (steps, temperature): every asked steps at every asked temperature."""
+        return [(s, t) for t in (getattr(params, "temperatures", None) or [None]) for s in cls.sweep(params)]
+
+    @classmethod
     def real_input(cls, params: MetricParams) -> inp.InputSpec:
         return inp.real_test(params.n) if cls.pair == RECONSTRUCTION else inp.real_train_balanced(params.n)
 
@@ -176,14 +222,17 @@ class FrechetMetric(Metric):
         return inp.real_test(params.n)
 
     @classmethod
-    def fake_input(cls, params: MetricParams, steps: int | None) -> inp.InputSpec:
-        return inp.reconstructions(params.n) if cls.pair == RECONSTRUCTION else inp.samples(params.n, steps)
+    def fake_input(cls, params: MetricParams, steps: int | None,
+                   temperature: float | None = None) -> inp.InputSpec:
+        if cls.pair == RECONSTRUCTION:
+            return inp.reconstructions(params.n)
+        return inp.samples(params.n, steps, temperature)
 
     @classmethod
     def inputs(cls, params: MetricParams) -> list[inp.InputSpec]:
         inst, bs = cls.instrument(params), params.batch_size
         return [inp.features(inst, cls.real_input(params), bs)] + [
-            inp.features(inst, cls.fake_input(params, s), bs) for s in cls.sweep(params)]
+            inp.features(inst, cls.fake_input(params, s, t), bs) for s, t in cls.points(params)]
         # the floor's second real set is not declared: it is optional (skipped when the split is too small)
 
     @classmethod
@@ -195,13 +244,11 @@ class FrechetMetric(Metric):
         unc = (f"bootstrap over images, {cls.resamples(params)} resamples" if cls.resamples(params) >= 2 else "")
         for key, title in names:  # one column per output and NFE, then the measured NFEs
             u = unc if "fd" in key or "fid" in key else ""
-            for s in cls.sweep(params):
-                if s is None:
-                    cols[key] = Column(f"{title} ({cls.tag(params)})", higher_is_better=False, short=key,
-                                       uncertainty=u)
-                else:
-                    cols[sweep_key(key, s)] = Column(f"{title} ({cls.tag(params)}, NFE={s})", higher_is_better=False,
-                                                     short=f"{key}@{s}", uncertainty=u)
+            for s, t in cls.points(params):
+                where = "".join(f", {k}={v:g}" for k, v in (("NFE", s), ("T", t)) if v is not None)
+                short = key + ("" if t is None else f"@T{t:g}") + ("" if s is None else f"@{s}")
+                cols[point_key(key, s, t)] = Column(f"{title} ({cls.tag(params)}{where})", higher_is_better=False,
+                                                    short=short, uncertainty=u)
         for s in cls.sweep(params):
             if s is not None:
                 cols[nfe_key(s)] = Column(f"measured NFE (steps={s})", higher_is_better=False, unit="NFE",
@@ -221,10 +268,10 @@ class FrechetMetric(Metric):
         real = self.real_input(params)
         f_real = p.get(inp.features(inst, real, bs), adapter)
         out: dict[str, float] = {}
-        for s in self.sweep(params):
-            f_fake = p.get(inp.features(inst, self.fake_input(params, s), bs), adapter)
+        for s, t in self.points(params):
+            f_fake = p.get(inp.features(inst, self.fake_input(params, s, t), bs), adapter)
             fd_key = self.prefix + self.base
-            vals = {fd_key: frechet_distance(f_fake, f_real)}
+            vals = {fd_key: self.distance(f_fake, f_real, ctx, params)}
             se = frechet_bootstrap_stderr(f_fake, f_real, self.resamples(params), BOOTSTRAP_SEED)
             kid_std = None
             if self.kid:
@@ -233,21 +280,21 @@ class FrechetMetric(Metric):
                     kid_std = None  # every subset is the whole set: the "spread" measures nothing
             if s is None:
                 if kid_std is not None:
-                    ctx.log_metric(f"{self.prefix}kid_std", kid_std, None)
+                    ctx.log_metric(temp_key(f"{self.prefix}kid_std", t), kid_std, None)
+                out.update({temp_key(k, t): v for k, v in vals.items()})
                 if se is not None:
-                    vals[stderr_key(fd_key)] = se
-                out.update(vals)
+                    out[stderr_key(temp_key(fd_key, t))] = se
                 continue
             nfe = p.nfe(s)
             step = int(round(nfe))
-            for k, v in vals.items():  # the quality-vs-NFE history, one MLflow metric per output
-                ctx.log_metric(k, v, step)
-                out[sweep_key(k, s)] = v
+            for k, v in vals.items():  # the quality-vs-NFE history, one MLflow metric per output (and T)
+                ctx.log_metric(temp_key(k, t), v, step)
+                out[point_key(k, s, t)] = v
             if kid_std is not None:
-                ctx.log_metric(f"{self.prefix}kid_std", kid_std, step)
+                ctx.log_metric(temp_key(f"{self.prefix}kid_std", t), kid_std, step)
             out[nfe_key(s)] = nfe
             if se is not None:
-                out[stderr_key(sweep_key(fd_key, s))] = se
+                out[stderr_key(point_key(fd_key, s, t))] = se
         out.update(self.floor(adapter, ctx, params))
         from bench.instruments.features import extractor
 
@@ -274,12 +321,12 @@ class FrechetMetric(Metric):
         fd_key = self.prefix + self.base
         key = stable_hash({"inst": extractor(inst).provenance(), "a": p.get(real, adapter).fingerprint(),
                            "b": p.get(other, adapter).fingerprint(), "kid": self.kid,
-                           "kid_subset": getattr(params, "kid_subset_size", None), "boot": self.bootstrap_resamples})
+                           "kid_subset": getattr(params, "kid_subset_size", None), "boot": self.resamples(params)})
         cached = ctx.cache.load_json("frechet_floor", key)
         if cached is None:
             f_real, f_other = p.get(inp.features(inst, real, bs), adapter), p.get(inp.features(inst, other, bs), adapter)
             cached = {"fd": frechet_distance(f_other, f_real),
-                      "fd_stderr": frechet_bootstrap_stderr(f_other, f_real, self.bootstrap_resamples, BOOTSTRAP_SEED)}
+                      "fd_stderr": frechet_bootstrap_stderr(f_other, f_real, self.resamples(params), BOOTSTRAP_SEED)}
             if self.kid:
                 cached["kid"] = kernel_distance(f_other, f_real, params.kid_subset_size)[0]
             ctx.cache.save_json("frechet_floor", key, json.dumps(cached))
@@ -290,8 +337,15 @@ class FrechetMetric(Metric):
             out[f"{self.prefix}kid_floor"] = cached["kid"]
         return out
 
+    def distance(self, f_fake: np.ndarray, f_real: np.ndarray, ctx: Any, params: MetricParams) -> float:
+        """The Fréchet distance this member reports (float64 features [n, D] each); a member whose
+        reference is a fixed set of statistics overrides it (``gfid`` vs the ADM batch's mu/sigma)."""
+        return frechet_distance(f_fake, f_real)
+
     def logged_params(self, params: MetricParams) -> dict[str, Any]:
         """Parameters logged with the values (besides the instrument's provenance)."""
         extra = {"kid_subset_size": params.kid_subset_size, "kid_subsets": KID_SUBSETS} if self.kid else {}
         steps = getattr(params, "steps", None)
-        return {"n": params.n, **extra, **({"steps": ",".join(map(str, steps))} if steps else {})}
+        temps = getattr(params, "temperatures", None)
+        return {"n": params.n, **extra, **({"steps": ",".join(map(str, steps))} if steps else {}),
+                **({"temperatures": ",".join(f"{t:g}" for t in temps)} if temps else {})}

@@ -4,5 +4,5 @@ computes, so `bench validate` imports these instead of every module of the packa
 missing here is still found (slower: :func:`bench.registry.meta` falls back to importing everything);
 tests/test_light_validate.py checks that this list registers every metric.
 """
-from bench.metrics import (ar_loss, code_usage, diffusion, entropy, fd_fmnist, fid, lm_accuracy,  # noqa: F401
-                           peft_cost, probe, recon)
+from bench.metrics import (ar_loss, code_usage, diffusion, entropy, fd_fmnist, fid, inception_score,  # noqa: F401
+                           lm_accuracy, peft_cost, prc, probe, recon)
