@@ -273,3 +273,40 @@ def test_finetune_budget_is_part_of_the_key_but_not_of_vqs():
         keys[steps] = (a.tokenizer_key(ds, b), a.vq_start().tokenizer_key(ds, b))
     assert keys[10][0] != keys[20][0] and keys[10][1] == keys[20][1]
     assert keys[10][1] == VQAdapter(VQParams.model_validate(TINY), seed=0).tokenizer_key(ds, b)
+
+
+def _fake_board(rows, params):
+    from types import SimpleNamespace as NS
+
+    from bench.leaderboard import Row
+
+    out = []
+    for name, per_seed in rows:
+        r = Row(name, name, name == "vq", "h")
+        r.seeds, r.run_ids, r.per_seed = [0], [f"run-{name}"], {k: [v] for k, v in per_seed.items()}
+        out.append(r)
+    client = NS(get_run=lambda rid: NS(data=NS(params=params.get(rid, {}))))
+    return NS(rows=out, tracker=NS(client=client), suite=NS(name="toy"))
+
+
+def test_frontier_uses_one_recon_source_and_gives_vq_its_start_value(tmp_path):
+    from adapters.tokenizers.wartok_frontier import ar_loss_vs_recon, frontier_points
+
+    params = {"run-vq": {"tokenizer_cache_key": "K"}, "run-w": {"tokenizer_cache_key": "W", "base_tokenizer_cache_key": "K"},
+              "run-other": {"tokenizer_cache_key": "Z"}}
+    rows = [("vq", {"ar_loss": 2.0}),
+            ("w", {"ar_loss": 1.5, "tokenizer_recon_mse": 0.03, "base_tokenizer_recon_mse": 0.02}),
+            ("other", {"ar_loss": 1.0}),  # another tokenizer: no start value of its own, so no point
+            ("no-ar", {"tokenizer_recon_mse": 0.01})]
+    pts, source = frontier_points(_fake_board(rows, params))
+    assert source == "tokenizer_recon_mse"
+    assert {r.method: (xs, ys) for r, xs, ys in pts} == {"vq": ([0.02], [2.0]), "w": ([0.03], [1.5])}
+    # One row with a recon metric is not enough to mix it in; every row with it switches the source.
+    rows2 = [("vq", {"ar_loss": 2.0, "recon_mse": 0.5}), rows[1]]
+    pts, source = frontier_points(_fake_board(rows2, params))
+    assert source == "tokenizer_recon_mse" and [xs for _, xs, _ in pts] == [[0.02], [0.03]]
+    rows3 = [rows2[0], ("w", {**rows[1][1], "recon_mse": 0.6})]
+    pts, source = frontier_points(_fake_board(rows3, params))
+    assert source == "recon_mse" and [xs for _, xs, _ in pts] == [[0.5], [0.6]]
+    assert [p.name for p in ar_loss_vs_recon(_fake_board(rows3, params), tmp_path)] == ["wartok_frontier.png"]
+    assert ar_loss_vs_recon(_fake_board([rows[3]], params), tmp_path / "none") == []

@@ -104,8 +104,8 @@ def ar_loss_vs_recon(board, out_dir: Path) -> list[Path]:
         yerr = [[y - min(ys)], [max(ys) - y]] if len(ys) > 1 else None
         ax.errorbar([x], [y], xerr=xerr, yerr=yerr, marker="s" if r.baseline else "o", ms=6, capsize=3,
                     label=f"{r.label}{' (baseline)' if r.baseline else ''} (n={len(ys)})")
-    ax.set_xlabel("reconstruction MSE [pixels in [0, 1]] (" + ("recon_mse" if source == "recon_mse" else
-                  "tokenizer_recon_mse: train images, logged by wartok; vq via its start") + ")", fontsize=8)
+    ax.set_xlabel("reconstruction MSE, pixels in [0, 1] (" + ("recon_mse" if source == "recon_mse" else
+                  "train images: tokenizer_recon_mse") + ")", fontsize=8)
     ax.set_ylabel("AR loss [nats/token] (lower is better)")
     ax.set_title(f"{board.suite.name}: AR loss vs reconstruction (lower-left is better)", fontsize=9)
     ax.legend(fontsize=7)
