@@ -134,7 +134,7 @@ def test_training_loop_keeps_ar_grads_out_and_logs_the_tvc_view(tmp_path, monkey
     params = {**TINY, **SCRATCH, "lam": 0.5, "target": "small", "target_fit_steps": 4, "tvc_every": 5,
               "fresh_prior_checks": 1, "fresh_prior_steps": 4, "target_fit_images": 64}
     a = run_adapter(WARTokAdapter, params, tmp_path, "loop", ds, logged)
-    warm = round(WARTokParams().warm_start_frac * BUDGET["tokenizer_steps"])
+    warm = round(WARTokParams(init="scratch").warm_frac * BUDGET["tokenizer_steps"])
     assert checked == list(range(warm, BUDGET["tokenizer_steps"]))
     for k in ("wartok_tvc_kl", "wartok_tracker_ce", "wartok_target_ce", "wartok_fresh_prior_ce", "tokenizer_rec_loss"):
         assert k in logged, k
@@ -168,7 +168,7 @@ def test_target_variants_frozen_stays_fixed_ema_follows():
     for target in ("frozen", "ema"):
         torch.manual_seed(0)
         tok = VQTokenizer(TokenizerConfig(length=4, width=32, depth=1, heads=2), [16] * 4, 1, 28)
-        p = WARTokParams(lam=0.5, target=target, warm_start_frac=0.5, target_fit_steps=3, target_fit_images=64,
+        p = WARTokParams(init="scratch", lam=0.5, target=target, warm_start_frac=0.5, target_fit_steps=3, target_fit_images=64,
                          aux_prior=PriorConfig(width=32, layers=1, heads=2), ema_decay=0.5)
         hook = WGFTrainer(p, ds.train.images, 4, 8, 32, 0)
         start = {}
@@ -310,3 +310,13 @@ def test_frontier_uses_one_recon_source_and_gives_vq_its_start_value(tmp_path):
     assert source == "recon_mse" and [xs for _, xs, _ in pts] == [[0.5], [0.6]]
     assert [p.name for p in ar_loss_vs_recon(_fake_board(rows3, params), tmp_path)] == ["wartok_frontier.png"]
     assert ar_loss_vs_recon(_fake_board([rows[3]], params), tmp_path / "none") == []
+
+
+def test_warm_start_frac_is_refused_outside_init_scratch():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="warm_start_frac applies to init: scratch only"):
+        WARTokParams.model_validate({"warm_start_frac": 0.3})
+    assert WARTokParams.model_validate({"init": "scratch", "warm_start_frac": 0.3}).warm_start_frac == 0.3
+    assert WARTokParams().init == "vq" and WARTokParams().target == "small"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from bench.adapter import AdapterParams
 from bench.registry import declare_adapter
@@ -89,8 +89,8 @@ class WARTokParams(VQParams):
                              "(T2, starts as T1, then an EMA of the tracker), 'small' (T3, a smaller AR trained by CE "
                              "on the current tokens, jointly with the tracker)")
     tau: float = Field(0.1, gt=0, description="temperature of the soft assignment softmax(cos/tau)")
-    warm_start_frac: float = Field(0.3, ge=0, lt=1, description="init 'scratch' only: fraction of tokenizer steps "
-                                                                "with reconstruction only")
+    warm_start_frac: float | None = Field(None, ge=0, lt=1, description="init 'scratch' only: fraction of tokenizer "
+                                                                      "steps with reconstruction only (default 0.3)")
     aux_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=128, layers=2, heads=4),
                                    description="size of the tracking AR q_phi (and of the frozen/EMA target)")
     target_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=64, layers=1, heads=2),
@@ -106,6 +106,19 @@ class WARTokParams(VQParams):
     recon_images: int = Field(2000, gt=0, description="first N train images whose reconstruction MSE (pixels in "
                                                       "[0, 1]) is logged as tokenizer_recon_mse (and of the vq start "
                                                       "as base_tokenizer_recon_mse)")
+
+    @model_validator(mode="after")
+    def _warm_start_needs_scratch(self):
+        if self.init != "scratch" and self.warm_start_frac is not None:
+            raise ValueError(f"warm_start_frac applies to init: scratch only (init is {self.init!r}: the vq tokenizer "
+                             "is the warm start and the budget's finetune_steps the joint phase); remove it or set "
+                             "init: scratch")
+        return self
+
+    @property
+    def warm_frac(self) -> float:
+        """warm_start_frac, 0.3 when not given (init: scratch)."""
+        return 0.3 if self.warm_start_frac is None else self.warm_start_frac
 
 
 class WARTokBudget(TokenizerARBudget):

@@ -134,7 +134,7 @@ class WGFTrainer:
         self.p, self.images, self.num_classes = params, images, num_classes
         self.steps, self.batch_size, self.seed = steps, batch_size, seed
         # reconstruction-only steps before the joint phase (default: warm_start_frac; 0 for a fine-tune)
-        self.warm_steps = int(round(params.warm_start_frac * steps)) if warm_steps is None else int(warm_steps)
+        self.warm_steps = int(round(params.warm_frac * steps)) if warm_steps is None else int(warm_steps)
         self.log = log or (lambda k, v, s=None: None)
         self.show_progress = show_progress
         self.tracker: ARPrior | None = None
@@ -301,7 +301,7 @@ class WARTokAdapter(VQAdapter):
     def train_new_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget):
         self._trained_now = True
         if self.params.init == "scratch":
-            warm = int(round(self.params.warm_start_frac * budget.tokenizer_steps))
+            warm = int(round(self.params.warm_frac * budget.tokenizer_steps))
             ctx.log_param("wartok.warm_steps", warm)
             tok = self.new_tokenizer()
             stats, history = self._joint_training(ctx, ds, tok, budget.tokenizer_steps, budget.tokenizer_batch,
