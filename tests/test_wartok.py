@@ -168,7 +168,8 @@ def test_target_variants_frozen_stays_fixed_ema_follows():
     for target in ("frozen", "ema"):
         torch.manual_seed(0)
         tok = VQTokenizer(TokenizerConfig(length=4, width=32, depth=1, heads=2), [16] * 4, 1, 28)
-        p = WARTokParams(init="scratch", lam=0.5, target=target, warm_start_frac=0.5, target_fit_steps=3, target_fit_images=64,
+        p = WARTokParams(init="scratch", lam=0.5, target=target, warm_start_frac=0.5, target_fit_steps=3,
+                         target_fit_images=64,
                          aux_prior=PriorConfig(width=32, layers=1, heads=2), ema_decay=0.5)
         hook = WGFTrainer(p, ds.train.images, 4, 8, 32, 0)
         start = {}
@@ -292,7 +293,8 @@ def _fake_board(rows, params):
 def test_frontier_uses_one_recon_source_and_gives_vq_its_start_value(tmp_path):
     from adapters.tokenizers.wartok_frontier import ar_loss_vs_recon, frontier_points
 
-    params = {"run-vq": {"tokenizer_cache_key": "K"}, "run-w": {"tokenizer_cache_key": "W", "base_tokenizer_cache_key": "K"},
+    params = {"run-vq": {"tokenizer_cache_key": "K"},
+              "run-w": {"tokenizer_cache_key": "W", "base_tokenizer_cache_key": "K"},
               "run-other": {"tokenizer_cache_key": "Z"}}
     rows = [("vq", {"ar_loss": 2.0}),
             ("w", {"ar_loss": 1.5, "tokenizer_recon_mse": 0.03, "base_tokenizer_recon_mse": 0.02}),

@@ -97,7 +97,7 @@ class WARTokParams(VQParams):
                                       description="size of the 'small' target (T3 only)")
     aux_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the auxiliary ARs")
     aux_steps: int = Field(1, ge=1, description="q_phi CE steps per tokenizer step")
-    target_fit_steps: int = Field(300, ge=0, description="steps fitting the target (and tracker) on the starting tokens")
+    target_fit_steps: int = Field(300, ge=0, description="steps fitting the target (and tracker) on start tokens")
     target_fit_images: int = Field(10000, gt=0, description="train images tokenized to fit the target / fresh priors")
     ema_decay: float = Field(0.99, ge=0, le=1, description="EMA decay of the 'ema' target")
     tvc_every: int = Field(50, gt=0, description="log the TVC view every this many tokenizer steps")
