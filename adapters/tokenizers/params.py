@@ -195,22 +195,62 @@ class VCQParams(HashNeutralDefaults, AdapterParams):
 
 
 class WARTokParams(VQParams):
-    lam: float = Field(0.1, ge=0, description="lambda, weight of the prior-matching (WGF) term; 0 = the vq baseline")
-    target: Literal["frozen", "ema", "small"] = Field("frozen", description="target prior p_theta (T1/T2/T3)")
+    """wAR-Tok (arXiv 2605.06148): vq's tokenizer + lambda * WGF prior matching (see :mod:`.wartok`)."""
+
+    init: Literal["vq", "scratch"] = Field(
+        "vq", description="'vq': fine-tune the converged vq tokenizer (vq's cache entry, same key) for the budget's "
+                          "finetune_steps with L_rec + lam * L_wgf; 'scratch': train from scratch, reconstruction-only "
+                          "warm start (warm_start_frac) then the joint phase, within tokenizer_steps")
+    lam: float = Field(0.1, ge=0, description="lambda, weight of the prior-matching (WGF) term; 0 = the control: the "
+                                              "same loop (auxiliary ARs trained) without the WGF term")
+    target: Literal["frozen", "ema", "small"] = Field(
+        "small", description="target prior p_theta: 'frozen' (T1, fitted on the starting tokens, then fixed), 'ema' "
+                             "(T2, starts as T1, then an EMA of the tracker), 'small' (T3, a smaller AR trained by CE "
+                             "on the current tokens, jointly with the tracker)")
     tau: float = Field(0.1, gt=0, description="temperature of the soft assignment softmax(cos/tau)")
-    warm_start_frac: float = Field(0.3, ge=0, lt=1, description="fraction of tokenizer steps with reconstruction only")
+    warm_start_frac: float | None = Field(None, ge=0, lt=1, description="init 'scratch' only: fraction of tokenizer "
+                                                                      "steps with reconstruction only (default 0.3)")
     aux_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=128, layers=2, heads=4),
                                    description="size of the tracking AR q_phi (and of the frozen/EMA target)")
     target_prior: PriorConfig = Field(default_factory=lambda: PriorConfig(width=64, layers=1, heads=2),
                                       description="size of the 'small' target (T3 only)")
     aux_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the auxiliary ARs")
     aux_steps: int = Field(1, ge=1, description="q_phi CE steps per tokenizer step")
-    target_fit_steps: int = Field(300, ge=0, description="steps fitting the target on warm-start tokens")
+    target_fit_steps: int = Field(300, ge=0, description="steps fitting the target (and tracker) on start tokens")
     target_fit_images: int = Field(10000, gt=0, description="train images tokenized to fit the target / fresh priors")
     ema_decay: float = Field(0.99, ge=0, le=1, description="EMA decay of the 'ema' target")
     tvc_every: int = Field(50, gt=0, description="log the TVC view every this many tokenizer steps")
     fresh_prior_checks: int = Field(0, ge=0, description="points at which a fresh AR is fitted on current tokens")
     fresh_prior_steps: int = Field(200, gt=0, description="steps of each fresh-AR fit")
+    recon_images: int = Field(2000, gt=0, description="first N train images whose reconstruction MSE (pixels in "
+                                                      "[0, 1]) is logged as tokenizer_recon_mse (and of the vq start "
+                                                      "as base_tokenizer_recon_mse)")
+
+    @model_validator(mode="after")
+    def _warm_start_needs_scratch(self):
+        if self.init != "scratch" and self.warm_start_frac is not None:
+            raise ValueError(f"warm_start_frac applies to init: scratch only (init is {self.init!r}: the vq tokenizer "
+                             "is the warm start and the budget's finetune_steps the joint phase); remove it or set "
+                             "init: scratch")
+        return self
+
+    @property
+    def warm_frac(self) -> float:
+        """warm_start_frac, 0.3 when not given (init: scratch)."""
+        return 0.3 if self.warm_start_frac is None else self.warm_start_frac
+
+
+class WARTokBudget(TokenizerARBudget):
+    """vq's budgets plus wAR-Tok's fine-tune of the vq tokenizer (``init: vq``; method-level ``budget:`` keys).
+
+    The ``tokenizer_*`` keys train the vq start exactly as vq does (same cache entry); the fine-tune
+    comes on top, for ``lam > 0`` and its ``lam = 0`` control alike (so the control has the same steps).
+    """
+
+    finetune_steps: int = Field(300, ge=0, description="tokenizer steps of the fine-tune (init: vq)")
+    finetune_batch: int | None = Field(None, gt=0, description="fine-tune batch size (default: tokenizer_batch)")
+    finetune_lr: float | None = Field(None, gt=0, description="fine-tune peak AdamW LR, warm-up + cosine as for the "
+                                                              "tokenizer (default: tokenizer_lr)")
 
 
 class PrologueBudget(TokenizerARBudget):
@@ -246,5 +286,5 @@ class PrologueParams(VQParams):
 _CAPS = ("tokenize", "generate", "prior")
 declare_adapter("vq", "adapters.tokenizers.vq:VQAdapter", VQParams, _CAPS, TokenizerARBudget)
 declare_adapter("vcq", "adapters.tokenizers.vcq:VCQAdapter", VCQParams, _CAPS, TokenizerARBudget)
-declare_adapter("wartok", "adapters.tokenizers.wartok:WARTokAdapter", WARTokParams, _CAPS, TokenizerARBudget)
+declare_adapter("wartok", "adapters.tokenizers.wartok:WARTokAdapter", WARTokParams, _CAPS, WARTokBudget)
 declare_adapter("prologue", "adapters.tokenizers.prologue:PrologueAdapter", PrologueParams, _CAPS, PrologueBudget)

@@ -1,16 +1,23 @@
 """``wartok``: wAR-Tok, "Learning Discrete Autoregressive Priors with Wasserstein Gradient Flow" (arXiv 2605.06148).
 
-What the paper states (abstract): two-stage training leaves *prior consistency* (the aggregate
-token distribution q(z) = E_x q(z|x) matching the AR prior p(z)) outside the tokenizer objective.
-wAR-Tok keeps the reconstruction objective unchanged and adds a distribution-level prior-matching
-signal, optimised with a Wasserstein-gradient-flow (WGF) update which, for hard categorical tokens,
-is a token-level contrast between an auxiliary AR model that tracks the tokenizer's *current*
-token distribution and a *target* AR prior, using forward passes only (no backpropagation through
-either AR model). The final AR prior is then fitted from scratch on the frozen tokens, as in the
-baseline. Everything below that the accessible text does not state is a reconstruction
-(``shared/methods/wartok.md``) and is a :class:`WARTokParams` field (logged with the run's params):
+What the paper states (abstract, [A] in ``shared/methods/wartok.md``): two-stage training leaves
+*prior consistency* (the aggregate token distribution q(z) = E_x q(z|x) matching the AR prior p(z))
+outside the tokenizer objective. wAR-Tok keeps the reconstruction objective unchanged and adds a
+distribution-level prior-matching signal, optimised with a Wasserstein-gradient-flow (WGF) update
+which, for hard categorical tokens, is a token-level contrast between an auxiliary AR model that
+tracks the tokenizer's *current* token distribution and a *target* AR prior, using forward passes
+only (no backpropagation through either AR model). The final AR prior is then fitted from scratch
+on the frozen tokens, as in the baseline. Everything below that the accessible text does not state
+is a reconstruction ([R] in the note) and is a :class:`WARTokParams` / :class:`WARTokBudget` field:
 
-- **Surrogate** (reconstructed). With D = KL(q || p_theta) the WGF potential of a sequence is
+- **Start** (``init``). ``vq`` (default): the converged ``vq`` tokenizer, loaded from vq's cache
+  entry (the *same* key vq computes, so one tokenizer training serves vq, every wAR-Tok variant and
+  the lambda = 0 control; trained through vq's code path if not cached yet, its params and curves
+  logged with a ``base_`` prefix), then fine-tuned for the budget's ``finetune_steps`` with
+  L_rec + lambda * L_wgf (the note's "(0) optional warm start, (1) joint phase", with the warm start
+  = vq's full training). ``scratch``: one training of ``tokenizer_steps``, the first
+  ``warm_start_frac`` reconstruction only, then the joint phase.
+- **Surrogate** [R]. With D = KL(q || p_theta) the WGF potential of a sequence is
   log q(z) - log p_theta(z) = sum_t [log q(z_t | z_<t) - log p_theta(z_t | z_<t)] (AR factorisation).
   Per token: delta_t(k) = log q_phi(k | z_<t) - log p_theta(k | z_<t) for every code k, computed under
   ``torch.no_grad`` from one teacher-forced forward pass of each AR on the current hard tokens z.
@@ -18,46 +25,56 @@ baseline. Everything below that the accessible text does not state is a reconstr
   assignment pi = softmax(cos(z_t, e_k) / ``tau``); the gradient reaches only the encoder and the
   codebook (through pi). Centring delta over k changes nothing (the gradient of sum_k pi_k c is 0),
   so there is no centring option. The effect of z_t on later conditionals is ignored (per-token).
-- ``lam``: lambda. ``lam = 0`` *is* the two-stage ``vq`` baseline: same code path, same RNG
-  stream and the same tokenizer cache key, so the tokenizer is bit-for-bit vq's.
-- ``warm_start_frac``: the first fraction of tokenizer steps is reconstruction only (identical to vq's
-  trajectory); the joint phase starts after it.
-- ``target``: how p_theta is obtained. ``frozen`` (T1, default; a hint from the same author's
-  code, ``fixed_ar_model``): an AR fitted for ``target_fit_steps`` on the warm-start tokenizer's
-  tokens, then frozen. ``ema`` (T2): starts as T1, then follows q_phi as an EMA (``ema_decay``).
-  ``small`` (T3): a smaller AR (``target_prior``) trained by CE on the current tokens like q_phi.
+- ``lam``: lambda. ``lam = 0`` is the **control**: the same loop (same steps, the auxiliary ARs
+  trained, the surrogate computed and multiplied by 0), so the tokenizer equals a
+  reconstruction-only fine-tune with the same seed bit for bit (all auxiliary randomness runs in a
+  forked RNG); a gain of lambda > 0 over it is not "more tokenizer steps". A lambda sweep is
+  several methods of one suite (``suites/fmnist_wartok.yaml``).
+- ``target``: how p_theta is obtained. ``small`` (T3, default): a smaller AR (``target_prior``)
+  fitted on the starting tokens, then trained by CE on the current tokens jointly with q_phi.
+  ``ema`` (T2): starts as T1, then follows q_phi as an EMA (``ema_decay``). ``frozen`` (T1; a hint
+  from the same author's code, ``fixed_ar_model``, [C]): an AR fitted for ``target_fit_steps`` on the
+  starting tokens, then frozen -- it pulls the codes back towards the start, so it is not the default.
 - The auxiliary (tracking) AR q_phi (``aux_prior``): initialised as a copy of the fitted target
   (``frozen``/``ema``; so delta = 0 when the joint phase starts) or fitted like it (``small``), then
   ``aux_steps`` AdamW CE steps (``aux_lr``) per tokenizer step on the batch's detached tokens.
   Both auxiliary ARs are unconditional (null class): prior consistency concerns the aggregate q(z).
-- The TVC view (logged every ``tvc_every`` tokenizer steps, next to ``tokenizer_rec_loss``):
-  ``wartok_tvc_kl`` = mean over tokens of delta at the realised token, a per-token estimate of
-  KL(q || p_theta) (the prior-consistency gap); ``wartok_tracker_ce`` / ``wartok_target_ce`` (CE of
-  q_phi / p_theta on the current tokens); ``wartok_wgf_loss`` (the surrogate). With
-  ``fresh_prior_checks`` > 0 an AR is also fitted from scratch (``fresh_prior_steps``) on the current
-  tokens of ``target_fit_images`` train images at that many evenly spaced points, and its CE on
-  held-out *train* images is logged as ``wartok_fresh_prior_ce`` (never the test split).
+- The TVC view (logged every ``tvc_every`` tokenizer steps of the joint phase, next to the
+  reconstruction curve ``finetune_rec_loss`` / ``tokenizer_rec_loss``): ``wartok_tvc_kl`` = mean over
+  tokens of delta at the realised token, a per-token estimate of KL(q || p_theta) (the
+  prior-consistency gap); ``wartok_tracker_ce`` / ``wartok_target_ce`` (CE of q_phi / p_theta on the
+  current tokens); ``wartok_wgf_loss`` (the surrogate). With ``fresh_prior_checks`` > 0 an AR is also
+  fitted from scratch (``fresh_prior_steps``) on the current tokens of ``target_fit_images`` train
+  images at that many evenly spaced points, and its CE on held-out *train* images is logged as
+  ``wartok_fresh_prior_ce`` (never the test split).
+- For the frontier (AR loss against reconstruction, :mod:`.wartok_frontier`): ``tokenizer_recon_mse``
+  (MSE of the final tokenizer's uint8 reconstructions, pixels in [0, 1], first ``recon_images`` train
+  images), ``base_tokenizer_recon_mse`` and ``base_code_usage_perplexity`` of the vq start, and
+  ``code_usage_perplexity`` of the final tokens (as vq logs it).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
-from typing import Literal
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
 from adapters.tokenizers.vq_tokenizer import VQTokenizer, train_tokenizer
-from adapters.tokenizers.vq import TokenizerARBudget, VQAdapter, VQParams
+from adapters.tokenizers.vq import TokenizerARBudget, VQAdapter, VQParams, code_usage_perplexity
 from adapters.tokenizers.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
-from bench.context import CellContext
+from bench import HARNESS_VERSION
+from bench.context import CellContext, stable_hash
+from bench.locks import file_lock
 from bench.data.base import ImageDataset
 from bench.registry import register_adapter
 from bench.training import Update
-from adapters.tokenizers.params import WARTokParams  # noqa: F401  (declared in the light module)
+from adapters.tokenizers.params import WARTokBudget, WARTokParams  # noqa: F401  (declared in the light module)
 
-WARTOK_FIELDS = ("lam", "target", "tau", "warm_start_frac", "aux_prior", "target_prior", "aux_lr", "aux_steps",
+TRAIN_LOCK_TIMEOUT_S = 6 * 3600.0  # another wAR-Tok cell may be training the shared vq start meanwhile
+WARTOK_FIELDS = ("init", "lam", "target", "tau", "warm_start_frac", "aux_prior", "target_prior", "aux_lr", "aux_steps",
                  "target_fit_steps", "target_fit_images", "ema_decay", "fresh_prior_checks", "fresh_prior_steps")
 
 
@@ -113,10 +130,11 @@ class WGFTrainer:
     """
 
     def __init__(self, params: WARTokParams, images: torch.Tensor, num_classes: int, steps: int, batch_size: int,
-                 seed: int, log=None, show_progress: bool = False):
+                 seed: int, log=None, show_progress: bool = False, warm_steps: int | None = None):
         self.p, self.images, self.num_classes = params, images, num_classes
         self.steps, self.batch_size, self.seed = steps, batch_size, seed
-        self.warm_steps = int(round(params.warm_start_frac * steps))
+        # reconstruction-only steps before the joint phase (default: warm_start_frac; 0 for a fine-tune)
+        self.warm_steps = int(round(params.warm_frac * steps)) if warm_steps is None else int(warm_steps)
         self.log = log or (lambda k, v, s=None: None)
         self.show_progress = show_progress
         self.tracker: ARPrior | None = None
@@ -155,7 +173,7 @@ class WGFTrainer:
 
     # -- phases --------------------------------------------------------------------------------
     def start_joint_phase(self, tok: VQTokenizer) -> None:
-        """Fit the target on the warm-start tokens and initialise the tracker (step = warm_steps)."""
+        """Fit the target on the starting tokens and initialise the tracker (step = warm_steps)."""
         torch.manual_seed(self.seed + 7919)
         tokens = self._current_tokens(tok)
         if self.p.target == "small":
@@ -225,46 +243,118 @@ class WGFTrainer:
         return self.p.lam * loss
 
 
+def recon_mse(tok: VQTokenizer, images: torch.Tensor) -> float:
+    """Mean squared error of ``tok``'s uint8 reconstructions of uint8 ``images`` [N, C, H, W], pixels in [0, 1]."""
+    with torch.no_grad():
+        rec = tok.decode(tok.encode(images))
+        return float(((rec.double() - images.double()) / 255.0).pow(2).mean())
+
+
 @register_adapter("wartok")
 class WARTokAdapter(VQAdapter):
-    """wAR-Tok: VQ tokenizer trained with reconstruction + lambda * WGF prior matching (arXiv 2605.06148)."""
+    """wAR-Tok: vq's tokenizer fine-tuned with reconstruction + lambda * WGF prior matching (arXiv 2605.06148)."""
 
     Params = WARTokParams
+    Budget = WARTokBudget
+
+    @classmethod
+    def leaderboard_figures(cls, board, out_dir: Path) -> list[Path]:
+        """``wartok_frontier.png``: AR loss against reconstruction MSE for every row (:mod:`.wartok_frontier`)."""
+        from adapters.tokenizers.wartok_frontier import ar_loss_vs_recon
+
+        return ar_loss_vs_recon(board, out_dir)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def prepare(self, ctx: CellContext) -> None:
+        """vq's prepare with vq's budget keys; the fine-tune keys are read here (``self.ft``)."""
+        self.ft = WARTokBudget.model_validate(ctx.budget)
+        own = set(WARTokBudget.model_fields) - set(TokenizerARBudget.model_fields)
+        super().prepare(dataclasses.replace(ctx, budget={k: v for k, v in ctx.budget.items() if k not in own}))
+
+    def finetune_recipe(self, budget: TokenizerARBudget) -> dict:
+        """The resolved fine-tune budget (defaults filled in from the tokenizer budget)."""
+        ft = self.ft
+        return {"steps": ft.finetune_steps, "batch": ft.finetune_batch or budget.tokenizer_batch,
+                "lr": ft.finetune_lr or budget.tokenizer_lr}
+
+    def vq_start(self, ctx: CellContext | None = None) -> VQAdapter:
+        """The ``vq`` adapter whose tokenizer wAR-Tok starts from (vq's params, seed, hence cache key)."""
+        vq = VQAdapter(VQParams.model_validate(self.params.model_dump(include=set(VQParams.model_fields))),
+                       seed=self.seed)
+        if ctx is not None:
+            vq.bind(ctx)
+        return vq
+
+    def tokenizer_key(self, ds: ImageDataset, budget: TokenizerARBudget) -> str:
+        if self.params.init == "scratch":
+            return super().tokenizer_key(ds, budget)  # vq's recipe + tokenizer_extra_key
+        return stable_hash({
+            "v": HARNESS_VERSION, "kind": "wartok_finetune", "seed": self.seed,
+            "base": self.vq_start().tokenizer_key(ds, budget), "finetune": self.finetune_recipe(budget),
+            "wartok": self.params.model_dump(mode="json", include=set(WARTOK_FIELDS) | {"tvc_every"}),
+        })
 
     def tokenizer_extra_key(self) -> dict:
-        if self.params.lam == 0:
-            return {}  # lambda = 0 is the vq baseline: same key, same cached tokenizer
+        # init: scratch. Every lambda, 0 included, has its own entry (the control trains the auxiliary ARs).
         return {"wartok": self.params.model_dump(mode="json", include=set(WARTOK_FIELDS) | {"tvc_every"})}
 
     def train_new_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget):
         self._trained_now = True
-        if self.params.lam == 0:
-            return super().train_new_tokenizer(ctx, ds, budget)  # exactly the vq code path
-        ctx.log_param("wartok.warm_steps", int(round(self.params.warm_start_frac * budget.tokenizer_steps)))
+        if self.params.init == "scratch":
+            warm = int(round(self.params.warm_frac * budget.tokenizer_steps))
+            ctx.log_param("wartok.warm_steps", warm)
+            tok = self.new_tokenizer()
+            stats, history = self._joint_training(ctx, ds, tok, budget.tokenizer_steps, budget.tokenizer_batch,
+                                                  budget.tokenizer_lr, warm, "tokenizer")
+        else:
+            tok, stats, history = self._finetune_vq(ctx, ds, budget)
+        ctx.cache.save_torch("wartok_tvc", self.tokenizer_key(ds, budget),
+                             {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items() if v})
+        self._plot_tvc(ctx, history)
+        return tok, stats
+
+    def _finetune_vq(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget):
+        """Load (or train, through vq's code path) vq's tokenizer, then fine-tune it with the WGF hook."""
+        vq = self.vq_start(ctx)
+        base_ctx = dataclasses.replace(ctx, log_param=lambda k, v: ctx.log_param(f"base_{k}", v),
+                                       log_metric=lambda k, v, s=None: ctx.log_metric(f"base_{k}", v, s))
+        # vq's cache entry under vq's key; wAR-Tok cells running at once train it once (vq's own cell takes no lock)
+        entry = ctx.cache.path("tokenizer", vq.tokenizer_key(ds, budget))
+        with file_lock(entry.with_name(entry.name + ".train.lock"), timeout=TRAIN_LOCK_TIMEOUT_S):
+            base = vq.load_or_train_tokenizer(base_ctx, ds, budget)
         tok = self.new_tokenizer()
-        rec_hist: list[tuple[int, float]] = []
+        tok.load_state_dict(base.state_dict())
+        n = self.params.recon_images
+        history = {"base_tokenizer_recon_mse": [(0, recon_mse(base, ds.train.images[:n]))],
+                   "base_code_usage_perplexity": [(0, code_usage_perplexity(vq._train_tokens, tok.k_max))]}
+        for k, pts in history.items():
+            ctx.log_metric(k, pts[0][1])
+        r = self.finetune_recipe(budget)
+        if r["steps"] == 0:
+            return tok.eval(), {}, history
+        stats, hist = self._joint_training(ctx, ds, tok, r["steps"], r["batch"], r["lr"], 0, "finetune")
+        return tok, stats, {**history, **hist}
+
+    def _joint_training(self, ctx: CellContext, ds: ImageDataset, tok: VQTokenizer, steps: int, batch: int,
+                        lr: float, warm: int, what: str) -> tuple[dict, dict]:
+        """Train ``tok`` for ``steps`` with L_rec (+ lambda * L_wgf after ``warm`` steps); (stats, TVC history)."""
+        rec_key, rec_hist = f"{what}_rec_loss", []
 
         def log(key, value, step=None):
-            if key == "tokenizer_rec_loss" and step is not None:
+            if key == rec_key and step is not None:
                 rec_hist.append((int(step), float(value)))
             ctx.log_metric(key, value, step)
 
-        hook = WGFTrainer(self.params, ds.train.images, ds.num_classes, budget.tokenizer_steps,
-                          budget.tokenizer_batch, self.seed, ctx.log_metric, False)
-        stats = train_tokenizer(tok, ds.train.images, budget.tokenizer_steps, budget.tokenizer_batch,
-                                budget.tokenizer_lr, self.seed, "tokenizer", log, ctx.progress,
+        hook = WGFTrainer(self.params, ds.train.images, ds.num_classes, steps, batch, self.seed, ctx.log_metric,
+                          False, warm_steps=warm)
+        stats = train_tokenizer(tok, ds.train.images, steps, batch, lr, self.seed, what, log, ctx.progress,
                                 extra_loss=hook)
-        history = {**hook.history, "tokenizer_rec_loss": rec_hist}
-        key = self.tokenizer_key(ds, budget)
-        ctx.cache.save_torch("wartok_tvc", key, {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()
-                                                 if v})
-        self._plot_tvc(ctx, history)
-        return tok, stats
+        return stats, {**hook.history, rec_key: rec_hist}
 
     def load_or_train_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget) -> VQTokenizer:
         self._trained_now = False
         tok = super().load_or_train_tokenizer(ctx, ds, budget)
-        if self.params.lam > 0 and not self._trained_now:  # cached: re-log the TVC view of its training
+        if not self._trained_now:  # cached: re-log the TVC view (and the vq start's values) of its training
             hist = ctx.cache.load_torch("wartok_tvc", self.tokenizer_key(ds, budget)) or {}
             history = {k: [(int(s), float(v)) for s, v in t.tolist()] for k, t in hist.items()}
             for k, pts in history.items():
@@ -272,33 +362,11 @@ class WARTokAdapter(VQAdapter):
                     if math.isfinite(v):
                         ctx.log_metric(k, v, s)
             self._plot_tvc(ctx, history)
+        ctx.log_metric("tokenizer_recon_mse", recon_mse(tok, ds.train.images[: self.params.recon_images]))
         return tok
 
     @staticmethod
     def _plot_tvc(ctx: CellContext, history: dict) -> None:
-        """tvc.png: reconstruction loss and the prior-consistency gap over tokenizer training."""
-        if not history.get("wartok_tvc_kl"):
-            return
-        import matplotlib
+        from adapters.tokenizers.wartok_frontier import plot_tvc
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-        for k in ("tokenizer_rec_loss",):
-            if history.get(k):
-                s, v = zip(*history[k])
-                ax[0].plot(s, v, label=k)
-        ax[0].set_xlabel("tokenizer step")
-        ax[0].set_title("(i) reconstruction")
-        ax[0].legend(fontsize=7)
-        for k in ("wartok_tvc_kl", "wartok_tracker_ce", "wartok_target_ce", "wartok_fresh_prior_ce"):
-            if history.get(k):
-                s, v = zip(*history[k])
-                ax[1].plot(s, v, label=k, marker="o" if k == "wartok_fresh_prior_ce" else None)
-        ax[1].set_xlabel("tokenizer step")
-        ax[1].set_title("(ii) prior consistency [nats/token]")
-        ax[1].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(ctx.artifact_dir / "tvc.png", dpi=100)
-        plt.close(fig)
+        plot_tvc(history, ctx.artifact_dir / "plots" / "tvc.png")
