@@ -22,8 +22,10 @@ from conftest import SUITES
 # (was 1af823e0946d5389) when wAR-Tok got `init: vq` (a fine-tune of vq's tokenizer), target small and its fine-tune budget.
 PINNED = {
     "ci": {"vq": "94f3f7160213c5a7", "vcq": "d45de991e47471f9"},
-    "fmnist": {"vq": "f9706925ddd64796", "vcq": "c256ef6b8a2430ae", "wartok": "afdca4475560a078",
-               "prologue": "62bfaf89e1ce5e49"},
+    # fmnist (issue 10): bits-matched, lambda=0 and random-prologue controls, recon metric (a new suite identity)
+    "fmnist": {"vq": "a637e55a34660d6d", "vcq": "9656e7982f84cdc4", "vq-bits72": "1568e30f7dd9f348",
+               "wartok": "58636a0dcea576a8", "wartok-lam0": "707dd351577aba40", "prologue": "c05d419c3f58bcf2",
+               "prologue-random": "935666327f58c959"},
     "peft_qwen3_tiny": {"lora_all": "f78489fb39ed128a", "layer_card_k2": "9c2bfd5b1a7deb23",
                         "layer_card_flops": "9425da741f9ff7d7", "random_k2": "479b4042b2dfd373",
                         "prefix_tuning": "1fe1fdc16562380d", "prefix_tuning_plus": "6f1e7b57474e510f"},
