@@ -141,11 +141,11 @@ def test_rfid_identity_is_zero_and_reference_is_cached(fmnist, cache_root, tmp_p
     params = metric.Params.model_validate({"n": 12})
     out = metric.compute(IdentityTokenizer(AdapterParams(), 0), ctx, params)
 
-    assert set(out) == {"rfid", "rkid", "rfid_stderr"}  # bootstrap stderr (n=12 < 2048: QR route, cheap)
+    assert set(out) == {"rfid", "rkid", "rfid_stderr", "rfid_floor", "rfid_floor_stderr", "rkid_floor"}  # + floor; bootstrap stderr (n=12 < 2048: QR route, cheap)
     assert "metric:rkid_std" not in logged  # subset = the whole set (12 of 12): a 0 "spread" is not logged
     assert all(np.isfinite(v) for v in out.values())
     assert abs(out["rfid"]) < 1e-2  # FID(X, X) = 0 up to eigvals round-off, never NaN
-    assert len(calls) == 2  # reference (real) + reconstructions
+    assert len(calls) == 3  # reference (real) + reconstructions + the floor's class-balanced train images
     assert len(inputs.provider(ctx).pooled(inputs.RECONSTRUCTIONS)) == 30  # once, for the largest n in the suite
     assert (tmp_path / "samples" / "reconstructions.png").stat().st_size > 0
     assert logged["rfid.n"] == 12 and logged["rfid.weights_sha256"] == inception.WEIGHTS_SHA256
@@ -154,10 +154,10 @@ def test_rfid_identity_is_zero_and_reference_is_cached(fmnist, cache_root, tmp_p
     # Cache hit: same image set -> identical features, Inception not run again.
     ref_split = fmnist.test.head(12)
     again = fid.reference_features(ref_split, ctx)
-    assert len(calls) == 2 and np.array_equal(again, calls[0])
+    assert len(calls) == 3 and np.array_equal(again, calls[0])
     # A different image set is a different key -> recomputed.
     fid.reference_features(fmnist.test.head(11), ctx)
-    assert len(calls) == 3
+    assert len(calls) == 4
 
 
 def test_gfid_pairs_balanced_samples_with_balanced_train(fmnist, cache_root, tmp_path):

@@ -21,7 +21,8 @@ def test_sweep_suite_logs_per_nfe_measured_nfe_and_leaderboard(tracking_uri, cac
     by = {o.method: o for o in outcomes}
     for o in outcomes:
         assert set(o.metrics) == ({f"gfd_fmnist_nfe{s}" for s in STEPS} | {f"nfe_steps{s}" for s in STEPS}
-                                  | {f"gfd_fmnist_nfe{s}_stderr" for s in STEPS})  # bootstrap stderr per NFE
+                                  | {f"gfd_fmnist_nfe{s}_stderr" for s in STEPS}  # bootstrap stderr per NFE
+                                  | {"gfd_fmnist_floor", "gfd_fmnist_floor_stderr"})  # the NFE-independent floor
         fd = [o.metrics[f"gfd_fmnist_nfe{s}"] for s in STEPS]
         assert fd == sorted(fd, reverse=True) and fd[-1] < 0.5 * fd[0]  # quality improves with steps
     # measured, not declared: the fast method wastes one network call per step

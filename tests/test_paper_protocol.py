@@ -126,8 +126,9 @@ def test_temperature_sweep_columns_samples_and_restore(tmp_path, fake_inception)
     params = fid.GenerationFIDParams(n=20, temperatures=[0.5, 2.0])
     adapter = TempSampler()
     out = fid.GenerationFID().compute(adapter, ctx, params)
-    assert set(out) == {"gfid_temp0p5", "gfid_temp2", "gkid_temp0p5", "gkid_temp2"}
-    assert set(fid.GenerationFID.columns(params)) == set(out)
+    assert set(out) == {"gfid_temp0p5", "gfid_temp2", "gkid_temp0p5", "gkid_temp2", "gfid_temp0p5_stderr",
+                        "gfid_temp2_stderr", "gfid_floor", "gfid_floor_stderr", "gkid_floor"}  # floor: T-independent
+    assert set(fid.GenerationFID.columns(params)) == {k for k in out if not k.endswith(("_stderr", "_floor"))}
     assert fid.GenerationFID.columns(params)["gfid_temp0p5"].title == "gFID (inception-tf, n=20, T=0.5)"
     assert adapter.calls == [0.5, 2.0] and adapter.params.temperature == 1.0  # each once, then restored
     assert out["gfid_temp0p5"] != out["gfid_temp2"]
