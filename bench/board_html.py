@@ -118,9 +118,10 @@ def table_html(board) -> str:
             " <i>(floor)</i>" if r.reference else "")
         if r.label != r.method:
             name += f"<br><small>{html.escape(r.label)}</small>"
-        name += f" <a href='#m-{html.escape(_anchor(r.method))}'>runs</a>"
+        if not r.reference:  # the floor row has no runs of its own (its values come from the method runs)
+            name += f" <a href='#m-{html.escape(_anchor(r.method))}'>runs</a>"
         names.append(name)
-        rows.append([len(r.seeds)] + [_cell_html(board, r, k) for k in keys])
+        rows.append(["—" if r.reference else len(r.seeds)] + [_cell_html(board, r, k) for k in keys])
     df = pd.DataFrame(rows, columns=pd.MultiIndex.from_tuples(cols), index=pd.Index(names, name="method"))
     return to_html_datatable(
         df, connected=False, allow_html=True, showIndex=True, scrollX=True, paging=False,

@@ -23,6 +23,7 @@ def main() -> int:
     ap.add_argument("html", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="screenshot folder (default: next to the HTML)")
     ap.add_argument("--filter", default="vq", help="text typed into the table's search box")
+    ap.add_argument("--sort", default="gFD", help="text of the column header to sort by (clicked twice)")
     a = ap.parse_args()
     out = a.out or a.html.parent
     out.mkdir(parents=True, exist_ok=True)
@@ -42,9 +43,12 @@ def main() -> int:
         imgs = page.eval_on_selector_all("img", "els => els.map(e => e.complete && e.naturalWidth > 0)")
         print(f"rows: {rows()}; images: {sum(imgs)}/{len(imgs)} decoded")
         page.screenshot(path=str(out / "leaderboard_full.png"), full_page=True)
-        page.locator("#leaderboard thead th").nth(3).click()  # sort by the first metric column
-        print("sorted by column 3:", page.eval_on_selector_all(
-            "#leaderboard tbody tr td:first-child b", "els => els.map(e => e.textContent)"))
+        head = page.locator("thead th", has_text=a.sort).first
+        for order in ("first click", "second click"):
+            head.click()
+            page.wait_for_timeout(300)
+            print(f"sorted by {a.sort!r} ({order}):", page.eval_on_selector_all(
+                "#leaderboard tbody tr td:first-child b", "els => els.map(e => e.textContent)"))
         page.fill("input[type=search]", a.filter)
         page.wait_for_timeout(300)
         print(f"filter {a.filter!r}: {rows()} rows")
