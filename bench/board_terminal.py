@@ -74,7 +74,8 @@ def _width(texts: Iterable[str]) -> int:
 
 def select_columns(board, width: int = 120, wide: bool = False, columns: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(shown keys, hidden keys): ``columns`` if given (unknown ids raise ValueError), everything
-    with ``wide``, else greedily by group order while the table stays within ``width``."""
+    with ``wide``, else greedily (the suite's ``leaderboard.terminal`` keys first, then by group order)
+    while the table stays within ``width``."""
     keys = ordered_keys(board)
     if columns:
         by_id = {short_id(k, board.columns[k]): k for k in keys} | {k: k for k in keys}
@@ -85,6 +86,8 @@ def select_columns(board, width: int = 120, wide: bool = False, columns: list[st
         return shown, [k for k in keys if k not in shown]
     if wide:
         return keys, []
+    first = [k for k in (getattr(getattr(board.suite, "leaderboard", None), "terminal", None) or []) if k in keys]
+    keys = first + [k for k in keys if k not in first]  # the suite's leaderboard.terminal first
     used = _width([r.method + (" (b)" if r.baseline else "") for r in board.rows] + ["method"]) + 3 + 5  # + seeds
     shown, hidden = [], []
     for k in keys:

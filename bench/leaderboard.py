@@ -170,6 +170,11 @@ def build(suite: Suite, tracker: Tracker) -> Leaderboard:
         cols = {k: cols.get(k, TIME_COLUMN) for k in suite.leaderboard.columns}
     else:
         cols["cell_seconds"] = TIME_COLUMN
+    bad = [c for c in (suite.leaderboard.terminal or []) if c not in cols]
+    if bad:
+        from bench.errors import SuiteError
+
+        raise SuiteError(f"{suite.source}: leaderboard.terminal: unknown column(s) {bad}; known: {list(cols)}")
     rows = collect(suite, tracker)
     key = suite.leaderboard.sort_by
     if key:

@@ -54,6 +54,8 @@ class MetricSpec(_Strict):
 class LeaderboardSpec(_Strict):
     sort_by: str | None = None
     columns: list[str] | None = None
+    terminal: list[str] | None = Field(default=None, description="metric keys the terminal table shows first (then "
+                                       "the rest by group while they fit the width); not part of any config hash")
 
 
 class ClaimSpec(_Strict):

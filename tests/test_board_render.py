@@ -54,6 +54,14 @@ def test_terminal_table_fits_120_columns(board):
     assert select_columns(board, 120, columns=["NLL", "cliff"])[0] == ["bits_per_image", "cliff_position"]
     with pytest.raises(ValueError, match="unknown column"):
         select_columns(board, 120, columns=["nope"])
+    # the suite's leaderboard.terminal keys come first (then the rest by group while they fit)
+    import copy
+
+    pref = copy.copy(board)
+    pref.suite = board.suite.model_copy(update={"leaderboard": board.suite.leaderboard.model_copy(
+        update={"terminal": ["cliff_position", "bits_per_image"]})})
+    assert select_columns(pref, 400)[0][:2] == ["cliff_position", "bits_per_image"]
+    assert select_columns(board, 400)[0][0] != "cliff_position"
 
 
 def test_html_report_is_self_contained_and_escaped(board, tmp_path):
