@@ -64,6 +64,10 @@ def test_floor_is_computed_once_and_reused(monkeypatch, tmp_path):
                                                          fd_fmnist.FDParams(n=300)))
     assert len(calls) == 3  # cell 1: value + floor; cell 2: value only (floor from the cache)
     assert outs[0]["rfd_fmnist_floor"] == outs[1]["rfd_fmnist_floor"] > 0
+    # gFD's floor is the same pair (train vs test) in the other role order: the same cache entry, not recomputed
+    ctx, _ = t.make_ctx(fm, cache, tmp_path / "g", [("rfd_fmnist", {"n": 300}), ("gfd_fmnist", {"n": 300})])
+    g = fd_fmnist.GenerationFD().compute(t.Sampler(ctx.dataset.train), ctx, fd_fmnist.FDParams(n=300))
+    assert len(calls) == 4 and g["gfd_fmnist_floor"] == outs[0]["rfd_fmnist_floor"]  # 4 = gFD's own value
     # the floor is the distance between the n first test and n class-balanced train images
     ctx, _ = t.make_ctx(fm, cache, tmp_path / "x", [("rfd_fmnist", {"n": 300})])
     from bench import inputs

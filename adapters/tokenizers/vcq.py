@@ -15,10 +15,7 @@ chooses one of (t = 0..L-1):
 """
 from __future__ import annotations
 
-from adapters.tokenizers.vq_tokenizer import TokenizerConfig
 from adapters.tokenizers.vq import VQAdapter
-from bench.adapter import AdapterParams
-from adapters.tokenizers.ar_prior import PriorConfig
 from bench.registry import register_adapter
 from adapters.tokenizers.params import VCQParams, codebook_schedule  # noqa: F401  (declared in the light module)
 

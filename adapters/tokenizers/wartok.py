@@ -67,13 +67,11 @@ from adapters.tokenizers.vq import TokenizerARBudget, VQAdapter, VQParams, code_
 from adapters.tokenizers.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
 from bench import HARNESS_VERSION
 from bench.context import CellContext, stable_hash
-from bench.locks import file_lock
 from bench.data.base import ImageDataset
 from bench.registry import register_adapter
 from bench.training import Update
 from adapters.tokenizers.params import WARTokBudget, WARTokParams  # noqa: F401  (declared in the light module)
 
-TRAIN_LOCK_TIMEOUT_S = 6 * 3600.0  # another wAR-Tok cell may be training the shared vq start meanwhile
 WARTOK_FIELDS = ("init", "lam", "target", "tau", "warm_start_frac", "aux_prior", "target_prior", "aux_lr", "aux_steps",
                  "target_fit_steps", "target_fit_images", "ema_decay", "fresh_prior_checks", "fresh_prior_steps")
 
@@ -318,10 +316,9 @@ class WARTokAdapter(VQAdapter):
         vq = self.vq_start(ctx)
         base_ctx = dataclasses.replace(ctx, log_param=lambda k, v: ctx.log_param(f"base_{k}", v),
                                        log_metric=lambda k, v, s=None: ctx.log_metric(f"base_{k}", v, s))
-        # vq's cache entry under vq's key; wAR-Tok cells running at once train it once (vq's own cell takes no lock)
-        entry = ctx.cache.path("tokenizer", vq.tokenizer_key(ds, budget))
-        with file_lock(entry.with_name(entry.name + ".train.lock"), timeout=TRAIN_LOCK_TIMEOUT_S):
-            base = vq.load_or_train_tokenizer(base_ctx, ds, budget)
+        # vq's cache entry under vq's key: vq's loader holds the per-key training lock, so the vq cell and
+        # every wAR-Tok cell running at once train it once
+        base = vq.load_or_train_tokenizer(base_ctx, ds, budget)
         tok = self.new_tokenizer()
         tok.load_state_dict(base.state_dict())
         n = self.params.recon_images

@@ -317,18 +317,20 @@ class FrechetMetric(Metric):
             ctx.log_param(f"{self.registry_name}.floor", "none (ADM reference, or a split has fewer than n images)")
             return {}
         p, inst, bs = inp.provider(ctx), self.instrument(params), params.batch_size
-        real, other = self.real_input(params), floor
         fd_key = self.prefix + self.base
-        key = stable_hash({"inst": extractor(inst).provenance(), "a": p.get(real, adapter).fingerprint(),
-                           "b": p.get(other, adapter).fingerprint(), "kid": self.kid,
+        # the pair in a fixed order (by fingerprint): rFD's (test, train) and gFD's (train, test) floors are
+        # one computation and one cache entry
+        a, b = sorted((self.real_input(params), floor), key=lambda spec: p.get(spec, adapter).fingerprint())
+        key = stable_hash({"inst": extractor(inst).provenance(), "a": p.get(a, adapter).fingerprint(),
+                           "b": p.get(b, adapter).fingerprint(), "kid": self.kid,
                            "kid_subset": getattr(params, "kid_subset_size", None), "boot": self.resamples(params)})
         cached = ctx.cache.load_json("frechet_floor", key)
         if cached is None:
-            f_real, f_other = p.get(inp.features(inst, real, bs), adapter), p.get(inp.features(inst, other, bs), adapter)
-            cached = {"fd": frechet_distance(f_other, f_real),
-                      "fd_stderr": frechet_bootstrap_stderr(f_other, f_real, self.resamples(params), BOOTSTRAP_SEED)}
+            f_a, f_b = p.get(inp.features(inst, a, bs), adapter), p.get(inp.features(inst, b, bs), adapter)
+            cached = {"fd": frechet_distance(f_a, f_b),
+                      "fd_stderr": frechet_bootstrap_stderr(f_a, f_b, self.resamples(params), BOOTSTRAP_SEED)}
             if self.kid:
-                cached["kid"] = kernel_distance(f_other, f_real, params.kid_subset_size)[0]
+                cached["kid"] = kernel_distance(f_a, f_b, params.kid_subset_size)[0]
             ctx.cache.save_json("frechet_floor", key, json.dumps(cached))
         out = {f"{fd_key}_floor": cached["fd"]}
         if cached.get("fd_stderr") is not None:
