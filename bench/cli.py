@@ -162,13 +162,21 @@ def plan_cmd(suite, output, method, seed, plugins):
 @click.option("--force", is_flag=True, help="Run even if a finished run of this config hash and seed exists.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def run_cell_cmd(spec_file, tracking_uri, parent, force, no_progress):
-    """Execute exactly one cell spec (written by `bench plan`) into a new MLflow run of its suite's experiment."""
+    """Execute exactly one cell spec (written by `bench plan`) into a new MLflow run of its suite's experiment.
+
+    Under torchrun (`python -m torch.distributed.run --nproc_per_node W -m bench.cli run-cell SPEC`)
+    the W processes compute the one cell together and rank 0 alone claims and logs its run (bench.torchrun).
+    """
+    from bench import torchrun
     from bench.plan import CellSpec
     from bench.runner import run_cell
 
     spec = CellSpec.read(spec_file)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    o = run_cell(spec, tracking_uri, parent, progress=not no_progress, skip_finished=not force)
+    with torchrun.process_group() as (rank, _):
+        o = run_cell(spec, tracking_uri, parent, progress=not no_progress and rank == 0, skip_finished=not force)
+    if rank != 0:
+        return
     click.echo(f"{o.method} seed={o.seed}: {o.status} (run {o.run_id}, config {spec.config_hash})")
     if o.status == "failed":
         click.echo(f"FAILED: {o.method} seed={o.seed}: {o.error}", err=True)

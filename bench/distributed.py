@@ -19,8 +19,11 @@ Wired into the metrics: :func:`sharded_features` is what the cell's input provid
 (:meth:`bench.inputs.InputProvider._get_features`) uses for generated and reconstructed image sets
 when a process group is initialised with more than one rank: each rank runs the instrument on its
 global batches only, the feature rows are all-gathered and put back in image order, so every
-Fréchet/KID member (rFID, gFID, rFD/gFD ...) gets exactly the single-process features. Without a
-process group (every ordinary run) the provider's path is unchanged.
+Fréchet/KID member (rFID, gFID, rFD/gFD ...) gets exactly the single-process features. The provider
+also draws the samples (and decodes the reconstructions) of a cell with :func:`gather_rows`: each rank
+makes its global batches (samples from ``batch_seed(seed, b)``), the rows are all-gathered in order.
+Without a process group (every ordinary run) the provider's path is unchanged. ``bench run-cell`` under
+torchrun (rank 0 logging) is :mod:`bench.torchrun` and :func:`bench.runner.run_cell`.
 """
 from __future__ import annotations
 
@@ -176,6 +179,45 @@ def sharded_features(n: int, batch_size: int, extract: Callable[[int, int], np.n
     if starts != [b * batch_size for b in range(len(pieces))] or sum(len(f) for _, f in pieces) != n:
         raise RuntimeError(f"gathered feature batches {starts} do not cover the {n} images exactly once")
     return np.concatenate([f for _, f in pieces]) if pieces else np.zeros((0, 0))
+
+
+def gather_rows(n: int, batch_size: int, make: Callable[[int, int, int], torch.Tensor], group=None) -> torch.Tensor:
+    """Rows [n, ...] made in global batches, each rank making only its batches, all-gathered in row order.
+
+    ``make(batch, start, count)`` -> a CPU tensor of ``count`` rows (images ``start .. start + count - 1``;
+    ``batch`` is the global batch index, e.g. for :func:`batch_seed`). Every rank returns the full,
+    identical tensor (``all_gather_object``: each rank's rows travel pickled, so every rank holds all
+    n rows at the end: n x C x H x W bytes for uint8 images). One process: all batches in order, then
+    ``torch.cat`` (no process group needed). ``n`` must be >= 1.
+    """
+    import torch.distributed as dist
+
+    rank, world = rank_world(group)
+    mine = []
+    for b, start, count in my_batches(n, batch_size, rank, world):
+        rows = make(b, start, count).cpu()
+        if len(rows) != count:
+            raise ValueError(f"global batch {b} gave {len(rows)} rows, expected {count}")
+        mine.append((start, rows))
+    if world == 1:
+        return torch.cat([r for _, r in mine])
+    parts: list = [None] * world
+    dist.all_gather_object(parts, mine, group=group)
+    pieces = sorted((p for part in parts for p in part), key=lambda p: p[0])
+    if [s for s, _ in pieces] != [b * batch_size for b in range(len(pieces))] or sum(len(r) for _, r in pieces) != n:
+        raise RuntimeError(f"gathered batches {[s for s, _ in pieces]} do not cover the {n} rows exactly once")
+    return torch.cat([r for _, r in pieces])
+
+
+def all_sum(value: float, group=None) -> float:
+    """Sum of ``value`` over the ranks (``value`` itself without a process group)."""
+    import torch.distributed as dist
+
+    if rank_world(group)[1] == 1:
+        return value
+    parts: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, value, group=group)
+    return sum(parts)
 
 
 def as_numpy(stats: GaussStats) -> dict[str, np.ndarray]:

@@ -20,6 +20,17 @@ the suite declares (per ``steps`` for samples) and hands out prefixes, so gFID a
 n=5000 share one ``sample`` call. Each sample call runs inside an :class:`NFEMeter`: the measured
 NFE per image is kept (:meth:`InputProvider.nfe`) and logged as metric ``nfe`` (step = the asked
 steps, 0 for the default). A PNG grid of each image set goes to ``ctx.artifact_dir`` once.
+
+Under ``torchrun`` (a process group with W > 1 ranks, :mod:`bench.torchrun`) the expensive inputs are
+sharded, and every rank ends with the same full inputs: samples are drawn in global batches of
+:func:`sample_batch` images, batch b = images ``[bB, (b+1)B)`` from ``adapter.sample(count, labels of
+those images, steps, seed=batch_seed(ctx.seed, b))``, rank r drawing batches r, r+W, ...; the uint8
+images are all-gathered in image order (:func:`bench.distributed.gather_rows`), so the set is exactly n
+images, identical for any W (and to one process with ``$BENCH_SAMPLE_BATCH`` set), but not the images
+of the one-call path. Reconstructions: rank r decodes its RECON_BATCH chunks (the same chunks as one
+process, so the same images). Features of samples and reconstructions: each rank extracts its feature
+batches, rows all-gathered (:func:`bench.distributed.sharded_features`). The measured NFE is summed over
+the ranks. Real images and their features are made whole on every rank (cached).
 """
 from __future__ import annotations
 
@@ -46,6 +57,7 @@ RECONSTRUCTIONS, SAMPLES, FEATURES = "reconstructions", "samples", "features"
 POOLED = (RECONSTRUCTIONS, SAMPLES)  # made once at the largest n, handed out as prefixes
 GRID_TILES = 100  # images in each PNG grid
 RECON_BATCH = 256  # encode/decode chunk (tokenizers act per image, so chunking changes nothing)
+SAMPLE_BATCH = 250  # images per global batch of sharded sampling (sample_batch)
 ADM_REF_NAME = "VIRTUAL_imagenet256_labeled.npz"
 
 
@@ -185,15 +197,28 @@ class InputProvider:
 
         from bench.sampling import at_temperature
 
+        from bench.distributed import all_sum, batch_seed, gather_rows
+
         ds = self.ctx.dataset
         labels = cyclic_labels(total, ds.num_classes)
+        where = f"{adapter.registry_name}.sample"
+
+        def draw(n: int, cond: torch.Tensor, seed: int) -> torch.Tensor:
+            images = adapter.sample(n, Conditioning(labels=cond), steps=steps, seed=seed)
+            check_image_batch(images, ds.channels, ds.resolution, where)
+            if len(images) != n:
+                raise MetricError(f"{where}({n}) returned {len(images)} images")
+            return images
+
+        batch = sample_batch()
         with torch.no_grad(), at_temperature(adapter, temperature), NFEMeter() as meter:
-            images = adapter.sample(total, Conditioning(labels=labels), steps=steps, seed=self.ctx.seed)
-        check_image_batch(images, ds.channels, ds.resolution, f"{adapter.registry_name}.sample")
-        if len(images) != total:
-            raise MetricError(f"{adapter.registry_name}.sample({total}) returned {len(images)} images")
+            if batch is None:  # one process: one call, as always (the committed baselines)
+                images = draw(total, labels, self.ctx.seed)
+            else:  # sharded: global batch b from seed batch_seed(seed, b), this rank's batches only
+                images = gather_rows(total, batch, lambda b, s, c: draw(c, labels[s: s + c],
+                                                                        batch_seed(self.ctx.seed, b)))
         first = steps not in self._nfe
-        self._nfe[steps] = meter.per_image(total)
+        self._nfe[steps] = all_sum(meter.evaluations) / max(total, 1)  # = meter.per_image(total) in one process
         if first:  # once per steps (the NFE does not depend on the temperature)
             self.ctx.log_metric("nfe", self._nfe[steps], steps or 0)
         out = ImageSplit(images.cpu(), labels)
@@ -207,12 +232,13 @@ class InputProvider:
 
         ds = self.ctx.dataset
         ref = self._real(real_test(total))
-        parts = []
-        with torch.no_grad():
-            for i in range(0, len(ref), RECON_BATCH):
-                # CPU uint8 in, as the data sets hand it out; adapters move it to their device
-                parts.append(adapter.decode(adapter.encode(ref.images[i: i + RECON_BATCH])).cpu())
-        images = torch.cat(parts)
+        from bench.distributed import gather_rows
+
+        with torch.no_grad():  # chunks of RECON_BATCH; under torchrun each rank decodes its chunks only
+            # CPU uint8 in, as the data sets hand it out; adapters move it to their device
+            images = gather_rows(len(ref), RECON_BATCH, lambda b, s, c: adapter.decode(
+                adapter.encode(ref.images[s: s + c]))) if len(ref) else torch.zeros(
+                    (0, ds.channels, ds.resolution, ds.resolution), dtype=torch.uint8)
         check_image_batch(images, ds.channels, ds.resolution, f"{adapter.registry_name}.decode")
         if len(images) != len(ref):
             raise MetricError(f"{adapter.registry_name}: decode(encode(x)) of {len(ref)} images gave {len(images)}")
@@ -254,6 +280,29 @@ class InputProvider:
         save_image(images.float() / 255.0, path, nrow=nrow, padding=1, pad_value=1.0)
         self._grids.add(name)
         return path
+
+
+def sample_batch() -> int | None:
+    """Images per global batch of sharded sampling, or None for the one-call path.
+
+    Sharded (batched) sampling is used when a process group with more than one rank is initialised
+    (``torchrun``), or in one process when ``$BENCH_SAMPLE_BATCH`` is set (to reproduce a torchrun
+    cell's images: they are the same for any number of processes). Batch size: ``$BENCH_SAMPLE_BATCH``,
+    default :data:`SAMPLE_BATCH`. The one-call path (``adapter.sample(n, ..., seed)``) draws other
+    images than the batched one (each batch has its own seed), which is why it stays the default.
+    """
+    from bench.distributed import rank_world
+
+    raw = os.environ.get("BENCH_SAMPLE_BATCH")
+    if not raw and rank_world()[1] == 1:
+        return None
+    try:
+        value = int(raw) if raw else SAMPLE_BATCH
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise MetricError(f"$BENCH_SAMPLE_BATCH={raw!r}: expected a positive number of images per batch")
+    return value
 
 
 def _rows(split: ImageSplit, start: int, count: int) -> ImageSplit:

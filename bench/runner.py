@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from bench import HARNESS_VERSION, leases, registry
+from bench import HARNESS_VERSION, leases, registry, torchrun
 from bench.context import Cache, CellContext
 from bench.data import load_dataset
 from bench.errors import BenchError
+from bench.inputs import sample_batch
 from bench.metrics.base import check_finite
 from bench.plan import CellSpec, cell_config, config_hash, resolve  # noqa: F401 - re-exported
 from bench.provenance import NUMERICS_ENV, PACKAGES, git_sha, numerics, package_versions  # noqa: F401 - re-exported
@@ -136,8 +137,19 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
     run again (status "skipped"). Raises :class:`BenchError` before any run is created if the
     data set or a pre-flight check fails; an error while training or measuring marks the run FAILED.
     ``dataset``: the cell's data set if the caller has loaded it already (``bench run``, once per suite).
+
+    Under torchrun (a process group of W > 1 ranks, :mod:`bench.torchrun`) every rank calls this: rank 0
+    alone claims the lease and creates, logs and ends the run, then tells the others (broadcast)
+    whether the cell runs; every rank computes the cell (:func:`_compute`; inputs sharded by
+    :mod:`bench.inputs`); ranks > 0 log nothing (:func:`_follow`). Rank 0 marks the run FINISHED only
+    after every rank has finished its metrics (a final all-gather of their values).
     """
+    from bench.distributed import rank_world
+
     dataset = preflight(spec, dataset)
+    rank, world = rank_world()
+    if rank != 0:  # torchrun: ranks > 0 compute their shares and log nothing
+        return _follow(spec, dataset, cache)
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(spec.suite)
     h, seed, name = spec.config_hash, spec.seed, spec.method
@@ -152,7 +164,10 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
         **{f"{TAG}version.{k}": v for k, v in package_versions().items()},
         **{f"{TAG}numerics.{k}": v for k, v in numerics().items()}, f"{TAG}numerics.precision": spec.precision,
     }
+    if world > 1 or sample_batch() is not None:  # how this run's samples were drawn (bench.inputs)
+        tags.update({f"{TAG}world_size": world, f"{TAG}sampling": f"batched:{sample_batch()}"})
     claim = leases.claim(tracker, exp, h, seed, f"{name}-s{seed}", tags, parent_run_id, skip_finished)
+    torchrun.broadcast(None if claim.lease is None else claim.lease.run_id)  # ranks > 0: run or not
     if claim.lease is None:  # finished already, or another worker holds the cell (bench.leases)
         done = claim.finished
         _say(f"[bench] {name} seed={seed}: " + (f"finished run {done.info.run_id[:8]} (config {h}) -> skipped"
@@ -160,59 +175,142 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
         return CellOutcome(name, seed, "skipped" if done else "leased", (done or claim.holder).info.run_id
                            if (done or claim.holder) else None, error=None if done else claim.message)
     lease, run_id = claim.lease, claim.lease.run_id
-    _say(f"[bench] {name} seed={seed}: running (config {h}, run {run_id[:8]})")
-    artifact_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-    t0 = time.time()
-
-    def log_metric(key, value, step=None):
-        if value is not None and torch.isfinite(torch.tensor(float(value))):
-            tracker.log_metrics(run_id, {key: float(value)}, step)
-
-    def log_param(key, value):
-        tracker.log_params(run_id, {key: value})
-
-    ctx = CellContext(suite=spec.suite_view(), method=spec.method_spec(), seed=seed, budget=dict(spec.budget),
-                      dataset=dataset, cache=cache or Cache(), artifact_dir=artifact_dir, log_metric=log_metric,
-                      log_param=log_param, progress=progress)
-    status, err, values = "FINISHED", None, {}
     try:
-        tracker.log_params(run_id, flatten(spec.config()))
-        with default_dtype(spec.precision):
-            torch.manual_seed(seed)
-            adapter = cls(cls.Params.model_validate(spec.params), seed)
-            adapter.prepare(ctx)
-            for m in spec.metrics:
-                mcls = registry.get(registry.METRICS, "metric", m.name)
-                t1 = time.time()
-                out = check_finite(mcls().compute(adapter, ctx, mcls.Params.model_validate(m.params)),
-                                   f"metric {m.name} ({name}, seed {seed})")
+        _say(f"[bench] {name} seed={seed}: running (config {h}, run {run_id[:8]})")
+        artifact_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        t0 = time.time()
+
+        def log_metric(key, value, step=None):
+            if value is not None and torch.isfinite(torch.tensor(float(value))):
+                tracker.log_metrics(run_id, {key: float(value)}, step)
+
+        def log_param(key, value):
+            tracker.log_params(run_id, {key: value})
+
+        ctx = CellContext(suite=spec.suite_view(), method=spec.method_spec(), seed=seed, budget=dict(spec.budget),
+                          dataset=dataset, cache=cache or Cache(), artifact_dir=artifact_dir, log_metric=log_metric,
+                          log_param=log_param, progress=progress)
+        status, err, values = "FINISHED", None, {}
+        try:
+            tracker.log_params(run_id, flatten(spec.config()))
+
+            def logged(metric: str, out: dict[str, float], secs: float) -> None:
                 tracker.log_metrics(run_id, out)
-                values.update(out)
-                _say(f"[bench]   {m.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items())
-                     + f" ({time.time() - t1:.0f}s)")
-    except KeyboardInterrupt:
+                _say(f"[bench]   {metric}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items()) + f" ({secs:.0f}s)")
+
+            _compute(spec, cls, ctx, values, logged)
+            if world > 1:
+                _check_ranks(values, torchrun.gather(values))
+        except KeyboardInterrupt:
+            lease.stop()
+            tracker.client.set_tag(run_id, f"{TAG}error", "interrupted")
+            tracker.end(run_id, "KILLED")
+            raise
+        except Exception as e:  # noqa: BLE001 - a failed cell is recorded, then the suite goes on
+            status, err = "FAILED", f"{type(e).__name__}: {e}"
+            tracker.client.set_tag(run_id, f"{TAG}error", err[:5000])
+            _say(f"[bench] {name} seed={seed}: FAILED: {err}")
+            if not isinstance(e, BenchError):
+                _say(traceback.format_exc())
+        finally:
+            for f in sorted(artifact_dir.rglob("*")):
+                if f.is_file():
+                    tracker.client.log_artifact(run_id, str(f), artifact_path=str(
+                        f.parent.relative_to(artifact_dir)).strip(".") or None)
+            shutil.rmtree(artifact_dir, ignore_errors=True)
+        secs = time.time() - t0
         lease.stop()
-        tracker.client.set_tag(run_id, f"{TAG}error", "interrupted")
-        tracker.end(run_id, "KILLED")
+        if not lease.held():  # taken over while it ran (heartbeat stalled past the lease timeout): not ours to end
+            _say(f"[bench] {name} seed={seed}: lease lost while running -> not marked {status}")
+            return CellOutcome(name, seed, "failed", run_id, secs, "lease lost: another worker took the cell over")
+        if status == "FINISHED":
+            tracker.log_metrics(run_id, {"cell_seconds": secs})
+        tracker.end(run_id, status)
+        _say(f"[bench] {name} seed={seed}: {status.lower()} in {secs:.0f}s")
+        return CellOutcome(name, seed, "finished" if status == "FINISHED" else "failed", run_id, secs, err, values)
+    except BaseException:  # e.g. a second interrupt (torchrun's SIGTERM) while ending: never leave it RUNNING
+        _end_if_running(tracker, lease, run_id)
         raise
-    except Exception as e:  # noqa: BLE001 - a failed cell is recorded, then the suite goes on
-        status, err = "FAILED", f"{type(e).__name__}: {e}"
-        tracker.client.set_tag(run_id, f"{TAG}error", err[:5000])
-        _say(f"[bench] {name} seed={seed}: FAILED: {err}")
-        if not isinstance(e, BenchError):
-            _say(traceback.format_exc())
+
+
+def _end_if_running(tracker: Tracker, lease, run_id: str) -> None:
+    """End the cell's run KILLED if it is still RUNNING and ours (best effort: the store may be gone)."""
+    with contextlib.suppress(Exception):
+        lease.stop()
+        if lease.held():
+            tracker.client.set_tag(run_id, f"{TAG}error", "interrupted while ending the run")
+            tracker.end(run_id, "KILLED")
+
+
+def _compute(spec: CellSpec, cls: type, ctx: CellContext, values: dict[str, float], logged=None) -> None:
+    """Build the adapter, ``prepare`` it and compute every metric of the cell into ``values``.
+
+    Under torchrun (W > 1 ranks) training is not distributed: rank 0 prepares first while the others
+    wait (on :func:`bench.torchrun.wait_group`, long timeout); then each other rank prepares, which
+    loads what rank 0 trained from the shared cache (``ctx.cache``: the same results dir on one
+    machine; across machines only if that directory is shared, else each machine trains again from
+    the same seed). A failure of rank 0 while preparing is raised on every rank. Metrics run on every
+    rank (the expensive inputs are sharded, :mod:`bench.inputs`). ``logged(metric, its values, seconds)``
+    is called after each metric (``values`` keeps what was computed before an error).
+    """
+    from bench.distributed import rank_world
+
+    rank, world = rank_world()
+    name, seed = spec.method, spec.seed
+    with default_dtype(spec.precision):
+        torch.manual_seed(seed)
+        adapter = cls(cls.Params.model_validate(spec.params), seed)
+        if world == 1:
+            adapter.prepare(ctx)
+        elif rank == 0:
+            try:
+                adapter.prepare(ctx)
+            except Exception as e:
+                torchrun.broadcast(f"{type(e).__name__}: {e}", torchrun.wait_group())
+                raise
+            torchrun.broadcast(None, torchrun.wait_group())
+        else:
+            err = torchrun.broadcast(None, torchrun.wait_group())
+            if err:
+                raise BenchError(f"rank 0 failed to prepare {name}-s{seed}: {err}")
+            adapter.prepare(ctx)
+        for m in spec.metrics:
+            mcls = registry.get(registry.METRICS, "metric", m.name)
+            t1 = time.time()
+            out = check_finite(mcls().compute(adapter, ctx, mcls.Params.model_validate(m.params)),
+                               f"metric {m.name} ({name}, seed {seed})")
+            values.update(out)
+            if logged is not None:
+                logged(m.name, out, time.time() - t1)
+
+
+def _follow(spec: CellSpec, dataset, cache: Cache | None) -> CellOutcome:
+    """Rank > 0 of a torchrun cell: compute the cell with rank 0 (same seed, sharded inputs), log nothing.
+
+    Waits for rank 0's claim (:func:`bench.leases.claim`); when rank 0 skips the cell, so does this rank.
+    Its files go to a scratch directory that is deleted; it returns status "finished" with its own values.
+    """
+    run_id = torchrun.broadcast(None)
+    if run_id is None:
+        return CellOutcome(spec.method, spec.seed, "skipped")
+    cls = registry.get(registry.ADAPTERS, "adapter", spec.adapter)
+    scratch = Path(tempfile.mkdtemp(prefix=f"bench-{spec.method}-rank-"))
+    ctx = CellContext(suite=spec.suite_view(), method=spec.method_spec(), seed=spec.seed, budget=dict(spec.budget),
+                      dataset=dataset, cache=cache or Cache(), artifact_dir=scratch, progress=False)
+    t0 = time.time()
+    try:
+        values: dict[str, float] = {}
+        _compute(spec, cls, ctx, values)
+        torchrun.gather(values)
     finally:
-        for f in sorted(artifact_dir.rglob("*")):
-            if f.is_file():
-                tracker.client.log_artifact(run_id, str(f), artifact_path=str(f.parent.relative_to(artifact_dir)).strip(".") or None)
-        shutil.rmtree(artifact_dir, ignore_errors=True)
-    secs = time.time() - t0
-    lease.stop()
-    if not lease.held():  # taken over while it ran (heartbeat stalled past the lease timeout): not ours to end
-        _say(f"[bench] {name} seed={seed}: lease lost while running -> not marked {status}")
-        return CellOutcome(name, seed, "failed", run_id, secs, "lease lost: another worker took the cell over")
-    if status == "FINISHED":
-        tracker.log_metrics(run_id, {"cell_seconds": secs})
-    tracker.end(run_id, status)
-    _say(f"[bench] {name} seed={seed}: {status.lower()} in {secs:.0f}s")
-    return CellOutcome(name, seed, "finished" if status == "FINISHED" else "failed", run_id, secs, err, values)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return CellOutcome(spec.method, spec.seed, "finished", run_id, time.time() - t0, metrics=values)
+
+
+def _check_ranks(mine: dict[str, float], every: list[dict[str, float]]) -> None:
+    """Warn when another rank computed different metric values (rank 0's are the ones logged)."""
+    for r, other in enumerate(every[1:], 1):
+        diff = sorted(k for k in mine if other.get(k) != mine[k])
+        if diff:
+            _say(f"[bench] warning: rank {r} computed other values of {', '.join(diff)} than rank 0 "
+                 "(non-deterministic kernels?); rank 0's are logged")

@@ -1,5 +1,6 @@
-"""One cell's rFD (fmnist-cnn-v1 features) computed by the real metric, in one process or as one rank of
-a gloo group (tests/test_distributed_fid.py): the input provider shards the reconstructions' features."""
+"""One cell's rFD and gFD (fmnist-cnn-v1 features) computed by the real metrics, in one process or as one
+rank of a gloo group (tests/test_distributed_fid.py): the input provider shards the reconstructions, the
+samples (global batches of $BENCH_SAMPLE_BATCH images) and their features."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,52 @@ class Lossy:
 
     def decode(self, z):
         return (z.int() + 20).clamp(0, 255).to(torch.uint8)
+
+
+class Noise:
+    """sample(n, cond, steps, seed): images from a generator seeded by ``seed`` (plus 25 grey levels per
+    class label), one counted network evaluation per image; every call is recorded as (n, seed)."""
+
+    capabilities = frozenset({"generate"})
+    registry_name = "test-noise"
+
+    def __init__(self):
+        self.calls = []
+
+    def sample(self, n, cond, steps, seed):
+        from bench.adapter import count_nfe
+
+        self.calls.append([n, seed])
+        count_nfe(n)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand(n, 1, 28, 28, generator=g) * 150 + 25 * cond.labels.view(-1, 1, 1, 1).float() % 100
+        return x.clamp(0, 255).to(torch.uint8)
+
+
+def compute_gen(root: str) -> dict:
+    """gFD of N samples of :class:`Noise` (n=N, batch BATCH), the sample calls of this process, the NFE,
+    and the sha256 of the cell's sample pool (uint8 [N, 1, 28, 28])."""
+    import hashlib
+    from pathlib import Path
+
+    from bench.context import Cache, CellContext
+    from bench.data.base import ImageDataset
+    from bench.data.fmnist import fmnist_dir, load_split
+    from bench.inputs import SAMPLES, provider
+    from bench.metrics.fd_fmnist import GenerationFD
+    from bench.suite import MetricSpec
+
+    d = fmnist_dir()
+    ds = ImageDataset("fmnist", load_split(d, "train").head(200), load_split(d, "test").head(N), 10, 1, 28, str(d))
+    params = {"n": N, "batch_size": BATCH}
+    ctx = CellContext(suite=SimpleNamespace(metrics=[MetricSpec(name="gfd_fmnist", params=params)]), method=None,
+                      seed=7, budget={}, dataset=ds, cache=Cache(Path(root) / "cache"), artifact_dir=Path(root),
+                      progress=False)
+    m, adapter = GenerationFD(), Noise()
+    out = m.compute(adapter, ctx, m.Params.model_validate(params))
+    pool = provider(ctx).pooled(SAMPLES)
+    return {"out": out, "calls": adapter.calls, "nfe": provider(ctx).nfe(None), "n": len(pool),
+            "sha": hashlib.sha256(pool.images.contiguous().numpy().tobytes()).hexdigest()}
 
 
 def compute(root: str) -> dict:
@@ -62,7 +109,7 @@ def main() -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    res = compute(f"{sys.argv[1]}.dir{rank}")
+    res = (compute_gen if len(sys.argv) > 2 and sys.argv[2] == "gen" else compute)(f"{sys.argv[1]}.dir{rank}")
     with open(f"{sys.argv[1]}.{rank}", "w") as f:
         json.dump({"rank": rank, **res}, f)
     dist.destroy_process_group()
