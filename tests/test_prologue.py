@@ -123,3 +123,26 @@ def test_untrained_control_keeps_the_random_prologue(tmp_path):
     a, _ = run(PrologueAdapter, params, tmp_path, ds, budget=PRO_BUDGET)
     fresh = a.new_prologue_encoder()
     assert all(torch.equal(p, q) for p, q in zip(fresh.state_dict().values(), a.penc.state_dict().values()))
+
+
+def test_train_prefix_tokens_are_exact_and_only_for_train_prefixes(trained):
+    """encode(first n train images) returns prepare's tokens: equal to encoding afresh, for vq and prologue."""
+    ds, vq, pro, _ = trained
+    for a in (vq, pro):
+        head = ds.train.head(40).images
+        cached = a.train_prefix_tokens(head)
+        assert cached is not None and cached.shape[0] == 40
+        fresh = (a.tokenizer.encode(head) if a is vq else
+                 torch.cat([a.encode_prologue(a.penc, head), a.tokenizer.encode(head)], 1))
+        assert torch.equal(cached, fresh)
+        assert torch.equal(a.encode(ds.train.images), a.train_tokens)
+        # a copy, a later slice or test images are encoded, not looked up
+        assert a.train_prefix_tokens(head.clone()) is None
+        assert a.train_prefix_tokens(ds.train.images[5:20]) is None
+        assert a.train_prefix_tokens(ds.test.images[:40]) is None
+        orig = a.train_tokens[0, 0].item()  # the lookup is what encode returns
+        a.train_tokens[0, 0] = 1 - orig if orig in (0, 1) else 0
+        try:
+            assert not torch.equal(a.encode(head)[0], fresh[0])
+        finally:
+            a.train_tokens[0, 0] = orig

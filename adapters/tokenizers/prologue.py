@@ -169,6 +169,7 @@ class PrologueAdapter(VQAdapter):
         visual = self._train_tokens
         self.penc, prologue = self.load_or_train_prologue(ctx, ds, budget, visual)
         self.train_tokens = torch.cat([prologue, visual], 1)
+        self.train_images = ds.train.images  # train_tokens are their tokens (train_prefix_tokens)
         n_prior = budget.prior_train_images or len(ds.train)
         self.prior = self.load_or_train_prior(ctx, ds, budget, self.train_tokens[:n_prior], ds.train.labels[:n_prior])
         ctx.log_param("codebook_sizes", self.codebook_sizes)
@@ -315,6 +316,9 @@ class PrologueAdapter(VQAdapter):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> [prologue_1..P, visual_1..L] tokens (EOS excluded)."""
         check_image_batch(images, self.channels, self.resolution, f"{self.registry_name}.encode")
+        cached = self.train_prefix_tokens(images)
+        if cached is not None:
+            return cached
         return torch.cat([self.encode_prologue(self.penc, images), self.tokenizer.encode(images)], 1)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -63,10 +63,26 @@ class VQAdapter(Adapter):
         budget = TokenizerARBudget.model_validate(ctx.budget)
         self.tokenizer = self.load_or_train_tokenizer(ctx, ds, budget)
         self.train_tokens = self._train_tokens
+        self.train_images = ds.train.images  # train_tokens are their tokens (train_prefix_tokens)
         n_prior = budget.prior_train_images or len(ds.train)
         self.prior = self.load_or_train_prior(ctx, ds, budget, self.train_tokens[:n_prior], ds.train.labels[:n_prior])
         ctx.log_param("codebook_sizes", self.codebook_sizes)
         ctx.log_metric("code_usage_perplexity", code_usage_perplexity(self.train_tokens, max(self.codebook_sizes)))
+
+    def train_prefix_tokens(self, images: torch.Tensor) -> torch.Tensor | None:
+        """``train_tokens[:n]`` (int64 [n, L]) when ``images`` are the first n train images, else None.
+
+        "The first n train images" means the very tensor ``prepare`` tokenized, or a leading slice of
+        it (what ``ctx.dataset.train.head(n)`` hands out: same storage, offset and strides). Those
+        tokens were made by the frozen tokenizer in the same chunks, so this is exact, and metrics on
+        train images (the entropy curve over all 60k, the probe's fit set) do not encode them again.
+        """
+        ref, tokens = getattr(self, "train_images", None), getattr(self, "train_tokens", None)
+        if ref is None or tokens is None or len(tokens) != len(ref):
+            return None
+        same = (images.device == ref.device and images.dtype == ref.dtype and images.shape[1:] == ref.shape[1:]
+                and images.stride() == ref.stride() and len(images) <= len(ref) and images.data_ptr() == ref.data_ptr())
+        return tokens[:len(images)].clone() if same else None
 
     def tokenizer_key(self, ds: ImageDataset, budget: TokenizerARBudget) -> str:
         return stable_hash({
@@ -187,7 +203,8 @@ class VQAdapter(Adapter):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         check_image_batch(images, self.channels, self.resolution, f"{self.registry_name}.encode")
-        return self.tokenizer.encode(images)
+        cached = self.train_prefix_tokens(images)
+        return cached if cached is not None else self.tokenizer.encode(images)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.shape[1] != len(self.codebook_sizes):
