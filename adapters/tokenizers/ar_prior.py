@@ -51,6 +51,7 @@ class ARPrior(torch.nn.Module):
         if tuple(allowed.shape) != (length, vocab):
             raise ValueError(f"allowed mask must be [{length}, {vocab}], got {tuple(allowed.shape)}")
         self.register_buffer("allowed", allowed.clone(), persistent=True)
+        self._kv = None  # (ids [B, t+1], past key/values) of the last eval-mode next_logits call
 
     @property
     def device(self) -> torch.device:
@@ -99,18 +100,36 @@ class ARPrior(torch.nn.Module):
         """
         was_training = self.training
         self.eval()
-        out = sample_autoregressive(self.next_logits, labels, self.length, seed, temperature, self.allowed, top_k,
-                                    batch_size, self.device)
-        self.train(was_training)
+        self._kv = None
+        try:
+            out = sample_autoregressive(self.next_logits, labels, self.length, seed, temperature, self.allowed,
+                                        top_k, batch_size, self.device)
+        finally:
+            self._kv = None
+            self.train(was_training)
         return out
 
     def next_logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Code logits float32 [B, V] of position t given tokens [B, t] and labels [B] (unmasked).
 
         One call is one network evaluation per image: counted (:func:`bench.adapter.count_nfe`).
+        In eval mode without autograd the key/value cache of the previous call is reused when this
+        call's sequence extends it by exactly one token (checked on the ids, so any other prefix is
+        computed afresh): ancestral sampling then costs one new position per step instead of the
+        whole prefix; the logits equal the uncached ones up to float round-off (tested).
         """
         count_nfe(len(labels))
-        return self.logits_from_embeds(self.embed(self.input_ids(tokens, labels)))[:, -1].float()
+        ids = self.input_ids(tokens, labels)
+        if self.training or torch.is_grad_enabled():
+            self._kv = None
+            return self.logits_from_embeds(self.embed(ids))[:, -1].float()
+        kv = getattr(self, "_kv", None)
+        if kv is not None and kv[0].shape == (ids.shape[0], ids.shape[1] - 1) and torch.equal(kv[0], ids[:, :-1]):
+            out = self.model(inputs_embeds=self.embed(ids[:, -1:]), past_key_values=kv[1], use_cache=True)
+        else:
+            out = self.model(inputs_embeds=self.embed(ids), use_cache=True)
+        self._kv = (ids, out.past_key_values) if ids.shape[1] <= self.length else None
+        return out.logits[:, -1, : self.vocab].float()
 
 
 @torch.no_grad()
