@@ -25,7 +25,8 @@ uv_install() {
   for u in $extra; do args+=(--extra-index-url "$u"); done
   for u in $links; do args+=(--find-links "$u"); done
   [ -n "$cert" ] && export SSL_CERT_FILE="$cert" UV_NATIVE_TLS=1
-  export UV_LINK_MODE=copy
+  # The cache sits inside the venv: same file system, so files are hard-linked, not copied twice.
+  export UV_CACHE_DIR=${UV_CACHE_DIR:-$PWD/.venv/.uv-cache}
   "$UV" pip install -q --python .venv/bin/python --no-config --index-strategy unsafe-best-match "${args[@]}" \
       -c constraints.txt torch==2.14.1 torchvision==0.29.1 -r requirements.txt || return 1
   "$UV" pip install -q --python .venv/bin/python --no-config "${args[@]}" --no-deps \
