@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from adapters.tokenizers.vq_tokenizer import TokenizerConfig, VQTokenizer
@@ -322,3 +323,23 @@ def test_warm_start_frac_is_refused_outside_init_scratch():
         WARTokParams.model_validate({"warm_start_frac": 0.3})
     assert WARTokParams.model_validate({"init": "scratch", "warm_start_frac": 0.3}).warm_start_frac == 0.3
     assert WARTokParams().init == "vq" and WARTokParams().target == "small"
+
+
+def test_lambda_zero_without_diagnostics_is_the_same_tokenizer_without_the_auxiliaries(tmp_path, monkeypatch):
+    ds = tiny_dataset()
+    run_adapter(VQAdapter, TINY, tmp_path, "vq", ds, cache="shared")
+    logged_on, logged_off = {}, {}
+    on = run_adapter(WARTokAdapter, {**TINY, "lam": 0.0, "target_fit_steps": 4, "tvc_every": 2}, tmp_path, "on", ds,
+                     logged_on, cache="shared")
+    fits = []
+    monkeypatch.setattr(WGFTrainer, "start_joint_phase", lambda self, tok: fits.append(1))
+    off = run_adapter(WARTokAdapter, {**TINY, "lam": 0.0, "target_fit_steps": 4, "tvc_every": 2,
+                                      "control_diagnostics": False}, tmp_path, "off", ds, logged_off, cache="shared")
+    assert fits == []  # no auxiliary AR was fitted
+    assert "wartok_tracker_ce" in logged_on and "wartok_tracker_ce" not in logged_off
+    s_on, s_off = on.tokenizer.state_dict(), off.tokenizer.state_dict()
+    assert all(torch.equal(s_on[k], s_off[k]) for k in s_on)  # bit for bit
+    budget = WARTokAdapter.Budget.model_validate({**BUDGET, "finetune_steps": FT_STEPS})
+    assert on.tokenizer_key(ds, budget) != off.tokenizer_key(ds, budget)
+    with pytest.raises(ValueError, match="control_diagnostics"):
+        WARTokParams.model_validate({"lam": 0.1, "control_diagnostics": False})

@@ -222,9 +222,20 @@ class WARTokParams(VQParams):
     tvc_every: int = Field(50, gt=0, description="log the TVC view every this many tokenizer steps")
     fresh_prior_checks: int = Field(0, ge=0, description="points at which a fresh AR is fitted on current tokens")
     fresh_prior_steps: int = Field(200, gt=0, description="steps of each fresh-AR fit")
+    control_diagnostics: bool = Field(
+        True, description="lam = 0 only: run the auxiliary ARs and log the TVC view (the control's prior-consistency "
+                          "gap). false skips them: the tokenizer is the same bit for bit (they never touch it; "
+                          "their randomness is forked), the fine-tune ~2x cheaper, the TVC curves absent")
     recon_images: int = Field(2000, gt=0, description="first N train images whose reconstruction MSE (pixels in "
                                                       "[0, 1]) is logged as tokenizer_recon_mse (and of the vq start "
                                                       "as base_tokenizer_recon_mse)")
+
+    @model_validator(mode="after")
+    def _diagnostics_off_only_at_lambda_zero(self):
+        if not self.control_diagnostics and self.lam != 0:
+            raise ValueError(f"control_diagnostics: false applies to the lam = 0 control only (lam is {self.lam}: "
+                             "the auxiliary ARs are the method); remove it or set lam: 0")
+        return self
 
     @model_validator(mode="after")
     def _warm_start_needs_scratch(self):

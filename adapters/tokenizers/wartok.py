@@ -28,7 +28,9 @@ is a reconstruction ([R] in the note) and is a :class:`WARTokParams` / :class:`W
 - ``lam``: lambda. ``lam = 0`` is the **control**: the same loop (same steps, the auxiliary ARs
   trained, the surrogate computed and multiplied by 0), so the tokenizer equals a
   reconstruction-only fine-tune with the same seed bit for bit (all auxiliary randomness runs in a
-  forked RNG); a gain of lambda > 0 over it is not "more tokenizer steps". A lambda sweep is
+  forked RNG); a gain of lambda > 0 over it is not "more tokenizer steps". ``control_diagnostics:
+  false`` skips the auxiliaries at lambda = 0 (the same tokenizer, half the fine-tune's cost, no TVC
+  curves of the control). A lambda sweep is
   several methods of one suite (``suites/fmnist_wartok.yaml``).
 - ``target``: how p_theta is obtained. ``small`` (T3, default): a smaller AR (``target_prior``)
   fitted on the starting tokens, then trained by CE on the current tokens jointly with q_phi.
@@ -290,11 +292,17 @@ class WARTokAdapter(VQAdapter):
             "v": HARNESS_VERSION, "kind": "wartok_finetune", "seed": self.seed,
             "base": self.vq_start().tokenizer_key(ds, budget), "finetune": self.finetune_recipe(budget),
             "wartok": self.params.model_dump(mode="json", include=set(WARTOK_FIELDS) | {"tvc_every"}),
+            **self._no_diagnostics_key(),
         })
 
     def tokenizer_extra_key(self) -> dict:
         # init: scratch. Every lambda, 0 included, has its own entry (the control trains the auxiliary ARs).
-        return {"wartok": self.params.model_dump(mode="json", include=set(WARTOK_FIELDS) | {"tvc_every"})}
+        return {"wartok": self.params.model_dump(mode="json", include=set(WARTOK_FIELDS) | {"tvc_every"}),
+                **self._no_diagnostics_key()}
+
+    def _no_diagnostics_key(self) -> dict:
+        # The same tokenizer, but its cached TVC history is empty: its own entry (default keys unchanged).
+        return {} if self.params.control_diagnostics else {"control_diagnostics": False}
 
     def train_new_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget):
         self._trained_now = True
@@ -342,11 +350,14 @@ class WARTokAdapter(VQAdapter):
                 rec_hist.append((int(step), float(value)))
             ctx.log_metric(key, value, step)
 
-        hook = WGFTrainer(self.params, ds.train.images, ds.num_classes, steps, batch, self.seed, ctx.log_metric,
-                          False, warm_steps=warm)
+        hook = None
+        if self.params.lam > 0 or self.params.control_diagnostics:
+            hook = WGFTrainer(self.params, ds.train.images, ds.num_classes, steps, batch, self.seed, ctx.log_metric,
+                              False, warm_steps=warm)
+        # else (lam = 0, control_diagnostics: false): no hook, the same tokenizer bit for bit (test_wartok)
         stats = train_tokenizer(tok, ds.train.images, steps, batch, lr, self.seed, what, log, ctx.progress,
                                 extra_loss=hook)
-        return stats, {**hook.history, rec_key: rec_hist}
+        return stats, {**(hook.history if hook is not None else {}), rec_key: rec_hist}
 
     def load_or_train_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget) -> VQTokenizer:
         self._trained_now = False
