@@ -25,10 +25,10 @@ PINNED = {
     # fmnist (issue 10): bits-matched, lambda=0 and random-prologue controls, recon metric (a new suite identity)
     # fmnist moved again on purpose when it shrank to fit make bench's 20 minutes (7x7 tokenizer patches,
     # tokenizer 400 / prior 300 steps; the 600-step hashes were vq a637e55a34660d6d, vcq 9656e7982f84cdc4).
-    # wartok/wartok-lam0 moved on purpose when wAR-Tok got `control_diagnostics` (were 737bebf62301a1ea /
-    # 3d7034906f755b69; lam0 now skips its auxiliary ARs: the same tokenizer bit for bit).
+    # wartok-lam0 moved on purpose when it got `control_diagnostics: false` (was 3d7034906f755b69; it now
+    # skips its auxiliary ARs: the same tokenizer bit for bit).
     "fmnist": {"vq": "63c6a13ceac9d427", "vcq": "0039f8f6823e9207", "vq-bits72": "ecf11b2034140d08",
-               "wartok": "8572d6af4097af67", "wartok-lam0": "f12f4598e48eb37e", "prologue": "95dc9a73d058048b",
+               "wartok": "737bebf62301a1ea", "wartok-lam0": "f12f4598e48eb37e", "prologue": "95dc9a73d058048b",
                "prologue-random": "efb65f3ee83ed8c0"},
     "peft_qwen3_tiny": {"lora_all": "f78489fb39ed128a", "layer_card_k2": "9c2bfd5b1a7deb23",
                         "layer_card_flops": "9425da741f9ff7d7", "random_k2": "479b4042b2dfd373",

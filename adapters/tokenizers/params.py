@@ -197,6 +197,8 @@ class VCQParams(HashNeutralDefaults, AdapterParams):
 class WARTokParams(VQParams):
     """wAR-Tok (arXiv 2605.06148): vq's tokenizer + lambda * WGF prior matching (see :mod:`.wartok`)."""
 
+    hash_neutral: ClassVar[tuple[str, ...]] = ("control_diagnostics",)
+
     init: Literal["vq", "scratch"] = Field(
         "vq", description="'vq': fine-tune the converged vq tokenizer (vq's cache entry, same key) for the budget's "
                           "finetune_steps with L_rec + lam * L_wgf; 'scratch': train from scratch, reconstruction-only "
