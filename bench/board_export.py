@@ -22,7 +22,7 @@ def metric_sources(suite) -> dict[str, dict]:
     """Metric key -> {"metric": registered metric name, "instrument": instrument id or None}."""
     from bench import registry
 
-    registry.load_all()
+    registry.load_light()
     out = {}
     for spec in suite.metrics:
         cls = registry.get(registry.METRICS, "metric", spec.name)

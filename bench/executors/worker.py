@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     from bench import registry
     from bench.locks import write_atomic
 
-    registry.load_all()  # once per worker, before the first cell
+    registry.load_light()  # a cell imports its own adapter and metric modules (registry.get), once per worker
     jobs = (line.rstrip("\n").split("\t") for line in sys.stdin) if argv[:1] == ["--serve"] else [argv[:2]]
     for task_path, out_path in jobs:
         out = execute(json.loads(Path(task_path).read_text()))
