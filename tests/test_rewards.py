@@ -180,3 +180,17 @@ def test_mean_ci95_wilson_and_t():
     assert m == 0.8 and math.isclose(se, math.sqrt(0.16 / 10)) and 0.44 < lo < 0.5 and 0.94 < hi < 0.97
     m, se, lo, hi = mean_ci95([1.0, 2.0, 3.0], binary=False)
     assert m == 2.0 and math.isclose(se, 1 / math.sqrt(3)) and math.isclose(hi - m, 4.302653 / math.sqrt(3), rel_tol=1e-5)
+
+
+def test_judge_training_is_deterministic_and_refuses_an_existing_id(tmp_path):
+    from bench.data.fmnist import fmnist_dir, load_split
+    from bench.rewards.judges import JudgeRecipe, train_instrument
+
+    root = fmnist_dir(None)
+    train, test = load_split(root, "train"), load_split(root, "test").head(200)
+    recipe = JudgeRecipe(seed=3, n_train=256, batch_size=64)
+    cards = [instruments._read_card(train_instrument("j", "mlp", train, test, recipe, folder=tmp_path / d))
+             for d in ("a", "b") if (tmp_path / d).mkdir() is None]
+    assert cards[0].sha256 == cards[1].sha256 and cards[0].provenance["recipe"]["seed"] == 3
+    with pytest.raises(instruments.InstrumentError, match="exists"):
+        train_instrument("j", "mlp", train, test, recipe, folder=tmp_path / "a")
