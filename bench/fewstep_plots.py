@@ -113,7 +113,11 @@ def reward_vs_quality(board, out_dir: Path) -> list[Path]:
         if every:
             drawn = True
             front = pareto_front(every, get_reward(p.reward).higher_is_better)
-            ax.plot([q[0] for q in front], [q[1] for q in front], "k--", linewidth=1, label="Pareto front")
+            ax.plot([q[0] for q in front], [q[1] for q in front], color="0.35", linestyle="--", linewidth=2.5,
+                    alpha=0.45, zorder=0, label="Pareto front")
+            xs = [q[0] for q in every]
+            if min(xs) > 0 and max(xs) > 10 * min(xs):  # FD spans orders of magnitude across NFEs
+                ax.set_xscale("log")
         ax.set_xlabel("FD vs test (fmnist-cnn-v1) ↓")
         ax.set_ylabel(f"reward {p.reward} (in-domain) {'↑' if get_reward(p.reward).higher_is_better else '↓'}")
         ax.set_title(f"reward vs quality (labels: NFE; bank n={p.n})", fontsize=9)
