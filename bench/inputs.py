@@ -40,7 +40,7 @@ the ranks. Real images and their features are made whole on every rank (cached).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +182,8 @@ class InputProvider:
         """``spec``'s value: an :class:`ImageSplit` (n images), or float64 [n, D] for features."""
         if spec.kind == FEATURES:
             return self._get_features(spec, adapter)
+        if spec.kind == BANK and spec.control is not None and spec.control not in (getattr(adapter, "controls", None) or ()):
+            spec = replace(spec, control=None)  # an adapter that takes no such control draws its plain bank
         if spec.kind in POOLED:
             have = self._pools.get(spec.pool())
             if have is None or len(have) < spec.n:
@@ -248,7 +250,7 @@ class InputProvider:
 
     def bank_nfe(self, spec: InputSpec) -> float:
         """Measured network evaluations per image of the bank images of ``spec`` (made by :meth:`get`)."""
-        return self._nfe[spec.pool()]
+        return self._nfe[spec.pool()] if spec.pool() in self._nfe else self._nfe[replace(spec, control=None).pool()]
 
     def _bank(self, adapter: Any, total: int, spec: InputSpec) -> ImageSplit:
         """The noise-bank images of ``spec``'s pool (one process: the bank is not sharded under torchrun)."""
