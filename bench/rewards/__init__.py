@@ -100,7 +100,8 @@ _builtins_loaded = False
 
 
 def register_reward(name: str, fn: Callable[..., Any] | None = None, *, range: tuple[float, float],
-                    higher_is_better: bool = True, binary: bool = False, provenance: dict[str, Any] | Callable[[Any], dict[str, Any]] | None = None,
+                    higher_is_better: bool = True, binary: bool = False,
+                    provenance: dict[str, Any] | Callable[[Any], dict[str, Any]] | None = None,
                     ood: tuple[str, ...] | list[str] = (), Params: type[RewardParams] | None = None,
                     description: str = "") -> Any:
     """Register ``fn`` as reward ``name``; returns the :class:`Reward` (without ``fn``: a decorator).
