@@ -251,13 +251,15 @@ def instrument_list():
 
 
 @instrument_grp.command("train")
-@click.argument("family", type=click.Choice(["fmnist-cnn", "fmnist-judge"]))
+@click.argument("family", type=click.Choice(["fmnist-cnn", "fmnist-judge", "fmnist-reward-judge"]))
 @click.option("--id", "instrument_id", required=True, help="The NEW instrument id, e.g. fmnist-cnn-v2 (ids are immutable).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
 @click.option("--levels", type=click.Choice(["2", "16"]), default="2",
               help="fmnist-judge: grey levels V of the quantised images it judges.")
-def instrument_train(family, instrument_id, epochs, seed, levels):
+@click.option("--arch", type=click.Choice(["cnn", "mlp"]), default="cnn",
+              help="fmnist-reward-judge: the network (bench.rewards.judges; cnn = in-domain, mlp = out-of-domain).")
+def instrument_train(family, instrument_id, epochs, seed, levels, arch):
     """Train a new version of an instrument and register it under a new id (bench/instruments/ID.*).
 
     Suites keep using the old id until they name the new one (e.g. a metric param
@@ -271,6 +273,13 @@ def instrument_train(family, instrument_id, epochs, seed, levels):
     from bench.metrics import fmnist_classifier as fc
 
     root = fmnist_dir(None)
+    if family == "fmnist-reward-judge":  # bench.rewards.judges: fmnist-rjudge-cnn-v1 = --arch cnn --seed 1,
+        from bench.rewards.judges import JudgeRecipe, train_instrument  # fmnist-rjudge-mlp-v1 = --arch mlp --seed 2
+
+        jr = dataclasses.replace(JudgeRecipe(), **{k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
+        card = train_instrument(instrument_id, arch, load_split(root, "train"), load_split(root, "test"), jr)
+        click.echo(f"{card}: registered {instrument_id}; commit it and its .safetensors file")
+        return
     recipe = fc.DEFAULT_RECIPE
     recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
     torch.set_num_threads(fc.TRAIN_THREADS)

@@ -12,6 +12,11 @@ extractor itself. The provider makes each input once per cell (one cell = one ad
   seed=ctx.seed)``, steps None = the adapter's default; temperature None = the adapter's own, else
   drawn with its ``temperature`` param set to it (:func:`bench.sampling.at_temperature`). Every
   prefix is class balanced.
+* ``bank(n, steps, control)``: the adapter's images of the first n rows of the fixed noise bank at
+  ``steps`` (:func:`bench.metrics.fewstep.sample_bank`; the few-step metrics' paired inputs, labels
+  ``i % num_classes``), handed the bank's controls of kind ``control`` if the adapter accepts it;
+  ``bank_base(n)``: the same rows drawn by the adapter's drift reference (the generator it was derived
+  from, at that generator's reference steps; :func:`bench.metrics.fewstep.drift_reference`).
 * ``features(instrument, of=<input>)``: an instrument's features (:mod:`bench.instruments.features`)
   of another input, float64 [n, D]; once per (instrument, input, batch size).
 
@@ -35,7 +40,7 @@ the ranks. Real images and their features are made whole on every rank (cached).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +59,8 @@ if TYPE_CHECKING:  # imported where used: metrics declare their inputs (validati
 
 REAL_TEST, REAL_TRAIN_BALANCED, REAL_ADM = "real_test", "real_train_balanced", "real_adm"
 RECONSTRUCTIONS, SAMPLES, FEATURES = "reconstructions", "samples", "features"
-POOLED = (RECONSTRUCTIONS, SAMPLES)  # made once at the largest n, handed out as prefixes
+BANK, BANK_BASE = "bank", "bank_base"  # noise-bank images of the adapter / of its drift reference
+POOLED = (RECONSTRUCTIONS, SAMPLES, BANK, BANK_BASE)  # made once at the largest n, handed out as prefixes
 GRID_TILES = 100  # images in each PNG grid
 RECON_BATCH = 256  # encode/decode chunk (tokenizers act per image, so chunking changes nothing)
 SAMPLE_BATCH = 250  # images per global batch of sharded sampling (sample_batch)
@@ -72,9 +78,12 @@ class InputSpec:
     instrument: str | None = None  # features only
     of: "InputSpec | None" = None  # features only: the image input they are computed on
     batch_size: int | None = None  # features only: the extractor's batch size
+    control: str | None = None  # bank only: the control kind handed with the bank (None: uncontrolled)
 
-    def pool(self) -> tuple[str, int | None] | tuple[str, int | None, float]:
+    def pool(self) -> tuple:
         """Which shared image set this input is a prefix of."""
+        if self.kind == BANK:
+            return (self.kind, self.steps, self.control)
         return (self.kind, self.steps) if self.temperature is None else (self.kind, self.steps, self.temperature)
 
 
@@ -96,6 +105,14 @@ def reconstructions(n: int) -> InputSpec:
 
 def samples(n: int, steps: int | None = None, temperature: float | None = None) -> InputSpec:
     return InputSpec(SAMPLES, n, steps=steps, temperature=None if temperature is None else float(temperature))
+
+
+def bank(n: int, steps: int, control: str | None = None) -> InputSpec:
+    return InputSpec(BANK, n, steps=int(steps), control=control)
+
+
+def bank_base(n: int) -> InputSpec:
+    return InputSpec(BANK_BASE, n)
 
 
 def features(instrument: str, of: InputSpec, batch_size: int) -> InputSpec:
@@ -165,11 +182,15 @@ class InputProvider:
         """``spec``'s value: an :class:`ImageSplit` (n images), or float64 [n, D] for features."""
         if spec.kind == FEATURES:
             return self._get_features(spec, adapter)
+        if spec.kind == BANK and spec.control is not None and spec.control not in (getattr(adapter, "controls", None) or ()):
+            spec = replace(spec, control=None)  # an adapter that takes no such control draws its plain bank
         if spec.kind in POOLED:
             have = self._pools.get(spec.pool())
             if have is None or len(have) < spec.n:
                 if spec.kind == RECONSTRUCTIONS:
                     have = self._reconstruct(adapter, self.pool_size(spec), spec.steps)
+                elif spec.kind in (BANK, BANK_BASE):
+                    have = self._bank(adapter, self.pool_size(spec), spec)
                 else:
                     have = self._sample(adapter, self.pool_size(spec), spec.steps, spec.temperature)
                 self._pools[spec.pool()] = have
@@ -225,6 +246,27 @@ class InputProvider:
         name = "samples" + ("" if steps is None else f"_steps{steps}") + (
             "" if temperature is None else f"_T{temperature:g}".replace(".", "p"))
         self._grid(name + ".png", out.images[:GRID_TILES], ds.num_classes)
+        return out
+
+    def bank_nfe(self, spec: InputSpec) -> float:
+        """Measured network evaluations per image of the bank images of ``spec`` (made by :meth:`get`)."""
+        return self._nfe[spec.pool()] if spec.pool() in self._nfe else self._nfe[replace(spec, control=None).pool()]
+
+    def _bank(self, adapter: Any, total: int, spec: InputSpec) -> ImageSplit:
+        """The noise-bank images of ``spec``'s pool (one process: the bank is not sharded under torchrun)."""
+        from bench.metrics.fewstep import drift_reference, sample_bank
+
+        if spec.kind == BANK:
+            out, nfe = sample_bank(self.ctx, adapter, total, spec.steps, spec.control)
+            name = f"bank_steps{spec.steps}" + ("" if spec.control is None else f"_{spec.control}")
+        else:
+            ref = drift_reference(adapter)
+            if ref is None:
+                raise MetricError(f"{adapter.registry_name}: no drift reference (drift_reference() is absent or None)")
+            out, nfe = sample_bank(self.ctx, ref[0], total, ref[1])
+            name = f"bank_base_steps{ref[1]}"
+        self._nfe[spec.pool()] = nfe
+        self._grid(name + ".png", out.images[:GRID_TILES], self.ctx.dataset.num_classes)
         return out
 
     def _reconstruct(self, adapter: Any, total: int, steps: int | None = None) -> ImageSplit:
