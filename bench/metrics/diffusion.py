@@ -18,6 +18,11 @@ spatial coherence (NFE sweeps) and the test bound in bits/dim with KL per image.
   ``nll_iw(images, labels, k)`` (``bpd_iw<K>``, beside the bound from the same draws
   ``bpd_bound_paired_iw<K>``, so the two differ only by the estimator); and the optional ``kl_per_image(images,
   labels)`` (nats, the posterior-collapse watch). Adapters without them leave those cells blank.
+* ``train_cost``: the training record of the cell's weights (the adapter's optional ``record``
+  dict, :meth:`adapters.diffusion.common.DiffusionAdapter.train`): ``train_s`` (wall seconds of
+  the training run that produced the weights, on its machine; a cell that loads cached weights
+  reports the run that trained them), ``train_steps``, ``train_flops`` and ``n_params``, so a
+  compute-matched control shows how well it is matched.
 """
 from __future__ import annotations
 
@@ -227,6 +232,39 @@ class DiffusionNLL(Metric):
             out["kl_per_image"] = float(adapter.kl_per_image(test.images, test.labels).mean())
         ctx.log_param("diffusion_nll.n", len(test))
         return check_finite(out, "diffusion_nll")
+
+
+TRAIN_COLUMNS = {
+    "train_s": Column("train s (wall clock of the run that trained the weights)", False, "s", kind="cost",
+                      short="train s"),
+    "train_steps": Column("train steps", False, "steps", kind="cost", short="steps"),
+    "train_flops": Column("train FLOPs (FlopCounterMode)", False, "FLOP", kind="cost", short="FLOPs"),
+    "n_params": Column("parameters (all networks)", False, "params", kind="cost", short="params"),
+}
+_RECORD_KEYS = {"train_s": "train_seconds", "train_steps": "train_steps", "train_flops": "train_flops",
+                "n_params": "n_params"}
+
+
+@register_metric("train_cost")
+class TrainCost(Metric):
+    """The cost of the cell's weights from the adapter's training record (``adapter.record``)."""
+
+    requires = ()
+    Params = MetricParams
+
+    @classmethod
+    def columns(cls, params):
+        return dict(TRAIN_COLUMNS)
+
+    def compute(self, adapter, ctx, params):
+        from bench.errors import MetricError
+
+        rec = getattr(adapter, "record", None)
+        missing = [v for v in _RECORD_KEYS.values() if not isinstance(rec, dict) or v not in rec]
+        if missing:
+            raise MetricError(f"train_cost: adapter {getattr(adapter, 'registry_name', '?')!r} has no training "
+                              f"record with {missing} (diffusion adapters keep it in `record` after prepare)")
+        return check_finite({k: float(rec[v]) for k, v in _RECORD_KEYS.items()}, "train_cost")
 
 
 def plot_run_sweep(ctx: Any, values: dict[str, float], base: str, ylabel: str) -> Path | None:
