@@ -311,3 +311,24 @@ def test_wall_matched_control_is_fixed_in_the_suite():
     assert wall.adapter == "mdm" and wall.params == cells["mdm"].params
     assert wall.budget["train_steps"] > vadd.budget["train_steps"] == cells["mdm"].budget["train_steps"]
     assert "train_cost" in {m.name for m in wall.metrics}
+
+
+def test_validate_refuses_a_judge_of_other_levels(tmp_path):
+    """`bench validate` (no cell run) refuses the 2-level judge on 16-level data, naming the 16-level judge and
+    the `bench instrument train` command; the shipped 16-level suite passes."""
+    import yaml
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    raw = yaml.safe_load(open("suites/fmnist16_diffusion.yaml"))
+    for m in raw["metrics"]:
+        (m.get("params") or {}).pop("judge", None)
+    bad = tmp_path / "bad16.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    out = CliRunner().invoke(main, ["validate", str(bad)])
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert "metrics[0].params: judge: fmnist-bin-judge-v1 judges 2-level images" in out.output
+    assert "use judge: fmnist-q16-judge-v1" in out.output and "--levels 16" in out.output
+    ok = CliRunner().invoke(main, ["validate", "suites/fmnist16_diffusion.yaml"])
+    assert ok.exit_code == 0, ok.output

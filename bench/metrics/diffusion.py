@@ -56,6 +56,27 @@ def _registered_judge(v: str) -> str:
     return v
 
 
+def judge_dataset_problems(params, ds_spec: Any) -> list[str]:
+    """Validation (no torch): the judge must be trained on the suite's quantised images (its card's
+    ``levels`` = ``dataset.params.levels`` of ``fmnist_quantized``); else one line naming the fix."""
+    from bench import instruments
+
+    levels = (ds_spec.params or {}).get("levels", 2) if ds_spec.name == "fmnist_quantized" else None
+    try:
+        have = instruments.card(params.judge, KIND).provenance.get("levels")
+    except instruments.InstrumentError:
+        return []  # reported by the param validator
+    if levels is not None and have == levels:
+        return []
+    if levels is None:
+        return [f"judge: {params.judge} judges {have}-level Fashion-MNIST images (data set fmnist_quantized), "
+                f"not data set {ds_spec.name!r}"]
+    fits = sorted(i for i, c in instruments.cards().items() if c.kind == KIND and c.provenance.get("levels") == levels)
+    return [f"judge: {params.judge} judges {have}-level images but dataset.params.levels is {levels}; "
+            + (f"use judge: {fits[0]}" if fits else "no judge of that V is registered")
+            + f" (or train one: `bench instrument train fmnist-judge --id fmnist-q{levels}-judge-v1 --levels {levels}`)"]
+
+
 class JudgeParams(SweepParams):
     n: int = Field(gt=1, description="samples (and test images) per NFE")
     batch_size: int = Field(default=1000, gt=0, description="judge batch size")
@@ -74,6 +95,7 @@ class JudgeFD(FrechetMetric):
     requires = ("generate",)
     Params: ClassVar[type[MetricParams]] = JudgeParams
     pair, prefix, base, title = GENERATION, "g", "fd_judge", "FD_judge"
+    dataset_problems = staticmethod(judge_dataset_problems)
 
     @classmethod
     def instrument(cls, params) -> str:
@@ -114,6 +136,7 @@ class JudgeAgreement(Metric):
 
     requires = ("generate",)
     Params = JudgeParams
+    dataset_problems = staticmethod(judge_dataset_problems)
 
     @classmethod
     def inputs(cls, params):
