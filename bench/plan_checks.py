@@ -273,6 +273,9 @@ def plan_problems(s: Suite) -> list[str]:
             if cold:
                 problems.append(f"metrics[{j}].params.temperatures: methods {cold} have no `temperature` param to "
                                 "sweep; remove `temperatures` or the methods")
+        bound = getattr(mcls, "dataset_problems", None)  # a metric whose instrument fits one data set only
+        if bound is not None:
+            problems += [f"metrics[{j}].params: {line}" for line in bound(params, ds)]
         env = getattr(mcls, "environment_problems", None)  # user-given files a metric needs (weights ...)
         if env is not None:
             problems += [f"metrics[{j}]: {line}" for line in env(params)]

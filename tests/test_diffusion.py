@@ -252,3 +252,83 @@ def test_data_problems_hook_is_declared_light_and_checked():
                 data_problems = staticmethod(params.data_problems)
     finally:
         registry.ADAPTER_META.pop("_light_test_dp", None)
+
+
+def _levels_dataset(levels: int, n_train: int = 64, n_test: int = 16) -> ImageDataset:
+    from bench.data.fmnist_quantized import images_of
+
+    g = torch.Generator().manual_seed(0)
+    tok = torch.randint(0, levels, (n_train + n_test, 784), generator=g)
+    imgs, labels = images_of(tok, levels), torch.arange(n_train + n_test) % 10
+    return ImageDataset(f"fmnist_q{levels}", ImageSplit(imgs[:n_train], labels[:n_train]),
+                        ImageSplit(imgs[n_train:], labels[n_train:]), 10, 1, 28, "synthetic")
+
+
+@pytest.mark.parametrize("cls,params", [(MDMAdapter, MDMParams(**TINY)),
+                                        (VADDAdapter, VADDParams(**TINY, z_dim=4, sampler="per_trajectory"))])
+def test_sixteen_levels_train_sample_and_bound(cls, params, tmp_path):
+    """V = 16: the mask id is 16, samples use exactly the 16 display values, the bound is finite, the
+    train_cost metric reads the record, and the shipped 16-level judge classifies the samples."""
+    from bench.metrics.diffusion import TrainCost
+    from bench.metrics.fmnist_judge import judge
+
+    ds = _levels_dataset(16)
+    ctx = SimpleNamespace(dataset=ds, budget={"train_steps": 3, "batch_size": 16}, cache=Cache(tmp_path / "cache"),
+                          artifact_dir=None, progress=False, log_param=lambda k, v: None,
+                          log_metric=lambda k, v, s=None: None)
+    a = cls(params, seed=0)
+    a.prepare(ctx)
+    assert a.levels == 16 and a.mask_id == 16
+    with NFEMeter() as m:
+        x = a.sample(20, Conditioning(labels=torch.arange(20) % 10), 4, seed=1)
+    assert m.per_image(20) == 4
+    display = {t * 255 // 15 for t in range(16)}
+    assert set(x.unique().tolist()) <= display and len(x.unique()) > 8
+    bpd = a.bits_per_dim(a.nll(ds.test.images, ds.test.labels).per_sequence, 784)
+    assert torch.isfinite(bpd).all() and float(bpd.mean()) > 0
+    cost = TrainCost().compute(a, ctx, TrainCost.Params())
+    assert cost["train_steps"] == 3 and cost["train_s"] > 0 and cost["n_params"] == a.record["n_params"]
+    j = judge("fmnist-q16-judge-v1")
+    j.check(SimpleNamespace(dataset=ds))
+    assert j.predict(x).shape == (20,) and j.features(ImageSplit(x, torch.zeros(20, dtype=torch.long)), 10).shape == (20, 64)
+
+
+def test_judge_of_other_levels_is_refused_naming_the_train_command():
+    from bench.errors import MetricError
+    from bench.metrics.fmnist_judge import judge
+
+    with pytest.raises(MetricError, match=r"fmnist-q16-judge-v1.*bench instrument train fmnist-judge .*--levels 16"):
+        judge("fmnist-bin-judge-v1").check(SimpleNamespace(dataset=_levels_dataset(16, 2, 2)))
+
+
+def test_wall_matched_control_is_fixed_in_the_suite():
+    """mdm_wall's steps come from the suite (no timer at run time): its budget names them and the train_cost
+    column that shows the realised match is there."""
+    from bench.plan import resolve
+
+    cells = {c.method: c for c in resolve("fmnist_diffusion", seeds=[0]).cells}
+    wall, vadd = cells["mdm_wall"], cells["vadd_step"]
+    assert wall.adapter == "mdm" and wall.params == cells["mdm"].params
+    assert wall.budget["train_steps"] > vadd.budget["train_steps"] == cells["mdm"].budget["train_steps"]
+    assert "train_cost" in {m.name for m in wall.metrics}
+
+
+def test_validate_refuses_a_judge_of_other_levels(tmp_path):
+    """`bench validate` (no cell run) refuses the 2-level judge on 16-level data, naming the 16-level judge and
+    the `bench instrument train` command; the shipped 16-level suite passes."""
+    import yaml
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    raw = yaml.safe_load(open("suites/fmnist16_diffusion.yaml"))
+    for m in raw["metrics"]:
+        (m.get("params") or {}).pop("judge", None)
+    bad = tmp_path / "bad16.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    out = CliRunner().invoke(main, ["validate", str(bad)])
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert "metrics[0].params: judge: fmnist-bin-judge-v1 judges 2-level images" in out.output
+    assert "use judge: fmnist-q16-judge-v1" in out.output and "--levels 16" in out.output
+    ok = CliRunner().invoke(main, ["validate", "suites/fmnist16_diffusion.yaml"])
+    assert ok.exit_code == 0, ok.output

@@ -5,11 +5,16 @@ continuous-time negative ELBO with weight w(t) = -alpha_t'/(1 - alpha_t) (MDLM E
 :func:`adapters.diffusion.process.mdm_loss`); ancestral reverse kernel at any number of steps
 (MDLM Eq. 7; one denoiser call per step, NFE = steps); likelihood = the negative ELBO.
 
-``compute_match: vadd-flops`` is the compute-matched control of the VADD comparison: the MDM
-is trained for as many steps as give the training FLOPs of a VADD of the same width/depth and
-``match_z_dim`` (each model's step counted by torch's FlopCounterMode), so a VADD gain is not
-just more training compute. (FLOPs, not wall-clock: the machine is shared and its clock noisy;
-both models' measured train seconds are logged as ``train_seconds``.)
+Compute-matched controls of the VADD comparison (so a VADD gain is not just more training compute):
+
+* by wall-clock (``suites/fmnist_diffusion.yaml``, method ``mdm_wall``): a plain ``mdm`` whose
+  ``budget.train_steps`` the suite fixes from a per-step time ratio measured once
+  (:mod:`adapters.diffusion.timing`), never from a timer at run time, so the result does not
+  depend on the machine; the ``train_cost`` metric shows the realised training seconds of both;
+* by FLOPs (``compute_match: vadd-flops``): trained for as many steps as give the training FLOPs of
+  a VADD of the same width/depth and ``match_z_dim`` (each model's step counted by torch's
+  FlopCounterMode). FLOPs undercount VADD's cost here (its step is ~1.9x an MDM step in time
+  but ~1.5x in FLOPs on a 2-core CPU), so this control gets less wall-clock than VADD.
 """
 from __future__ import annotations
 

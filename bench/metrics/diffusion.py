@@ -18,6 +18,11 @@ spatial coherence (NFE sweeps) and the test bound in bits/dim with KL per image.
   ``nll_iw(images, labels, k)`` (``bpd_iw<K>``, beside the bound from the same draws
   ``bpd_bound_paired_iw<K>``, so the two differ only by the estimator); and the optional ``kl_per_image(images,
   labels)`` (nats, the posterior-collapse watch). Adapters without them leave those cells blank.
+* ``train_cost``: the training record of the cell's weights (the adapter's optional ``record``
+  dict, :meth:`adapters.diffusion.common.DiffusionAdapter.train`): ``train_s`` (wall seconds of
+  the training run that produced the weights, on its machine; a cell that loads cached weights
+  reports the run that trained them), ``train_steps``, ``train_flops`` and ``n_params``, so a
+  compute-matched control shows how well it is matched.
 """
 from __future__ import annotations
 
@@ -51,6 +56,27 @@ def _registered_judge(v: str) -> str:
     return v
 
 
+def judge_dataset_problems(params, ds_spec: Any) -> list[str]:
+    """Validation (no torch): the judge must be trained on the suite's quantised images (its card's
+    ``levels`` = ``dataset.params.levels`` of ``fmnist_quantized``); else one line naming the fix."""
+    from bench import instruments
+
+    levels = (ds_spec.params or {}).get("levels", 2) if ds_spec.name == "fmnist_quantized" else None
+    try:
+        have = instruments.card(params.judge, KIND).provenance.get("levels")
+    except instruments.InstrumentError:
+        return []  # reported by the param validator
+    if levels is not None and have == levels:
+        return []
+    if levels is None:
+        return [f"judge: {params.judge} judges {have}-level Fashion-MNIST images (data set fmnist_quantized), "
+                f"not data set {ds_spec.name!r}"]
+    fits = sorted(i for i, c in instruments.cards().items() if c.kind == KIND and c.provenance.get("levels") == levels)
+    return [f"judge: {params.judge} judges {have}-level images but dataset.params.levels is {levels}; "
+            + (f"use judge: {fits[0]}" if fits else "no judge of that V is registered")
+            + f" (or train one: `bench instrument train fmnist-judge --id fmnist-q{levels}-judge-v1 --levels {levels}`)"]
+
+
 class JudgeParams(SweepParams):
     n: int = Field(gt=1, description="samples (and test images) per NFE")
     batch_size: int = Field(default=1000, gt=0, description="judge batch size")
@@ -69,6 +95,7 @@ class JudgeFD(FrechetMetric):
     requires = ("generate",)
     Params: ClassVar[type[MetricParams]] = JudgeParams
     pair, prefix, base, title = GENERATION, "g", "fd_judge", "FD_judge"
+    dataset_problems = staticmethod(judge_dataset_problems)
 
     @classmethod
     def instrument(cls, params) -> str:
@@ -109,6 +136,7 @@ class JudgeAgreement(Metric):
 
     requires = ("generate",)
     Params = JudgeParams
+    dataset_problems = staticmethod(judge_dataset_problems)
 
     @classmethod
     def inputs(cls, params):
@@ -227,6 +255,39 @@ class DiffusionNLL(Metric):
             out["kl_per_image"] = float(adapter.kl_per_image(test.images, test.labels).mean())
         ctx.log_param("diffusion_nll.n", len(test))
         return check_finite(out, "diffusion_nll")
+
+
+TRAIN_COLUMNS = {
+    "train_s": Column("train s (wall clock of the run that trained the weights)", False, "s", kind="cost",
+                      short="train s"),
+    "train_steps": Column("train steps", False, "steps", kind="cost", short="steps"),
+    "train_flops": Column("train FLOPs (FlopCounterMode)", False, "FLOP", kind="cost", short="FLOPs"),
+    "n_params": Column("parameters (all networks)", False, "params", kind="cost", short="params"),
+}
+_RECORD_KEYS = {"train_s": "train_seconds", "train_steps": "train_steps", "train_flops": "train_flops",
+                "n_params": "n_params"}
+
+
+@register_metric("train_cost")
+class TrainCost(Metric):
+    """The cost of the cell's weights from the adapter's training record (``adapter.record``)."""
+
+    requires = ()
+    Params = MetricParams
+
+    @classmethod
+    def columns(cls, params):
+        return dict(TRAIN_COLUMNS)
+
+    def compute(self, adapter, ctx, params):
+        from bench.errors import MetricError
+
+        rec = getattr(adapter, "record", None)
+        missing = [v for v in _RECORD_KEYS.values() if not isinstance(rec, dict) or v not in rec]
+        if missing:
+            raise MetricError(f"train_cost: adapter {getattr(adapter, 'registry_name', '?')!r} has no training "
+                              f"record with {missing} (diffusion adapters keep it in `record` after prepare)")
+        return check_finite({k: float(rec[v]) for k, v in _RECORD_KEYS.items()}, "train_cost")
 
 
 def plot_run_sweep(ctx: Any, values: dict[str, float], base: str, ylabel: str) -> Path | None:

@@ -57,8 +57,13 @@ class FMNISTJudge:
         ds = ctx.dataset
         want = f"fmnist_q{self.levels}"
         if getattr(ds, "name", None) != want:
+            got = getattr(ds, "name", ds)
+            lv = str(got).removeprefix("fmnist_q") if str(got).startswith("fmnist_q") else None
+            fix = (f"; name a judge of {lv}-level images in the metric's `judge` param (registered: "
+                   f"{judges_of_levels(int(lv))}) or train one: `bench instrument train fmnist-judge --id "
+                   f"fmnist-q{lv}-judge-v1 --levels {lv}`" if lv and lv.isdigit() else "")
             raise MetricError(f"instrument {self.id} judges {want} images (data set fmnist_quantized with "
-                              f"levels: {self.levels}), got data set {getattr(ds, 'name', ds)!r}")
+                              f"levels: {self.levels}), got data set {got!r}{fix}")
 
     def cache_key(self) -> dict[str, Any]:
         return {"instrument": self.id, "sha256": self.card.sha256}
@@ -78,6 +83,11 @@ class FMNISTJudge:
     def predict(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """uint8 [N, 1, 28, 28] -> int64 [N] judged classes."""
         return torch.cat([self.model(images[i: i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+
+
+def judges_of_levels(levels: int) -> list[str]:
+    """Ids of the registered judges trained on ``levels``-level images."""
+    return sorted(i for i, c in instruments.cards().items() if c.kind == KIND and c.provenance.get("levels") == levels)
 
 
 def judge(instrument_id: str = DEFAULT_JUDGE) -> FMNISTJudge:
