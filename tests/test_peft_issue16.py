@@ -90,7 +90,7 @@ def test_length_sweep_one_cell_per_length():
         size = {c.method: (c.params.get("num_virtual_tokens") or c.params.get("match_params")) for c in cells}
         main = size["prefix_tuning" if adapter == "prefix_tuning" else "prefix_tuning_plus"]
         lengths = [c.params["input_filler_tokens"] for c in cells if size[c.method] == main]
-        assert sorted(lengths) == [0, 32, 128] and len(set(lengths)) == len(lengths)
+        assert sorted(lengths) == [0, 16, 64] and len(set(lengths)) == len(lengths)
         prefix_sizes = sorted(size[c.method] for c in cells if c.params["input_filler_tokens"] == 0)
         assert len(prefix_sizes) == len(set(prefix_sizes)) == 3
     # prefix-length sweep at matched parameters: PT+ arm has PT's count at each prefix length
@@ -212,3 +212,27 @@ def test_lexicon_stream_and_cache_identity():
     assert sum(w in words for t in LEXICON.values() for w in t) >= 60
     assert "pretrain_facts" not in TinySpec().identity()  # a corpus-only spec keeps its cache key
     assert TinySpec(pretrain_facts=0.5).identity()["pretrain_facts"] == 0.5
+
+
+def test_length_curve_figure(tmp_path):
+    from adapters.peft.length_plot import length_figures, sweep_points
+    from bench.suite import load_suite
+
+    suite = load_suite(SUITE)
+
+    class Row(SimpleNamespace):
+        def mean(self, k):
+            return self.vals.get(k)
+
+        def std(self, k):
+            return 0.01
+
+    rows = [Row(method=m.name, vals={"accuracy": 0.3 + 0.01 * i, "trainable_params": 1000 * (i + 1)})
+            for i, m in enumerate(suite.methods)]
+    board = SimpleNamespace(rows=rows, suite=suite)
+    by_len, by_size = sweep_points(board)
+    assert [x for x, _, _ in by_len[("prefix_tuning", 28)]] == [0, 16, 64]
+    assert [x for x, _, _ in by_len[("prefix_tuning_plus", 28672)]] == [0, 16, 64]
+    assert len(by_size["prefix_tuning"]) == len(by_size["prefix_tuning_plus"]) == 3
+    (path,) = length_figures(board, tmp_path)
+    assert path.stat().st_size > 1000

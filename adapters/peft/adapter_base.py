@@ -51,10 +51,12 @@ class PeftAdapter(Adapter):
 
     @classmethod
     def leaderboard_figures(cls, board, out_dir: Path) -> list[Path]:
-        """Pareto plots of accuracy vs each cost column (called once by :mod:`bench.leaderboard`)."""
+        """Pareto plots of accuracy vs each cost column, and the Prefix-Tuning vs Prefix-Tuning+
+        length curves when the suite sweeps lengths (called once by :mod:`bench.leaderboard`)."""
+        from adapters.peft.length_plot import length_figures
         from adapters.peft.pareto import pareto_figures
 
-        return pareto_figures(board, out_dir)
+        return pareto_figures(board, out_dir) + length_figures(board, out_dir)
 
     # -- subclass interface -------------------------------------------------------------------
     def attach(self, base: LoadedBase, seed: int) -> Attached:

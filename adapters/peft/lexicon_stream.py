@@ -26,7 +26,7 @@ from adapters.peft.tasks import LEXICON, TOPICS
 
 
 def _sentence(rng: random.Random) -> str:
-    kind = rng.choice(("kind", "kind", "both", "list", "plural", "plural", "last", "last"))
+    kind = rng.choice(("kind", "kind", "kind", "both", "both", "list", "plural", "plural", "last", "last"))
     t = rng.randrange(len(TOPICS))
     topic = TOPICS[t]
     if kind == "kind":

@@ -74,6 +74,12 @@ class TinySpec(BaseModel):
         if not self.pretrain_facts:
             for k in ("pretrain_facts", "facts_sentences", "facts_seed"):
                 d.pop(k)
+        else:  # the stream's text itself, so a change of its templates is a new model
+            import hashlib
+
+            from adapters.peft.lexicon_stream import lexicon_text
+
+            d["facts_sha256"] = hashlib.sha256(lexicon_text(self.facts_sentences, self.facts_seed, EOS).encode()).hexdigest()
         return d
 
 
