@@ -236,3 +236,23 @@ def test_length_curve_figure(tmp_path):
     assert len(by_size["prefix_tuning"]) == len(by_size["prefix_tuning_plus"]) == 3
     (path,) = length_figures(board, tmp_path)
     assert path.stat().st_size > 1000
+
+
+def test_cloze_accuracy_counts_topic_hits():
+    from adapters.peft.lexicon_stream import cloze_accuracy
+    from peft_helpers import tokenizer
+
+    tok = tokenizer()
+    animal = tok(" animal", add_special_tokens=False)["input_ids"][0]
+
+    class AlwaysAnimal(torch.nn.Module):  # answers "animal" for every word: right for 16 of 64
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids):
+            logits = torch.zeros(1, input_ids.shape[1], len(tok))
+            logits[..., animal] = 1.0
+            return SimpleNamespace(logits=logits)
+
+    assert cloze_accuracy(AlwaysAnimal(), tok) == 0.25

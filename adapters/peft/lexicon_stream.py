@@ -61,3 +61,24 @@ def lexicon_text(n_sentences: int, seed: int, eos: str) -> str:
         paras.append(" ".join(_sentence(rng) for _ in range(k)))
         done += k
     return f"\n{eos}\n".join(paras)
+
+
+def cloze_accuracy(model, tokenizer) -> float:
+    """Does the base know the facts? Fraction (in [0, 1]; chance 1/4) of lexicon words w for which
+    ``"A {w} is a kind of"`` gives the highest next-token log-probability to w's topic among the
+    four topics' first tokens. One forward pass per word (64), no gradients."""
+    import torch
+
+    firsts = [tokenizer(" " + t, add_special_tokens=False)["input_ids"][0] for t in TOPICS]
+    hits = n = 0
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        for ti, topic in enumerate(TOPICS):
+            for w in LEXICON[topic]:
+                ids = torch.tensor([tokenizer(f"A {w} is a kind of", add_special_tokens=False)["input_ids"]])
+                logits = model(input_ids=ids.to(next(model.parameters()).device)).logits[0, -1]
+                hits += int(int(torch.argmax(logits[firsts])) == ti)
+                n += 1
+    model.train(was)
+    return hits / n

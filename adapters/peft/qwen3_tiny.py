@@ -239,6 +239,10 @@ def pretrain(spec: TinySpec, out_dir: Path, log=_say) -> dict:
         "params": int(sum(p.numel() for p in model.parameters())),
         "spec": spec.model_dump(mode="json"),
     }
+    if facts:  # the elicitation regime's premise, measured: the base knows the lexicon's topics
+        from adapters.peft.lexicon_stream import cloze_accuracy
+
+        stats["facts_cloze_acc"] = cloze_accuracy(model, tokenizer)
     (out_dir / "pretrain_stats.json").write_text(json.dumps(stats, indent=1))
     return stats
 
