@@ -256,3 +256,13 @@ def test_cloze_accuracy_counts_topic_hits():
             return SimpleNamespace(logits=logits)
 
     assert cloze_accuracy(AlwaysAnimal(), tok) == 0.25
+
+
+def test_resolved_lora_params_revalidate():
+    """A cell re-validates its resolved params (every field set): match_params must survive that."""
+    from adapters.peft.params import LoraParams
+    from bench.plan import resolve
+
+    (cell,) = resolve(SUITE, methods=["lora_attn_matched"], seeds=[0]).cells
+    p = LoraParams.model_validate(cell.params)
+    assert p.match_params == 28672 and LoraParams.model_validate(p.model_dump()) == p

@@ -55,13 +55,12 @@ class LoraParams(AdapterParams):
     target_modules: list[str] = Field(default_factory=lambda: list(LINEARS))
     match_params: int | None = Field(None, ge=1, description=(
         "choose the rank whose trainable-parameter count on the suite's base model is closest to this "
-        "(matched arms; an error beyond match_tol); alpha is used as given (scale alpha / chosen rank)"))
+        "(matched arms; an error beyond match_tol; rank is then ignored); alpha is used as given "
+        "(scale alpha / chosen rank)"))
     match_tol: float = Field(0.02, gt=0, lt=1, description="relative mismatch allowed with match_params")
 
     @model_validator(mode="after")
-    def _rank_or_match(self):
-        if self.match_params is not None and "rank" in self.model_fields_set:
-            raise ValueError("give rank or match_params, not both")
+    def _targets(self):
         unknown = [m for m in self.target_modules if m not in LINEARS]
         if unknown:
             raise ValueError(f"target_modules: unknown {unknown}; known: {list(LINEARS)}")
