@@ -51,10 +51,12 @@ class PeftAdapter(Adapter):
 
     @classmethod
     def leaderboard_figures(cls, board, out_dir: Path) -> list[Path]:
-        """Pareto plots of accuracy vs each cost column (called once by :mod:`bench.leaderboard`)."""
+        """Pareto plots of accuracy vs each cost column, and the Prefix-Tuning vs Prefix-Tuning+
+        length curves when the suite sweeps lengths (called once by :mod:`bench.leaderboard`)."""
+        from adapters.peft.length_plot import length_figures
         from adapters.peft.pareto import pareto_figures
 
-        return pareto_figures(board, out_dir)
+        return pareto_figures(board, out_dir) + length_figures(board, out_dir)
 
     # -- subclass interface -------------------------------------------------------------------
     def attach(self, base: LoadedBase, seed: int) -> Attached:
@@ -105,6 +107,11 @@ class PeftAdapter(Adapter):
         torch.manual_seed(seed)
         att = self.attach(base_model, seed)
         model = att.model
+        n_fill = int(getattr(self.params, "input_filler_tokens", 0) or 0)
+        if n_fill:  # the input-length sweep: same filler before every input, training and scoring
+            from adapters.peft.input_length import InputFiller, filler_ids
+
+            InputFiller(model, filler_ids(base_model.tokenizer, n_fill))
         n_train = costmod.trainable_params(model)
         want = self.expected_params(base_model)
         if want is not None and want != n_train:
@@ -113,15 +120,20 @@ class PeftAdapter(Adapter):
             raise BenchError(f"{self.registry_name}: {n_train} trainable parameters, closed form says {want}")
         ctx = getattr(self, "_ctx", None)
         progress = getattr(ctx, "progress", True)
+        if getattr(self, "_quiet", False):  # a sub-run (placement sweep): no per-step MLflow history
+            ctx, progress = None, False
         gc.collect()
+        val = task.validation.pairs[: budget.val_examples] if budget.val_every else None
         stats: TrainStats = train(model, base_model.tokenizer, task.train.pairs, budget, seed,
                                   what=f"{self.registry_name}", show_progress=progress,
-                                  log_metric=getattr(ctx, "log_metric", None))
+                                  log_metric=getattr(ctx, "log_metric", None), val_pairs=val)
         nbytes = costmod.adapter_bytes(att.save)
         flops = costmod.train_flops(base_model.model, stats.tokens, n_train, att.adapter_layers)
         extra = {"final_train_loss": sum(stats.losses[-10:]) / len(stats.losses[-10:]),
                  "cpu_s_per_step": costmod.median_step_s(stats.step_cpu_s, budget.timing_warmup),
                  "train_tokens": float(stats.tokens), "label_tokens": float(stats.label_tokens)}
+        if stats.val_curve:
+            extra["final_val_loss"] = stats.val_curve[-1][1]
         extra.update({k: float(v) for k, v in att.info.items() if isinstance(v, (int, float))})
         if ctx is not None:
             ctx.log_param("peak_memory_kind", stats.memory_kind)

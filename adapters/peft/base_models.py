@@ -162,7 +162,7 @@ def load_base_model(base_model: dict | None, ctx) -> LoadedBase:
         device = torch.device(getattr(ctx, "device", "cpu"))
         dtype = torch.float32
         model, tok = load_qwen3_tiny(spec, ctx.cache, device=device, log=log)
-        ident = {"spec": spec.model_dump(mode="json"), "cfg": model.config.to_json_string()}
+        ident = {"spec": spec.identity(), "cfg": model.config.to_json_string()}
         name = "qwen3-tiny"
     for p in model.parameters():
         p.requires_grad_(False)

@@ -49,7 +49,7 @@ class LayerCardLoRA(PeftAdapter):
             "base": base.key, "data": dataset.fingerprint, "rank": p.rank, "alpha": p.alpha,
             "targets": p.target_modules, "calib": p.calib_examples, "ridge": p.ridge,
             "probe_steps": p.probe_steps, "probe_val": p.probe_val_examples, "card_seed": p.card_seed,
-            "lr": budget.lr, "batch": budget.batch_size, "max_length": budget.max_length, "impl": 1,
+            "lr": budget.lr, "batch": budget.batch_size, "max_length": budget.max_length, "impl": 2,
         })
 
     def build_card(self, base, dataset, budget, progress: bool = True) -> LayerCard:
@@ -71,6 +71,14 @@ class LayerCardLoRA(PeftAdapter):
         rows = []
         val = dataset.validation.pairs[: p.probe_val_examples]
         loss0 = mean_loss(model, tok, val, budget.eval_batch_size, budget.max_length) if p.probe_steps else None
+        # the card's own compute (FLOPs, 2 per matmul parameter per token and forward pass): the calibration
+        # forward + backward (3 passes), one jvp per layer (~2 passes each), the probes' training and their
+        # validation passes (each 1 pass over the validation tokens)
+        per_layer, head = costmod.matmul_params(model)
+        n_fwd = sum(per_layer) + head
+        calib_tok = int(batch["input_ids"].numel())
+        val_tok = sum(len(tok(c + t, add_special_tokens=False)["input_ids"]) for c, t in val) if p.probe_steps else 0
+        card_flops = 2.0 * n_fwd * calib_tok * (3 + 2 * L) + (2.0 * n_fwd * val_tok if p.probe_steps else 0.0)
         for i in range(L):
             maps = stats[i]
             res = sum(m.res ** 2 for m in maps.values()) ** 0.5
@@ -91,6 +99,7 @@ class LayerCardLoRA(PeftAdapter):
                 st = train(pm, tok, dataset.train.pairs, pb, p.card_seed, what=f"card probe layer {i}",
                            show_progress=progress)
                 loss1 = mean_loss(pm, tok, val, budget.eval_batch_size, budget.max_length)
+                card_flops += costmod.train_flops(model, st.tokens, n_ad, [i]) + 2.0 * n_fwd * val_tok
                 row.update(probe_gain=loss0 - loss1, probe_val_loss=loss1,
                            probe_s_per_step=costmod.median_step_s(st.step_s, pb.timing_warmup),
                            probe_peak_mem_mb=st.peak_memory_bytes / 2**20)
@@ -102,7 +111,7 @@ class LayerCardLoRA(PeftAdapter):
         meta = {"base_model": base.name, "base_key": base.key, "calib_examples": len(calib),
                 "calib_tokens": int(batch["attention_mask"].sum()), "ridge": p.ridge,
                 "probe_steps": p.probe_steps, "val_loss_base": loss0, "card_pass_s": t_card,
-                "total_s": time.perf_counter() - t0,
+                "total_s": time.perf_counter() - t0, "card_flops": card_flops,
                 "formulas": "method-note operationalisation (shared/methods/layer_card.md), not the paper's"}
         return LayerCard(rows=rows, coupling=rho, meta=meta)
 
@@ -147,6 +156,21 @@ class LayerCardLoRA(PeftAdapter):
 
     def expected_params(self, base) -> int:
         return lora_closed_form(base.model, self.params.rank, self.params.target_modules, self.layers)
+
+    def finetune(self, base_model, task, budget, seed: int):
+        """LoRA on the selected layers; with a card, the card's own cost (its probes, calibration and
+        coupling passes: ``card.meta`` ``total_s`` wall seconds and ``card_flops``) is added to
+        ``total_train_s`` and ``train_flops`` (the card is computed once per base model and task and
+        cached, so every cell that uses it is charged its one-off cost). ``extra`` keeps both parts."""
+        res = super().finetune(base_model, task, budget, seed)
+        if self.card is not None:
+            card_s = float(self.card.meta.get("total_s", 0.0))
+            card_fl = float(self.card.meta.get("card_flops", 0.0))
+            res.extra.update(card_s=card_s, card_flops=card_fl, finetune_s=res.total_train_s,
+                             finetune_flops=res.train_flops)
+            res.total_train_s += card_s
+            res.train_flops += card_fl
+        return res
 
     def attach(self, base, seed: int) -> Attached:
         p = self.params

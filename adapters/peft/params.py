@@ -38,14 +38,33 @@ class FinetuneBudget(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
     max_length: int = Field(256, ge=8)
     eval_batch_size: int = Field(64, ge=1)
+    val_every: int = Field(0, ge=0, description=(
+        "log the validation loss (nats/token, MLflow metric val_loss with its step) every this many steps "
+        "and at the last step; 0: no validation curve"))
+    val_examples: int = Field(64, ge=1, description="validation examples (the split's first) of the curve")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads during the cell (None: leave)")
 
 
 class LoraParams(AdapterParams):
+    input_filler_tokens: int = Field(0, ge=0, le=4096, description=(
+        "the model reads this many filler tokens before every input, in training and scoring "
+        "(adapters.peft.input_length: the input-length sweep); 0: the task's own prompt only"))
     rank: int = Field(4, ge=1, description="LoRA rank r")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha (scale alpha / r)")
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: list(LINEARS))
+    match_params: int | None = Field(None, ge=1, description=(
+        "choose the rank whose trainable-parameter count on the suite's base model is closest to this "
+        "(matched arms; an error beyond match_tol; rank is then ignored); alpha is used as given "
+        "(scale alpha / chosen rank)"))
+    match_tol: float = Field(0.02, gt=0, lt=1, description="relative mismatch allowed with match_params")
+
+    @model_validator(mode="after")
+    def _targets(self):
+        unknown = [m for m in self.target_modules if m not in LINEARS]
+        if unknown:
+            raise ValueError(f"target_modules: unknown {unknown}; known: {list(LINEARS)}")
+        return self
 
 
 class LayerCardParams(AdapterParams):
@@ -76,7 +95,29 @@ class LayerCardParams(AdapterParams):
         return self
 
 
+class PlacementSweepParams(LayerCardParams):
+    """``layer_placements``: the Layer Card judged as a ranking (issue 16). Every k-of-L placement
+    (or a seeded sample of ``max_placements`` of them) is fine-tuned with the same LoRA config and
+    seed; the card's pick is ranked among them by test accuracy."""
+
+    max_placements: int | None = Field(None, ge=2, description=(
+        "train at most this many placements: a seeded random sample (always containing the card's pick "
+        "and the top/bottom/mid/uniform placements); null: all C(L, k)"))
+    sample_seed: int = Field(0, description="seed of the placement sample (with max_placements)")
+    sweep_steps: int | None = Field(None, ge=1, description="steps of each placement's fine-tune (null: budget.steps)")
+    eval_limit: int | None = Field(200, ge=1, description="test documents per task that rank the placements")
+
+    @model_validator(mode="after")
+    def _sweep_rule(self):
+        if self.placement != "card" or self.k is None or self.cost_budget is not None:
+            raise ValueError("layer_placements ranks the card's k-layer pick: placement 'card', k set, no cost_budget")
+        return self
+
+
 class PrefixParams(AdapterParams):
+    input_filler_tokens: int = Field(0, ge=0, le=4096, description=(
+        "the model reads this many filler tokens before every input, in training and scoring "
+        "(adapters.peft.input_length: the input-length sweep); 0: the task's own prompt only"))
     num_virtual_tokens: int = Field(16, ge=1, description="prefix length p")
     prefix_projection: bool = Field(False, description="reparameterise through an MLP (more parameters)")
     encoder_hidden_size: int | None = Field(None, ge=1)
@@ -84,6 +125,9 @@ class PrefixParams(AdapterParams):
 
 
 class PrefixPlusParams(AdapterParams):
+    input_filler_tokens: int = Field(0, ge=0, le=4096, description=(
+        "the model reads this many filler tokens before every input, in training and scoring "
+        "(adapters.peft.input_length: the input-length sweep); 0: the task's own prompt only"))
     feature_map: Literal["elu", "elu1", "gelu"] = "elu"
     rank: int | None = Field(None, ge=1, description="low-rank memory M^h = A^h B^h; null = full d x d")
     match_params: int | None = Field(None, ge=1, description="choose the rank to match this many parameters")
@@ -98,6 +142,8 @@ class PrefixPlusParams(AdapterParams):
 _FT = ("finetune",)
 declare_adapter("lora", "adapters.peft.lora:LoRA", LoraParams, _FT, FinetuneBudget)
 declare_adapter("layer_card", "adapters.peft.layer_card:LayerCardLoRA", LayerCardParams, _FT, FinetuneBudget)
+declare_adapter("layer_placements", "adapters.peft.placement_sweep:LayerPlacements", PlacementSweepParams, _FT,
+                FinetuneBudget)
 declare_adapter("prefix_tuning", "adapters.peft.prefix_tuning:PrefixTuning", PrefixParams, _FT, FinetuneBudget)
 declare_adapter("prefix_tuning_plus", "adapters.peft.prefix_tuning_plus:PrefixTuningPlus", PrefixPlusParams, _FT,
                 FinetuneBudget)

@@ -40,6 +40,9 @@ class TinySpec(BaseModel):
     tied input/output embeddings over a ``vocab``-entry byte-level BPE.
     Pre-training: ``pretrain_steps`` AdamW steps of ``pretrain_batch`` x ``pretrain_seq`` tokens,
     peak learning rate ``pretrain_lr`` (linear warm-up, cosine decay), generator seed ``seed``.
+    Elicitation regime (issue 16): with ``pretrain_facts`` = f > 0 each window is drawn, with
+    probability f, from the task-lexicon stream (``facts_sentences`` sentences, seed
+    ``facts_seed``) instead of the local text; the tokenizer is trained on both.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -58,6 +61,26 @@ class TinySpec(BaseModel):
     pretrain_seq: int = Field(128, ge=16)
     pretrain_lr: float = Field(3e-3, gt=0)
     seed: int = 0
+    pretrain_facts: float = Field(0.0, ge=0, le=1, description=(
+        "fraction of pre-training windows drawn from the task-lexicon stream "
+        "(adapters.peft.lexicon_stream: the generated tasks' facts in other words); 0: local text only"))
+    facts_sentences: int = Field(6000, ge=1, description="sentences in the task-lexicon stream")
+    facts_seed: int = Field(0, description="generator seed of the task-lexicon stream")
+
+    def identity(self) -> dict:
+        """What the cache key hashes: the spec, without the stream fields while the stream is off
+        (so a corpus-only spec keeps the key it had before the stream existed)."""
+        d = self.model_dump(mode="json")
+        if not self.pretrain_facts:
+            for k in ("pretrain_facts", "facts_sentences", "facts_seed"):
+                d.pop(k)
+        else:  # the stream's text itself, so a change of its templates is a new model
+            import hashlib
+
+            from adapters.peft.lexicon_stream import lexicon_text
+
+            d["facts_sha256"] = hashlib.sha256(lexicon_text(self.facts_sentences, self.facts_seed, EOS).encode()).hexdigest()
+        return d
 
 
 def _say(msg: str) -> None:
@@ -144,7 +167,7 @@ def qwen3_config(spec: TinySpec, vocab_size: int, eos_id: int):
 def cache_key(spec: TinySpec, corpus_sha: str) -> str:
     from bench import HARNESS_VERSION
 
-    return stable_hash({"spec": spec.model_dump(mode="json"), "corpus": corpus_sha, "v": HARNESS_VERSION, "impl": 1})
+    return stable_hash({"spec": spec.identity(), "corpus": corpus_sha, "v": HARNESS_VERSION, "impl": 1})
 
 
 # -- pre-training ----------------------------------------------------------------------------------
@@ -158,8 +181,14 @@ def pretrain(spec: TinySpec, out_dir: Path, log=_say) -> dict:
 
     text, sha = corpus_text()
     t0 = time.perf_counter()
-    tokenizer = train_tokenizer(text, spec.vocab)
+    facts = ""
+    if spec.pretrain_facts:
+        from adapters.peft.lexicon_stream import lexicon_text
+
+        facts = lexicon_text(spec.facts_sentences, spec.facts_seed, EOS)
+    tokenizer = train_tokenizer(text + (f"\n{EOS}\n" + facts if facts else ""), spec.vocab)
     ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    fact_ids = torch.tensor(tokenizer(facts)["input_ids"], dtype=torch.long) if facts else None
     torch.manual_seed(spec.seed)
     cfg = qwen3_config(spec, len(tokenizer), tokenizer.eos_token_id)
     model = Qwen3ForCausalLM(cfg)
@@ -170,11 +199,21 @@ def pretrain(spec: TinySpec, out_dir: Path, log=_say) -> dict:
     update = Update(opt, schedule, 1.0, model.parameters(), "qwen3-tiny pre-training")
     g = torch.Generator().manual_seed(spec.seed)
     n = ids.numel() - spec.pretrain_seq - 1
+    nf = fact_ids.numel() - spec.pretrain_seq - 1 if fact_ids is not None else 0
+    if fact_ids is not None and nf < 1:
+        raise ValueError(f"base_model.facts_sentences: the stream ({fact_ids.numel()} tokens) is shorter "
+                         f"than pretrain_seq ({spec.pretrain_seq})")
 
     def windows():
         for _ in range(spec.pretrain_steps):
-            starts = torch.randint(0, n, (spec.pretrain_batch,), generator=g)
-            yield torch.stack([ids[s : s + spec.pretrain_seq] for s in starts.tolist()])  # int64 [B, seq]
+            starts = torch.randint(0, n, (spec.pretrain_batch,), generator=g).tolist()
+            if fact_ids is None:  # corpus only: exactly the draws the stream-less recipe made
+                yield torch.stack([ids[s : s + spec.pretrain_seq] for s in starts])  # int64 [B, seq]
+                continue
+            from_facts = (torch.rand(spec.pretrain_batch, generator=g) < spec.pretrain_facts).tolist()
+            fstarts = torch.randint(0, nf, (spec.pretrain_batch,), generator=g).tolist()
+            yield torch.stack([fact_ids[f : f + spec.pretrain_seq] if use else ids[s : s + spec.pretrain_seq]
+                               for s, f, use in zip(starts, fstarts, from_facts)])  # int64 [B, seq]
 
     def step_fn(step: int, batch: torch.Tensor):
         loss = model(input_ids=batch, labels=batch).loss
@@ -193,12 +232,17 @@ def pretrain(spec: TinySpec, out_dir: Path, log=_say) -> dict:
     stats = {
         "corpus_sha256": sha,
         "corpus_tokens": int(ids.numel()),
+        "facts_tokens": int(fact_ids.numel()) if fact_ids is not None else 0,
         "corpus_files": [str(p) for p in corpus_files()],
         "final_loss": float(sum(losses[-20:]) / max(1, len(losses[-20:]))) if losses else float("nan"),
         "pretrain_s": time.perf_counter() - t0,
         "params": int(sum(p.numel() for p in model.parameters())),
         "spec": spec.model_dump(mode="json"),
     }
+    if facts:  # the elicitation regime's premise, measured: the base knows the lexicon's topics
+        from adapters.peft.lexicon_stream import cloze_accuracy
+
+        stats["facts_cloze_acc"] = cloze_accuracy(model, tokenizer)
     (out_dir / "pretrain_stats.json").write_text(json.dumps(stats, indent=1))
     return stats
 

@@ -36,7 +36,9 @@ class TrainStats:
     losses: list[float] = field(default_factory=list)
     tokens: int = 0  # padded tokens processed (B x L summed over steps): what the matmuls computed
     label_tokens: int = 0
-    total_s: float = 0.0
+    total_s: float = 0.0  # wall seconds of the loop, validation passes excluded
+    val_curve: list[tuple[int, float]] = field(default_factory=list)  # (steps done, val loss nats/token)
+    val_s: float = 0.0  # wall seconds spent in validation passes
     peak_memory_bytes: int = 0
     memory_kind: str = ""
 
@@ -102,8 +104,15 @@ def _sync(device: torch.device) -> None:
 
 
 def train(model, tokenizer, pairs: list[tuple[str, str]], budget: FinetuneBudget, seed: int,
-          what: str = "finetune", show_progress: bool = True, log_metric=None) -> TrainStats:
-    """Train ``model``'s trainable parameters on ``pairs`` for ``budget.steps`` steps; return stats."""
+          what: str = "finetune", show_progress: bool = True, log_metric=None,
+          val_pairs: list[tuple[str, str]] | None = None) -> TrainStats:
+    """Train ``model``'s trainable parameters on ``pairs`` for ``budget.steps`` steps; return stats.
+
+    With ``val_pairs`` and ``budget.val_every`` > 0, the mean validation loss (:func:`mean_loss`,
+    nats/token) is measured every ``val_every`` steps and after the last one, kept in
+    ``stats.val_curve`` and logged as ``log_metric("val_loss", value, step)`` (an MLflow history);
+    those passes are not counted in the step times or ``total_s``.
+    """
     from adapters.peft.cost import PeakMemory
 
     if not pairs:
@@ -132,13 +141,21 @@ def train(model, tokenizer, pairs: list[tuple[str, str]], budget: FinetuneBudget
         stats.losses.append(loss)
         stats.tokens += int(batch["input_ids"].numel())
         stats.label_tokens += int((batch["labels"] != -100).sum())
+        done = step + 1
+        if val_pairs and budget.val_every and (done % budget.val_every == 0 or done == total):
+            v0 = time.perf_counter()
+            vl = mean_loss(model, tokenizer, val_pairs, budget.eval_batch_size, budget.max_length)
+            stats.val_curve.append((done, vl))
+            if log_metric is not None:
+                log_metric("val_loss", vl, step)
+            stats.val_s += time.perf_counter() - v0
         return None, {"loss": loss}
 
     with mem:
         batches = minibatches(len(pairs), min(budget.batch_size, len(pairs)), total, seed)
         fit(step_fn, batches, total, what, log=log_metric, log_prefix="train_", log_every=10, log_last=True,
             show_progress=show_progress)
-    stats.total_s = time.perf_counter() - t_start
+    stats.total_s = time.perf_counter() - t_start - stats.val_s
     stats.peak_memory_bytes, stats.memory_kind = mem.peak, mem.kind
     model.eval()
     return stats

@@ -49,3 +49,43 @@ class PeftCost(Metric):
             "peak_mem_mb": r.peak_memory_bytes / 2**20,
             "train_flops": r.train_flops,
         }, "peft_cost")
+
+
+FIT_COLUMNS = {
+    "train_loss": Column("final train loss (mean of last 10 steps)", False, "nats/token", group="likelihood",
+                         short="trL"),
+    "val_loss_final": Column("final validation loss", False, "nats/token", group="likelihood", short="vaL"),
+    "placement_pct": Column("card pick's percentile among all placements (by test accuracy)", True, "%",
+                            short="pct"),
+    "placement_regret": Column("card pick's regret vs the best placement (test accuracy)", False, "acc",
+                               short="regr"),
+    "placement_n": Column("placements trained", None, "count", short="nPl"),
+}
+"""``peft_fit``'s outputs: ``train_loss`` / ``val_loss_final`` for every arm (did it learn? does it
+generalise?), and the placement-ranking statistics of the ``layer_placements`` sweep (only that
+adapter has them; other rows show none)."""
+_FIT_SOURCES = {"train_loss": "final_train_loss", "val_loss_final": "final_val_loss",
+                "placement_pct": "placement_pct", "placement_regret": "placement_regret",
+                "placement_n": "placement_n"}
+
+
+@register_metric("peft_fit")
+class PeftFit(Metric):
+    """Training-fit record of a fine-tuning run, read from ``FinetuneResult.extra`` (see
+    :func:`adapters.peft.adapter_base.PeftAdapter.finetune` and :mod:`adapters.peft.placement_sweep`)."""
+
+    requires = ("finetune",)
+    Params = MetricParams
+
+    @classmethod
+    def columns(cls, params) -> dict[str, Column]:
+        return dict(FIT_COLUMNS)
+
+    def compute(self, adapter, ctx, params) -> dict[str, float]:
+        r = getattr(adapter, "result", None)
+        if r is None:
+            from bench.errors import MetricError
+
+            raise MetricError("peft_fit: the adapter has no fine-tuning result (prepare did not run finetune)")
+        out = {k: float(r.extra[src]) for k, src in _FIT_SOURCES.items() if src in r.extra}
+        return check_finite(out, "peft_fit")
