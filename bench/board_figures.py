@@ -3,6 +3,7 @@
 * ``entropy_curves.png``: the entropy metric's per-position H_t (MLflow history ``entropy_bits``,
   step = position t) of every method, mean over seeds with min-max band.
 * ``probe_vs_prefix_bits.png``: probe@k against the prefix capacity bits_k (:mod:`bench.probe_bits_plot`).
+* ``reward_vs_nfe.png``, ``reward_vs_quality.png``: the few-step reward curves and Pareto plot (:mod:`bench.fewstep_plots`).
 
 The PEFT suites' cost-vs-accuracy Pareto plots come from their adapters (``leaderboard_figures``,
 :mod:`adapters.peft.pareto`) and the quality-vs-NFE plot from :mod:`bench.nfe_plot`; the HTML
@@ -62,7 +63,9 @@ def entropy_curves(board, out_dir: Path) -> list[Path]:
 
 
 def suite_figures(board, out_dir: Path) -> list[Path]:
-    """Every suite-level figure of this module (and :mod:`bench.probe_bits_plot`) that the board has data for."""
+    """Every suite-level figure of this module (and :mod:`bench.probe_bits_plot`, :mod:`bench.fewstep_plots`)
+    that the board has data for."""
+    from bench.fewstep_plots import fewstep_figures
     from bench.probe_bits_plot import probe_vs_bits
 
-    return entropy_curves(board, out_dir) + probe_vs_bits(board, out_dir)
+    return entropy_curves(board, out_dir) + probe_vs_bits(board, out_dir) + fewstep_figures(board, out_dir)
