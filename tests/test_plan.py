@@ -32,9 +32,18 @@ PINNED = {
     "fmnist": {"vq": "5e0ac56fa3180de6", "vcq": "fe576091bc61ef3d", "vq-bits72": "98170415ebfa092c",
                "wartok": "e06e920071a88716", "wartok-lam0": "9c8fb25065182e9d", "prologue": "334ad01a1c840bda",
                "prologue-random": "53fc0d6dfccb680f"},
-    "peft_qwen3_tiny": {"lora_all": "f78489fb39ed128a", "layer_card_k2": "9c2bfd5b1a7deb23",
-                        "layer_card_flops": "9425da741f9ff7d7", "random_k2": "479b4042b2dfd373",
-                        "prefix_tuning": "1fe1fdc16562380d", "prefix_tuning_plus": "6f1e7b57474e510f"},
+    # peft_qwen3_tiny moved on purpose (issue 16: the 8-layer elicitation-regime base, matched arms, sweeps;
+    # the 4-layer hashes were lora_all f78489fb39ed128a, prefix_tuning 1fe1fdc16562380d).
+    "peft_qwen3_tiny": {"lora_all": "fc75f1e448b70ecc", "lora_attn_matched": "282f83885125bd0f",
+                        "prefix_tuning": "137734c541c5f7da", "prefix_tuning_plus":
+                        "c5915b9ba20f885a", "layer_card_k2": "ae66ba082bc41159", "layer_card_rank":
+                        "1b73768e898ff725", "prefix_tuning_in64": "4bfe82e8b6334ff5",
+                        "prefix_tuning_plus_in64": "f9ac26b5687fb864", "layer_card_flops":
+                        "8bf4831c479212ee", "prefix_tuning_in16": "bb056231aeb447f6",
+                        "prefix_tuning_plus_in16": "f0e16bb3f85a04cf", "prefix_tuning_p8":
+                        "655635966645dba4", "prefix_tuning_plus_p8": "a48cd9d527755b67",
+                        "prefix_tuning_p96": "e49481118b409708", "prefix_tuning_plus_p96":
+                        "9fbc5d48007e3246"},
     str(SUITES / "smoke.yaml"): {"vq": "c24d1f35584fd8b5", "vcq": "3dcc342dd4327a14"},
 }
 
