@@ -98,3 +98,28 @@ def test_leaderboard_floor_row_has_no_delta_and_no_claims():
 
 
 from types import SimpleNamespace  # noqa: E402
+
+
+def test_every_frechet_floor_compares_two_different_real_sets():
+    """The floor is the distance between two *independent* real sets: a metric whose real set is the
+    test split (gfd_judge) must get train as the floor's other set, never FD(test, test) = 0."""
+    from bench import inputs as inp
+    from bench import registry
+    from bench.metrics.frechet import FrechetMetric
+
+    registry.load_all()
+    seen = []
+    for name, cls in registry.METRICS.items():
+        if not (isinstance(cls, type) and issubclass(cls, FrechetMetric)):
+            continue
+        fields = cls.Params.model_fields
+        params = cls.Params.model_validate({"n": 16} if "n" in fields and fields["n"].is_required() else {})
+        floor = cls.floor_input(params)
+        if floor is None:
+            continue
+        seen.append(name)
+        assert floor != cls.real_input(params), name
+        assert {floor.kind, cls.real_input(params).kind} == {inp.REAL_TEST, inp.REAL_TRAIN_BALANCED}, name
+    assert {"gfd_judge", "gfd_fmnist", "rfd_fmnist"} <= set(seen)
+    judge = registry.METRICS["gfd_judge"]
+    assert judge.floor_input(judge.Params.model_validate({"n": 16})) == inp.real_train_balanced(16)

@@ -214,12 +214,13 @@ class FrechetMetric(Metric):
 
     @classmethod
     def floor_input(cls, params: MetricParams) -> inp.InputSpec | None:
-        """The independent real set whose distance to :meth:`real_input` is the floor (None: no floor)."""
-        if cls.pair == RECONSTRUCTION:
-            return inp.real_train_balanced(params.n)
-        if getattr(params, "reference", "train") != "train":
+        """The independent real set whose distance to :meth:`real_input` is the floor (None: no floor):
+        the test images where the metric's real set is train, else the class-balanced train images (a
+        subclass that compares with test, e.g. ``gfd_judge``, must not get FD(test, test) = 0)."""
+        if cls.pair == GENERATION and getattr(params, "reference", "train") != "train":
             return None
-        return inp.real_test(params.n)
+        other = inp.real_test(params.n)
+        return inp.real_train_balanced(params.n) if cls.real_input(params) == other else other
 
     @classmethod
     def fake_input(cls, params: MetricParams, steps: int | None,
