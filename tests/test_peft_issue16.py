@@ -266,3 +266,31 @@ def test_resolved_lora_params_revalidate():
     (cell,) = resolve(SUITE, methods=["lora_attn_matched"], seeds=[0]).cells
     p = LoraParams.model_validate(cell.params)
     assert p.match_params == 28672 and LoraParams.model_validate(p.model_dump()) == p
+
+
+def test_concurrent_cells_pretrain_the_base_once(tmp_path, monkeypatch):
+    """Two pool workers asking for the same base: one pre-trains, the other waits on the per-key lock
+    and loads it (the 3-seed run of 2026-12-03 pre-trained the same base twice side by side)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adapters.peft import qwen3_tiny as q
+    from bench import cache_tree
+    from bench.context import Cache
+
+    calls = []
+
+    def fake_pretrain(spec, out_dir, log=None):
+        calls.append(threading.get_ident())
+        time.sleep(0.5)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text("{}")
+        return {"pretrain_s": 0.5, "final_loss": 1.0}
+
+    monkeypatch.setattr(q, "pretrain", fake_pretrain)
+    cache = Cache(tmp_path / "cache")
+    with ThreadPoolExecutor(3) as ex:
+        paths = list(ex.map(lambda _: q.ensure_qwen3_tiny(q.TinySpec(), cache, log=None), range(3)))
+    assert len(calls) == 1, calls
+    assert len(set(paths)) == 1 and cache_tree.verified(paths[0]) is not None

@@ -247,6 +247,9 @@ def pretrain(spec: TinySpec, out_dir: Path, log=_say) -> dict:
     return stats
 
 
+TRAIN_LOCK_TIMEOUT_S = 6 * 3600.0  # a cell waiting for another cell's pre-training of the same base
+
+
 def ensure_qwen3_tiny(spec: TinySpec, cache: Cache, log=_say) -> Path:
     """The cache directory of the pre-trained tiny model, training it first if absent."""
     _, sha = corpus_text()
@@ -255,12 +258,20 @@ def ensure_qwen3_tiny(spec: TinySpec, cache: Cache, log=_say) -> Path:
     # every file checked against the SHA256SUMS written with it; a damaged copy is moved aside and rebuilt
     if cache_tree.verified(final) is not None:
         return final
-    tmp = cache_tree.temp_dir(final)
-    _say(f"[qwen3-tiny] pre-training a {spec.layers}-layer d={spec.hidden} Qwen3 for {spec.pretrain_steps} steps "
-         f"(once; cached as {final})")
-    stats = pretrain(spec, tmp, log=log)
-    _say(f"[qwen3-tiny] pre-trained in {stats['pretrain_s']:.0f}s, final loss {stats['final_loss']:.3f} nats/token")
-    return cache_tree.publish(tmp, final)  # manifest + atomic rename; a racing winner's copy is kept
+    from bench.context import LOCK_SUFFIX
+    from bench.locks import file_lock
+
+    # concurrent cells (a worker pool) wait on a per-key lock instead of pre-training the same base twice
+    # (a dead worker's lock is released by the OS)
+    with file_lock(final.with_name(final.name + ".train" + LOCK_SUFFIX), timeout=TRAIN_LOCK_TIMEOUT_S):
+        if cache_tree.verified(final) is not None:
+            return final  # another cell pre-trained it while this one waited
+        tmp = cache_tree.temp_dir(final)
+        _say(f"[qwen3-tiny] pre-training a {spec.layers}-layer d={spec.hidden} Qwen3 for {spec.pretrain_steps} "
+             f"steps (once; cached as {final})")
+        stats = pretrain(spec, tmp, log=log)
+        _say(f"[qwen3-tiny] pre-trained in {stats['pretrain_s']:.0f}s, final loss {stats['final_loss']:.3f} nats/token")
+        return cache_tree.publish(tmp, final)  # manifest + atomic rename; a racing winner's copy is kept
 
 
 def load_qwen3_tiny(spec: TinySpec, cache: Cache, device: torch.device | str = "cpu", log=_say):
