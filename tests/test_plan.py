@@ -33,17 +33,17 @@ PINNED = {
                "wartok": "e06e920071a88716", "wartok-lam0": "9c8fb25065182e9d", "prologue": "334ad01a1c840bda",
                "prologue-random": "53fc0d6dfccb680f"},
     # peft_qwen3_tiny moved on purpose (issue 16: the 8-layer elicitation-regime base, matched arms, sweeps;
-    # the 4-layer hashes were lora_all f78489fb39ed128a, prefix_tuning 1fe1fdc16562380d).
-    "peft_qwen3_tiny": {"lora_all": "fc75f1e448b70ecc", "lora_attn_matched": "282f83885125bd0f",
-                        "prefix_tuning": "137734c541c5f7da", "prefix_tuning_plus":
-                        "c5915b9ba20f885a", "layer_card_k2": "ae66ba082bc41159", "layer_card_rank":
-                        "1b73768e898ff725", "prefix_tuning_in64": "4bfe82e8b6334ff5",
-                        "prefix_tuning_plus_in64": "f9ac26b5687fb864", "layer_card_flops":
-                        "8bf4831c479212ee", "prefix_tuning_in16": "bb056231aeb447f6",
-                        "prefix_tuning_plus_in16": "f0e16bb3f85a04cf", "prefix_tuning_p8":
-                        "655635966645dba4", "prefix_tuning_plus_p8": "a48cd9d527755b67",
-                        "prefix_tuning_p96": "e49481118b409708", "prefix_tuning_plus_p96":
-                        "9fbc5d48007e3246"},
+    # then pretrain_steps 1000 -> 3000 on 2026-12-03, because 1000 steps left the facts unlearned).
+    "peft_qwen3_tiny": {"lora_all": "7cc356db77259b8e", "lora_attn_matched": "126129a52c4dae46",
+                        "prefix_tuning": "c7c7c47413824ab4", "prefix_tuning_plus": "ab444617bb613084",
+                        "layer_card_k2": "7cb6bf0240bb2804", "layer_card_rank": "28b87b42a21ef866",
+                        "prefix_tuning_in64": "9f7cb6758380d7ed",
+                        "prefix_tuning_plus_in64": "9147c4e82de4bc66",
+                        "layer_card_flops": "2a919ac8965c061f", "prefix_tuning_in16": "9ae66c6fc895cbd7",
+                        "prefix_tuning_plus_in16": "4f1945d94e298089",
+                        "prefix_tuning_p8": "832b5cf845639b09", "prefix_tuning_plus_p8": "1305fa13c6669d4c",
+                        "prefix_tuning_p96": "d7b61f62eb86e212",
+                        "prefix_tuning_plus_p96": "6875201a93dc3a91"},
     str(SUITES / "smoke.yaml"): {"vq": "c24d1f35584fd8b5", "vcq": "3dcc342dd4327a14"},
 }
 
