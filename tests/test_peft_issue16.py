@@ -294,3 +294,25 @@ def test_concurrent_cells_pretrain_the_base_once(tmp_path, monkeypatch):
         paths = list(ex.map(lambda _: q.ensure_qwen3_tiny(q.TinySpec(), cache, log=None), range(3)))
     assert len(calls) == 1, calls
     assert len(set(paths)) == 1 and cache_tree.verified(paths[0]) is not None
+
+
+def test_base_that_does_not_know_the_facts_is_logged_and_warned():
+    """facts_cloze_acc from pre-training reaches the run as a metric; at chance it warns (the
+    1000-step base of 2026-12-03 scored 0.25 and every arm then sat near chance)."""
+    import dataclasses
+    import warnings
+
+    from adapters.peft.adapter_base import check_elicitation
+    from peft_helpers import tiny_base
+
+    logged = {}
+    base = tiny_base()
+    assert check_elicitation(base, logged.__setitem__) is None and not logged
+    with pytest.warns(UserWarning, match="does not know the task facts.*pretrain_steps"):
+        assert check_elicitation(dataclasses.replace(base, pretrain={"facts_cloze_acc": 0.25}),
+                                 logged.__setitem__) == 0.25
+    assert logged == {"base_facts_cloze_acc": 0.25}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_elicitation(dataclasses.replace(base, pretrain={"facts_cloze_acc": 1.0}), logged.__setitem__) == 1.0
+    assert logged["base_facts_cloze_acc"] == 1.0

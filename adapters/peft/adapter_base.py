@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +21,23 @@ from bench.adapter import Adapter, AdapterParams, FinetuneResult
 from adapters.peft import cost as costmod
 from adapters.peft.base_models import LoadedBase, check_base_model, load_base_model
 from adapters.peft.train import FinetuneBudget, TrainStats, cpu_threads, train
+
+FACTS_CLOZE_MIN = 0.5  # below: the base does not know the facts the tasks elicit (chance 0.25)
+
+
+def check_elicitation(base: LoadedBase, log_metric) -> float | None:
+    """The elicitation premise of issue 16, measured once at pre-training: log the base's
+    ``facts_cloze_acc`` (in [0, 1], chance 0.25) as metric ``base_facts_cloze_acc`` and warn when it is
+    below :data:`FACTS_CLOZE_MIN`. Returns it, or None for a base without pre-training stats."""
+    cloze = base.pretrain.get("facts_cloze_acc")
+    if cloze is None:
+        return None
+    log_metric("base_facts_cloze_acc", float(cloze))
+    if cloze < FACTS_CLOZE_MIN:
+        warnings.warn(f"base model {base.name} ({base.key}) does not know the task facts: cloze accuracy "
+                      f"{cloze:.2f} (chance 0.25, wanted >= {FACTS_CLOZE_MIN}); fine-tuning then writes new facts "
+                      "instead of eliciting known ones: raise base_model.pretrain_steps", stacklevel=2)
+    return float(cloze)
 
 
 @dataclass
@@ -84,6 +102,7 @@ class PeftAdapter(Adapter):
         self.base, self.tokenizer = base, base.tokenizer
         ctx.log_param("base_model", base.name)
         ctx.log_param("base_model_key", base.key)
+        check_elicitation(base, ctx.log_metric)
         self._ctx = ctx
         self.before_finetune(base, ctx)
         self.result = self.finetune(base, ds, budget, self.seed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +60,7 @@ class LoadedBase:
     key: str
     device: torch.device
     dtype: torch.dtype
+    pretrain: dict = field(default_factory=dict)  # qwen3-tiny: pretrain_stats.json (facts_cloze_acc, final_loss)
 
     @property
     def num_layers(self) -> int:
@@ -142,6 +143,7 @@ def load_base_model(base_model: dict | None, ctx) -> LoadedBase:
     from adapters.peft.qwen3_tiny import _say
 
     log = _say if getattr(ctx, "progress", True) else None  # per-100-step lines; notices always print
+    pretrain: dict = {}
     if isinstance(spec, Qwen3HFSpec):
         d = qwen3_8b_dir(spec)
         check_base_model(base_model)
@@ -164,8 +166,13 @@ def load_base_model(base_model: dict | None, ctx) -> LoadedBase:
         model, tok = load_qwen3_tiny(spec, ctx.cache, device=device, log=log)
         ident = {"spec": spec.identity(), "cfg": model.config.to_json_string()}
         name = "qwen3-tiny"
+        from adapters.peft.qwen3_tiny import ensure_qwen3_tiny
+
+        stats_file = ensure_qwen3_tiny(spec, ctx.cache, log=log) / "pretrain_stats.json"  # cached: a check only
+        pretrain = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
     for p in model.parameters():
         p.requires_grad_(False)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return LoadedBase(model=model, tokenizer=tok, name=name, key=stable_hash(ident), device=device, dtype=dtype)
+    return LoadedBase(model=model, tokenizer=tok, name=name, key=stable_hash(ident), device=device, dtype=dtype,
+                      pretrain=pretrain)
