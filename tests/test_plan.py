@@ -33,7 +33,8 @@ PINNED = {
                "wartok": "e06e920071a88716", "wartok-lam0": "9c8fb25065182e9d", "prologue": "334ad01a1c840bda",
                "prologue-random": "53fc0d6dfccb680f"},
     # peft_qwen3_tiny moved on purpose (issue 16: the 8-layer elicitation-regime base, matched arms, sweeps;
-    # then pretrain_steps 1000 -> 3000 on 2026-12-03, because 1000 steps left the facts unlearned).
+    # the 4-layer hashes were lora_all f78489fb39ed128a, prefix_tuning 1fe1fdc16562380d; then pretrain_steps
+    # 1000 -> 3000 on 2026-12-03, because 1000 steps left the facts unlearned).
     "peft_qwen3_tiny": {"lora_all": "7cc356db77259b8e", "lora_attn_matched": "126129a52c4dae46",
                         "prefix_tuning": "c7c7c47413824ab4", "prefix_tuning_plus": "ab444617bb613084",
                         "layer_card_k2": "7cb6bf0240bb2804", "layer_card_rank": "28b87b42a21ef866",

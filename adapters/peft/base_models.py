@@ -163,13 +163,9 @@ def load_base_model(base_model: dict | None, ctx) -> LoadedBase:
 
         device = torch.device(getattr(ctx, "device", "cpu"))
         dtype = torch.float32
-        model, tok = load_qwen3_tiny(spec, ctx.cache, device=device, log=log)
+        model, tok, pretrain = load_qwen3_tiny(spec, ctx.cache, device=device, log=log)
         ident = {"spec": spec.identity(), "cfg": model.config.to_json_string()}
         name = "qwen3-tiny"
-        from adapters.peft.qwen3_tiny import ensure_qwen3_tiny
-
-        stats_file = ensure_qwen3_tiny(spec, ctx.cache, log=log) / "pretrain_stats.json"  # cached: a check only
-        pretrain = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
     for p in model.parameters():
         p.requires_grad_(False)
     if tok.pad_token_id is None:

@@ -275,7 +275,8 @@ def ensure_qwen3_tiny(spec: TinySpec, cache: Cache, log=_say) -> Path:
 
 
 def load_qwen3_tiny(spec: TinySpec, cache: Cache, device: torch.device | str = "cpu", log=_say):
-    """(model, tokenizer): the cached pre-trained tiny Qwen3 in float32, eval mode, on ``device``."""
+    """(model, tokenizer, stats): the cached pre-trained tiny Qwen3 in float32, eval mode, on ``device``,
+    and its ``pretrain_stats.json`` (final_loss, facts_cloze_acc, ...; {} if absent)."""
     from transformers import AutoTokenizer, Qwen3ForCausalLM
 
     d = ensure_qwen3_tiny(spec, cache, log=log)
@@ -283,4 +284,5 @@ def load_qwen3_tiny(spec: TinySpec, cache: Cache, device: torch.device | str = "
     # safetensors only: a pickled pytorch_model.bin in the cache is never loaded
     model = Qwen3ForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager", use_safetensors=True)
     model.to(device).eval()
-    return model, tokenizer
+    stats_file = d / "pretrain_stats.json"
+    return model, tokenizer, (json.loads(stats_file.read_text()) if stats_file.is_file() else {})
