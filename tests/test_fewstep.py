@@ -144,3 +144,77 @@ def test_params_reject_unknown_and_best_of_one():
         TDMR1Params(best_of_n=1)
     with pytest.raises(ValueError):
         NCTParams(variant="nct", unknown=1)
+
+
+def test_state_velocity_target_is_the_score_of_the_renoising_kernel():
+    """Independent reference: the score of q(x_tau | y) = N(a y, b^2 I) by autograd of its log-density,
+    turned into a velocity by x0 = (x_tau + tau^2 score) / (1 - tau), v = (x_tau - x0) / tau."""
+    g = torch.Generator().manual_seed(0)
+    y, eps = torch.randn(3, 1, 28, 28, generator=g), torch.randn(3, 1, 28, 28, generator=g)
+    for s_y in (0.0, 0.5, 0.9):
+        tau = torch.tensor([s_y + 0.02, (1 + s_y) / 2, 0.99])  # every tau above s_y
+        a, b = flow.renoise_coefs(s_y, tau)
+        x_tau = (a * y + b * eps).requires_grad_(True)
+        logq = (-(x_tau - a * y).pow(2) / (2 * b ** 2)).sum()
+        score, = torch.autograd.grad(logq, x_tau)
+        t4 = tau.view(-1, 1, 1, 1)
+        x0 = (x_tau.detach() + t4 ** 2 * score) / (1 - t4)
+        ref = (x_tau.detach() - x0) / t4
+        got = flow.state_velocity_target(y, s_y, tau, eps)
+        assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4), s_y
+    assert torch.allclose(flow.state_velocity_target(y, 0.0, tau, eps), eps - y, atol=1e-5)  # s_y = 0: eps - x0
+
+
+def test_tdm_generator_renoises_above_dm_t_min(monkeypatch):
+    """tau of D_kl/D_cfg lies above max(s_{j+1}, dm_t_min); the fake score's tau is not floored."""
+    seen = []
+    real = flow.renoise
+    monkeypatch.setattr(flow, "renoise", lambda x, s_from, s_to, eps: seen.append((s_from, s_to.clone())) or
+                        real(x, s_from, s_to, eps))
+    for t_min in (0.0, 0.7):
+        st, seen[:] = _tdm_state(), []
+        z, y = draw_batch(16, 1, 4, torch.Generator().manual_seed(1))
+        for _ in range(6):
+            tdm_step(st, TDMParams(**TINY, dm_t_min=t_min), z, y)
+        fake_taus = torch.cat([t for i, (_, t) in enumerate(seen) if i % 2 == 0])
+        gen = [(s, t) for i, (s, t) in enumerate(seen) if i % 2 == 1]
+        assert all(bool((t > max(s, t_min)).all()) for s, t in gen)
+        if t_min:
+            assert float(fake_taus.min()) < t_min  # only the generator's levels are floored (test can fail)
+
+
+@pytest.mark.parametrize("target", ["x0_hat", "state"])
+def test_fake_targets_agree_on_the_final_step_only(target, monkeypatch):
+    """At the last step (s_{j+1} = 0) the two fake-score targets are the same regression; at an earlier
+    step they differ, so fake_target changes the update."""
+    def run(ft, j):
+        monkeypatch.setattr(torch, "randint", _fixed_first_randint(j))
+        st = _tdm_state()
+        z, y = draw_batch(8, 1, 4, torch.Generator().manual_seed(1))
+        tdm_step(st, TDMParams(**TINY, fake_target=ft), z, y)
+        monkeypatch.undo()
+        return torch.cat([p.flatten() for p in st.F.parameters()])
+    other = "state" if target == "x0_hat" else "x0_hat"
+    assert torch.allclose(run(target, 3), run(other, 3), atol=1e-6)
+    assert not torch.allclose(run(target, 0), run(other, 0), atol=1e-6)
+
+
+def _fixed_first_randint(j):
+    real = torch.randint
+
+    def randint(*args, **kw):
+        if args[:2] == (0, 4) and args[2] == (1,):
+            return torch.tensor([j])
+        return real(*args, **kw)
+    return randint
+
+
+def test_nct_adapter_output_skip_is_zero_initialised_and_trainable():
+    torch.manual_seed(0)
+    G = VelocityNet(4, 16, 2).eval().requires_grad_(False)
+    A = ControlAdapter(16, 2, 8, output_skip=True)
+    z, y, c = torch.randn(3, 1, 28, 28), torch.arange(3), torch.rand(3, 1, 7, 7)
+    assert len(A(c, z)) == 3
+    assert torch.equal(controlled(G, A, z, c, y, 1, 3.0), flow.euler(G, z, y, 1, 3.0))
+    A.zero[-1].bias.data.fill_(0.1)  # the output term reaches the image directly
+    assert not torch.equal(controlled(G, A, z, c, y, 1, 3.0), flow.euler(G, z, y, 1, 3.0))

@@ -69,6 +69,15 @@ def renoise_coefs(s_from: float, s_to: torch.Tensor) -> tuple[torch.Tensor, torc
     return a, (s_to ** 2 - (a * s_from) ** 2).clamp_min(1e-12).sqrt()
 
 
+def state_velocity_target(y: torch.Tensor, s_y: float, tau: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The velocity target of denoising score matching on ``x_tau = a y + b eps`` (:func:`renoise` of a
+    state y [B, 1, 28, 28] at flow time s_y < 1 to tau [B]): the velocity implied by the score of
+    q(x_tau | y), ``-y / (1 - s_y) + eps (tau + s_y^2 a / (1 - s_y)) / b`` (TDM-R1 note, step b); at
+    s_y = 0 it is ``eps - y``. A net regressed on it models the law of the re-noised states themselves."""
+    a, b = renoise_coefs(s_y, tau)
+    return -y / (1 - s_y) + eps * (tau.reshape(-1, 1, 1, 1) + s_y ** 2 * a / (1 - s_y)) / b
+
+
 def draw_times(n: int, s_low: float, gap: float, k: float, gen: torch.Generator) -> torch.Tensor:
     """n flow times in (s_low, 1]: u uniform in [S^-1(s_low) + gap, 1], then shifted (float32 [n])."""
     u_low = min(float(unshift(s_low, k)) + gap, 1 - 1e-3)

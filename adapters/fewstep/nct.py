@@ -34,7 +34,7 @@ from bench.registry import register_adapter
 from bench.training import Update, fit
 
 NCT_FIELDS = ("control", "variant", "consistency_weight", "boundary", "lambda0", "dual_lr", "margin", "levels",
-              "adapter_width")
+              "adapter_width", "adapter_output_skip")
 
 
 class _NoTrainImages:
@@ -117,7 +117,7 @@ class NCTAdapter(FewStepAdapter):
         p = self.params
         _, self.net, _, base_key = load_student(self, ctx, budget, tdm_params_of(p, student_steps=p.base_steps))
         torch.manual_seed(self.seed + 47)
-        self.adapter = ControlAdapter(p.width, p.depth, p.adapter_width)
+        self.adapter = ControlAdapter(p.width, p.depth, p.adapter_width, p.adapter_output_skip)
         if p.variant != "none" and budget.nct_steps > 0:
             key = stage_key(base_key, "nct", {**{k: getattr(p, k) for k in NCT_FIELDS}, "budget": {
                 k: getattr(budget, k) for k in ("nct_steps", "nct_batch", "lr_adapter")}})

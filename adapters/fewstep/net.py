@@ -57,27 +57,33 @@ class VelocityNet(nn.Module):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor,
                 inject: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Velocity [B, 1, 28, 28]; ``inject``: one [B, width] addition after each block (the control
-        adapter's outputs; zeros reproduce the plain network exactly)."""
+        """Velocity [B, 1, 28, 28]; ``inject``: one [B, width] addition after each block, optionally
+        followed by one [B, 784] addition to the output (the control adapter's outputs; zeros reproduce
+        the plain network exactly)."""
         e = F.silu(self.t_mlp(time_embedding(s, 64)) + self.y_emb(y))
         h = self.inp(x.reshape(len(x), PIXELS))
         for i, blk in enumerate(self.blocks):
             h = blk(h, e)
             if inject is not None:
                 h = h + inject[i]
-        return self.out(F.silu(self.out_norm(h))).reshape(len(x), 1, 28, 28)
+        out = self.out(F.silu(self.out_norm(h)))
+        if inject is not None and len(inject) > len(self.blocks):
+            out = out + inject[len(self.blocks)]
+        return out.reshape(len(x), 1, 28, 28)
 
 
 class ControlAdapter(nn.Module):
     """NCT's ControlNet-lite (arXiv 2506.19741, Sec. 3: a trainable branch joined by zero-initialised
     connections): an MLP on (control c [B, 1, 7, 7], the 4x4-pooled noise [B, 1, 7, 7]) whose
-    zero-initialised output layers add [B, width] to each block of the frozen generator; at
-    initialisation the adapted generator equals the frozen one bit for bit."""
+    zero-initialised output layers add [B, width] to each block of the frozen generator and, with
+    ``output_skip``, [B, 784] to its velocity; at initialisation the adapted generator equals the
+    frozen one bit for bit."""
 
-    def __init__(self, gen_width: int, depth: int, width: int = 256):
+    def __init__(self, gen_width: int, depth: int, width: int = 256, output_skip: bool = True):
         super().__init__()
         self.enc = nn.Sequential(nn.Linear(98, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
-        self.zero = nn.ModuleList(nn.Linear(width, gen_width) for _ in range(depth))
+        self.zero = nn.ModuleList([nn.Linear(width, gen_width) for _ in range(depth)]
+                                  + ([nn.Linear(width, PIXELS)] if output_skip else []))
         for m in self.zero:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)

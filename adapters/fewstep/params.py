@@ -64,6 +64,13 @@ class TDMParams(FlowParams):
                                 "(TDM-R1 script: 0.3); 0 = pure distribution matching")
     guide_scale: float = Field(2.0, ge=0, description="D_cfg = scale (x0_ref(c) - x0_ref(null)) (script: 3.5)")
     fake_ref_weight: float = Field(0.02, ge=0, description="fake-score regulariser ||v_F - v_ref||^2 (script: 0.02)")
+    fake_target: Literal["x0_hat", "state"] = Field(
+        "x0_hat", description="fake-score regression target on x_tau re-noised from the student's next state "
+        "x_{j+1}: x0_hat = (x_tau - x0_hat) / tau (the TDM-R1 script); state = denoising score matching of "
+        "q(x_tau | x_{j+1}) (the fake score then models the law of the re-noised states themselves)")
+    dm_t_min: float = Field(0.6, ge=0, lt=1, description="the generator's re-noising level tau (of D_kl, D_cfg) is "
+                            "drawn above max(s_{j+1}, dm_t_min); 0 = the script (above s_{j+1} only). With 0 the "
+                            "teacher's low-noise denoiser pulled this 4-step student apart (README: measured)")
     tau_gap: float = Field(0.02, ge=0, lt=1, description="tau drawn in the unshifted coordinate in "
                            "[S^-1(s_{j+1}) + gap, 1] (script: 20/1000)")
 
@@ -115,6 +122,9 @@ class NCTParams(FlowParams):
                           "in [-1, 1] (the note's 1.0 for pixels in [0, 1]; not given in the paper)")
     levels: int = Field(20, ge=1, description="N levels of the noise chain, sigma_k = sin(pi k / (2N))")
     adapter_width: int = Field(64, ge=4, description="channels of the adapter's control encoder")
+    adapter_output_skip: bool = Field(True, description="the adapter also adds a zero-initialised [784] term to the "
+                                      "velocity (ControlNet's zero connection at full resolution); False = hidden "
+                                      "blocks only")
 
 
 def data_problems(ds_spec) -> list[str]:

@@ -31,7 +31,8 @@ from adapters.fewstep.teacher import load_teacher
 from bench.registry import register_adapter
 from bench.training import Update, check_loss, fit
 
-TDM_FIELDS = ("student_steps", "dm_weight", "guide_weight", "guide_scale", "fake_ref_weight", "tau_gap", "shift")
+TDM_FIELDS = ("student_steps", "dm_weight", "guide_weight", "guide_scale", "fake_ref_weight", "tau_gap", "shift",
+              "fake_target", "dm_t_min")
 
 
 @dataclass
@@ -92,8 +93,12 @@ def tdm_step(st: TDMState, p: TDMParams, z: torch.Tensor, y: torch.Tensor, hooks
         v = st.G(x_j, torch.full((len(z),), s_j), y)
         x0_hat, x_nxt = x_j - s_j * v, x_j - (s_j - s_n) * v
         tau = flow.draw_times(len(z), s_n, p.tau_gap, p.shift, gen)
-        x_tau = flow.renoise(x_nxt, s_n, tau, torch.randn(z.shape, generator=gen))
-        target = (x_tau - x0_hat) / tau.view(-1, 1, 1, 1)
+        eps = torch.randn(z.shape, generator=gen)
+        x_tau = flow.renoise(x_nxt, s_n, tau, eps)
+        if p.fake_target == "x0_hat":
+            target = (x_tau - x0_hat) / tau.view(-1, 1, 1, 1)
+        else:
+            target = flow.state_velocity_target(x_nxt, s_n, tau, eps)
         v_ref = st.ref(x_tau, tau, y)
     v_F = st.F(x_tau, tau, y)
     loss_F = (v_F - target).pow(2).mean() + p.fake_ref_weight * (v_F - v_ref).pow(2).mean()
@@ -105,7 +110,7 @@ def tdm_step(st: TDMState, p: TDMParams, z: torch.Tensor, y: torch.Tensor, hooks
     v = st.G(x_j, torch.full((len(z),), s_j), y)
     x0_hat, x_nxt = x_j - s_j * v, x_j - (s_j - s_n) * v
     with torch.no_grad():
-        tau = flow.draw_times(len(z), s_n, p.tau_gap, p.shift, gen)
+        tau = flow.draw_times(len(z), max(s_n, p.dm_t_min), p.tau_gap, p.shift, gen)
         x_tau = flow.renoise(x_nxt.detach(), s_n, tau, torch.randn(z.shape, generator=gen))
         x0_c, x0_u = flow.x0_of(st.ref, x_tau, tau, y), flow.x0_of(st.ref, x_tau, tau, null)
         x0_F = flow.x0_of(st.F, x_tau, tau, y)

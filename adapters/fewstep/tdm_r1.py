@@ -95,7 +95,7 @@ class R1Hooks:
         eps = torch.randn(n_groups, 1, 28, 28, generator=self.gen).repeat_interleave(G, 0)
         a, b = flow.renoise_coefs(s_y, tau)
         x_tau = a * y_state + b * eps
-        target = -y_state / (1 - s_y) + eps * (tau.view(-1, 1, 1, 1) + s_y ** 2 * a / (1 - s_y)) / b
+        target = flow.state_velocity_target(y_state, s_y, tau, eps)
         with torch.no_grad():
             v_ref = self.ref(x_tau, tau, y)
             l_ref = (v_ref - target).pow(2).flatten(1).mean(1)
