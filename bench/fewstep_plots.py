@@ -2,7 +2,8 @@
 
 * ``reward_vs_nfe.png``: one panel per reward (in-domain first, then out-of-domain), one line per
   method, x = measured NFE (``nfe_steps<s>``, the asked steps where absent), log scale; error bars =
-  the 95 % CI of :meth:`bench.leaderboard.Row.estimate`. Methods with their own NFE list
+  the 95 % CI of :meth:`bench.leaderboard.Row.estimate`, cut at the reward's range (the y axis is that
+  range); one legend under the panels. Methods with their own NFE list
   (``method_steps``, e.g. the multi-step teacher) are drawn dashed, with a dotted horizontal line at
   their value at their largest NFE: the reference a few-step student is read against (TDM-R1,
   arXiv 2603.07700, compares 4-NFE students with 80-100-NFE bases).
@@ -44,6 +45,24 @@ def _points(row, base: str, steps: list[int]) -> list[tuple[int, float, float, f
     return out
 
 
+def clipped_errors(pts: list[tuple[int, float, float, float]], lo: float, hi: float) -> list[list[float]]:
+    """Asymmetric error bars [[below], [above]] of ``pts`` (from :func:`_points`) cut at the reward's range
+    [lo, hi] (a binary reward's CI over 3 seeds can reach past 0 and 1; the reward cannot)."""
+    return [[min(e, m - lo) if lo > float("-inf") else e for _, _, m, e in pts],
+            [min(e, hi - m) if hi < float("inf") else e for _, _, m, e in pts]]
+
+
+def _legend_below(fig, ax, n_panels: int) -> None:
+    """One legend for the whole figure under the panels (the curves stay visible)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    ncol = max(1, min(len(handles), max(2, n_panels)))
+    rows = -(-len(handles) // ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, min(0.6, 0.05 * rows + 0.02), 1, 1))
+
+
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = True) -> list[tuple[float, float]]:
     """The non-dominated (x, y) points, x lower-is-better, y higher- (or lower-) is better, sorted by x."""
     sign = 1.0 if higher_is_better else -1.0
@@ -54,20 +73,23 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
 def reward_vs_nfe(board, out_dir: Path) -> list[Path]:
     """Write ``reward_vs_nfe.png`` if the suite has a ``reward_nfe`` metric with values; return its path(s)."""
     from bench.metrics.reward_nfe import RewardAtNFE, all_steps
+    from bench.rewards import get_reward
 
     specs = _specs(board)
     panels = [(name, domain, p) for p in specs for name, _, domain in RewardAtNFE.rewards(p)]
     if not panels or not any(_points(r, f"reward_{n}", all_steps(p)) for n, _, p in panels for r in board.rows):
         return []
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    rows = -(-len(board.rows) // max(1, min(len(board.rows), max(2, len(panels)))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6 + 0.3 * rows), squeeze=False)
     for ax, (name, domain, p) in zip(axes[0], panels):
+        lo, hi = get_reward(name).range
         for row in board.rows:
             pts = _points(row, f"reward_{name}", all_steps(p))
             if not pts:
                 continue
             ref = row.method in p.method_steps
-            line = ax.errorbar([q[1] for q in pts], [q[2] for q in pts], yerr=[q[3] for q in pts], marker="o",
+            line = ax.errorbar([q[1] for q in pts], [q[2] for q in pts], yerr=clipped_errors(pts, lo, hi), marker="o",
                                capsize=3, linestyle="--" if ref else "-", mfc="none" if ref else None,
                                label=f"{row.label}{' (baseline)' if row.baseline else ''}{' (reference)' if ref else ''}")
             if ref:
@@ -76,9 +98,11 @@ def reward_vs_nfe(board, out_dir: Path) -> list[Path]:
         ax.set_xlabel("NFE (measured)")
         ax.set_ylabel(f"reward {name} ({domain})")
         ax.set_title(f"reward_{name} (bank n={p.n})", fontsize=9)
-        ax.legend(fontsize=7)
+        if lo > float("-inf") and hi < float("inf"):
+            pad = 0.03 * (hi - lo)
+            ax.set_ylim(lo - pad, hi + pad)
     fig.suptitle(f"{board.suite.name}: reward vs NFE", fontsize=10)
-    fig.tight_layout()
+    _legend_below(fig, axes[0][0], len(panels))
     path = Path(out_dir) / "reward_vs_nfe.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -94,7 +118,8 @@ def reward_vs_quality(board, out_dir: Path) -> list[Path]:
     if not specs:
         return []
     plt = _plt()
-    fig, axes = plt.subplots(1, len(specs), figsize=(5.2 * len(specs), 4.0), squeeze=False)
+    rows = -(-(len(board.rows) + 1) // max(1, min(len(board.rows) + 1, max(2, len(specs)))))
+    fig, axes = plt.subplots(1, len(specs), figsize=(max(11.0, 6.5 * len(specs)), 4.0 + 0.3 * rows), squeeze=False)
     drawn = False
     for ax, p in zip(axes[0], specs):
         every = []
@@ -120,13 +145,12 @@ def reward_vs_quality(board, out_dir: Path) -> list[Path]:
                 ax.set_xscale("log")
         ax.set_xlabel("FD vs test (fmnist-cnn-v1) ↓")
         ax.set_ylabel(f"reward {p.reward} (in-domain) {'↑' if get_reward(p.reward).higher_is_better else '↓'}")
-        ax.set_title(f"reward vs quality (labels: NFE; bank n={p.n})", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.set_title(f"reward vs quality (labels: sampler steps; bank n={p.n})", fontsize=9)
     if not drawn:
         plt.close(fig)
         return []
     fig.suptitle(f"{board.suite.name}: reward vs quality", fontsize=10)
-    fig.tight_layout()
+    _legend_below(fig, axes[0][0], len(specs))
     path = Path(out_dir) / "reward_vs_quality.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)

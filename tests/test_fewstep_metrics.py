@@ -124,3 +124,11 @@ def test_pareto_front():
 def test_bank_inputs_are_pooled_per_steps_and_control():
     assert inp.bank(10, 4).pool() == ("bank", 4, None) != inp.bank(10, 4, "lowres7").pool()
     assert inp.bank(10, 4).pool() == inp.bank(99, 4).pool() and inp.bank_base(5).pool() == ("bank_base", None)
+
+
+def test_reward_error_bars_stop_at_the_rewards_range():
+    from bench.fewstep_plots import clipped_errors
+
+    pts = [(1, 1.0, 0.9, 0.3), (2, 2.0, 0.5, 0.2), (4, 4.0, 0.05, 0.4)]
+    assert clipped_errors(pts, 0.0, 1.0) == [[0.3, 0.2, 0.05], [pytest.approx(0.1), 0.2, 0.4]]
+    assert clipped_errors(pts, float("-inf"), float("inf")) == [[0.3, 0.2, 0.4], [0.3, 0.2, 0.4]]
