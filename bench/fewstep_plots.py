@@ -53,12 +53,16 @@ def clipped_errors(pts: list[tuple[int, float, float, float]], lo: float, hi: fl
 
 
 def _legend_below(fig, ax, n_panels: int) -> None:
-    """One legend for the whole figure under the panels (the curves stay visible)."""
+    """One legend for the whole figure under the panels (the curves stay visible); the figure grows by
+    0.3 in per legend row."""
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
+        fig.tight_layout()
         return
     ncol = max(1, min(len(handles), max(2, n_panels)))
     rows = -(-len(handles) // ncol)
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w, h + 0.3 * rows)
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, min(0.6, 0.05 * rows + 0.02), 1, 1))
 
@@ -80,8 +84,7 @@ def reward_vs_nfe(board, out_dir: Path) -> list[Path]:
     if not panels or not any(_points(r, f"reward_{n}", all_steps(p)) for n, _, p in panels for r in board.rows):
         return []
     plt = _plt()
-    rows = -(-len(board.rows) // max(1, min(len(board.rows), max(2, len(panels)))))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6 + 0.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
     for ax, (name, domain, p) in zip(axes[0], panels):
         lo, hi = get_reward(name).range
         for row in board.rows:
@@ -118,8 +121,7 @@ def reward_vs_quality(board, out_dir: Path) -> list[Path]:
     if not specs:
         return []
     plt = _plt()
-    rows = -(-(len(board.rows) + 1) // max(1, min(len(board.rows) + 1, max(2, len(specs)))))
-    fig, axes = plt.subplots(1, len(specs), figsize=(max(11.0, 6.5 * len(specs)), 4.0 + 0.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(1, len(specs), figsize=(max(11.0, 6.5 * len(specs)), 4.0), squeeze=False)
     drawn = False
     for ax, p in zip(axes[0], specs):
         every = []
