@@ -22,16 +22,75 @@ def board(store, results_dir):
     return leaderboard.build(*store)
 
 
-def test_one_seed_board_has_sampling_ci_and_supported_claim(board):
+def test_one_seed_board_without_seed_noise_model_decides_nothing(board):
     rows = {r.method: r for r in board.rows}
     e = rows["vcq"].estimate("bits_per_image")
     assert e.source == "sampling error" and e.se == pytest.approx(0.2)
-    assert board.significant(rows["vcq"], "bits_per_image")  # -4 ± 1.96*0.28
-    assert not board.significant(rows["vcq"], "cliff_position")  # descriptive: never marked
+    # -4 ± 1.96*0.28 excludes 0, but the sampling error is not the between-seed spread: no star
+    assert not board.significant(rows["vcq"], "bits_per_image")
     verdicts = {v.name: v for v in board.claims}
+    assert verdicts["vcq lowers NLL"].verdict == "inconclusive"
+    assert verdicts["vcq lowers NLL"].basis == "1 seed: no seed-noise model"
+    assert "no seed-noise model" in board.noise_note
+
+
+def _with_model(store, tmp_path, sd: float, hash_of=None):
+    """The board of the fixture's suite with a seed-noise model file (sd for every metric, 6 seeds of vq)."""
+    from bench import leaderboard, seed_noise
+    from bench.plan import config_hash
+
+    suite, tracker = store
+    vq = suite.method("vq")
+    keys = ["bits_per_image", "probe_k1", "ar_loss", "cliff_position"]
+    model = seed_noise.SeedNoiseModel(suite.name, "", {"vq": {
+        "config_hash": hash_of or config_hash(suite, vq), "seeds": list(range(6)),
+        "values": {k: [1.0 + sd * (i - 2.5) / 1.8708287 for i in range(6)] for k in keys}}},  # sample SD = sd
+        {k: seed_noise.MetricNoise(sd, None, 6, 5) for k in keys})
+    path = seed_noise.write(model, tmp_path / "m.seed_noise.json")
+    s2 = suite.model_copy(update={"seed_noise": str(path)})
+    return leaderboard.build(s2, tracker)
+
+
+def test_one_seed_board_with_seed_noise_model(store, results_dir, tmp_path):
+    b = _with_model(store, tmp_path, sd=0.1)
+    rows = {r.method: r for r in b.rows}
+    e = rows["vcq"].estimate("bits_per_image")
+    assert e.source == "sampling error + seed-noise model" and e.se == pytest.approx((0.2 ** 2 + 0.1 ** 2) ** 0.5)
+    assert b.significant(rows["vcq"], "bits_per_image")  # -4 ± t * 0.32
+    assert not b.significant(rows["vcq"], "cliff_position")  # descriptive: never marked
+    verdicts = {v.name: v for v in b.claims}
     assert verdicts["vcq lowers NLL"].verdict == "supported"
-    assert verdicts["vcq lowers NLL"].basis == "1 seed: sampling uncertainty only"
+    assert verdicts["vcq lowers NLL"].basis.startswith("1 seed + seed-noise model (6 seeds of vq)")
+    assert verdicts["vcq lowers NLL"].aa["splits"] == 30  # 6 seeds, 2 arms of one seed each, ordered
+    assert verdicts["vcq lowers NLL"].aa["rate"] == 0  # the model's values spread as its SD says
     assert verdicts["probe tie"].verdict == "inconclusive"
+    # a large seed spread: the same -4 is no longer detectable
+    big = _with_model(store, tmp_path, sd=5.0)
+    assert not big.significant({r.method: r for r in big.rows}["vcq"], "bits_per_image")
+    assert {v.name: v for v in big.claims}["vcq lowers NLL"].verdict == "inconclusive"
+    # a model whose method's config hash is not the suite's current one is refused as stale
+    stale = _with_model(store, tmp_path, sd=0.1, hash_of="0" * 16)
+    assert "stale seed-noise model" in stale.noise_note
+    assert {v.name: v for v in stale.claims}["vcq lowers NLL"].verdict == "inconclusive"
+
+
+def test_a_model_that_understates_the_seed_spread_is_caught_by_the_aa(store, results_dir, tmp_path):
+    """Values that spread 3x the model's SD: the A/A splits decide far above 10 %, so the board does
+    not decide the (otherwise supported) claim, and says why."""
+    from bench import leaderboard, seed_noise
+    from bench.plan import config_hash
+
+    suite, tracker = store
+    keys = ["bits_per_image"]
+    model = seed_noise.SeedNoiseModel(suite.name, "", {"vq": {
+        "config_hash": config_hash(suite, suite.method("vq")), "seeds": list(range(6)),
+        "values": {k: [1.0 + 0.3 * (i - 2.5) / 1.8708287 for i in range(6)] for k in keys}}},
+        {k: seed_noise.MetricNoise(0.1, None, 6, 5) for k in keys})
+    path = seed_noise.write(model, tmp_path / "under.seed_noise.json")
+    b = leaderboard.build(suite.model_copy(update={"seed_noise": str(path)}), tracker)
+    v = {v.name: v for v in b.claims}["vcq lowers NLL"]
+    assert v.statistical_verdict == "supported" and v.aa["rate"] > 0.1
+    assert v.verdict == "inconclusive" and "A/A false-decision rate" in v.detail
 
 
 def test_terminal_table_fits_120_columns(board):
@@ -43,7 +102,7 @@ def test_terminal_table_fits_120_columns(board):
     render(board, console=con)
     text = con.export_text()
     assert max(len(line) for line in text.splitlines()) <= 120
-    assert "vcq" in text and "SUPPORTED" in text and "1 seed: sampling uncertainty only" in text
+    assert "vcq" in text and "INCONCLUSIVE" in text and "1 seed: no seed-noise model" in text
     for r in board.rows:  # one line per method
         assert sum(line.lstrip("│ ").startswith(r.method + " ") for line in text.splitlines()) == 1, r.method
     assert "cliff↑" not in text and "H0↑" not in text  # descriptive: no arrow
@@ -91,7 +150,8 @@ def test_json_export_schema(board, tmp_path):
     vcq = doc["results"]["vcq"]
     assert vcq["bits_per_image,none"] == 20.0 and vcq["bits_per_image_stderr,none"] == pytest.approx(0.2)
     assert vcq["cliff_position_stderr,none"] is None  # missing, never 0
-    assert vcq["metrics"]["bits_per_image"]["delta_significant"] is True
+    assert vcq["metrics"]["bits_per_image"]["delta_significant"] is False  # one seed, no seed-noise model
+    assert "no seed-noise model" in doc["seed_noise"] and doc["premises"] == []
     assert doc["metrics"]["cliff_position"]["higher_is_better"] is None
     assert doc["metrics"]["cliff_position"]["kind"] == "descriptive"
     assert doc["configs"]["vcq"]["config"] and doc["configs"]["vcq"]["run_ids"]
