@@ -30,8 +30,11 @@ ui: install
 	$(PY) -m bench.cli ui
 
 # A tracking server for many writers (README "Running on a cluster"): PostgreSQL + mlflow server on 127.0.0.1.
+# PORT / PG_PORT: the MLflow server's and PostgreSQL's ports [default: 5001 / 5433].
+PORT    ?=
+PG_PORT ?=
 mlflow-server: install
-	$(PY) -m bench.cli server
+	$(PY) -m bench.cli server $(if $(PORT),--port $(PORT)) $(if $(PG_PORT),--pg-port $(PG_PORT))
 
 # Regression gate (docs/ci-gate.md): run suites/$(CI_SUITE).yaml from fresh weights in its own store
 # (results/gate/$(CI_SUITE)/), compare with the committed baseline; exit 1 on a regression, 2 if refused.
