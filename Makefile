@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install bench test leaderboard ui clean-results mlflow-server
+.PHONY: install bench test leaderboard ui mlflow-server
 
 install: .venv/.installed
 
