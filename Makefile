@@ -16,9 +16,11 @@ install: .venv/.installed
 	bash scripts/install.sh
 
 # The local executor's worker pool (WORKERS=1: one cell after another in one process).
+# LIMIT=N: a quick check, not a result: every image, sample and step count capped at N (suite <name>.limit<N>).
 WORKERS ?=
+LIMIT   ?=
 bench: install
-	$(PY) -m bench.cli run $(SUITE) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS))
+	$(PY) -m bench.cli run $(SUITE) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS)) $(if $(LIMIT),--limit $(LIMIT))
 
 test: install
 	$(PY) -m pytest
