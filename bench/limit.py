@@ -7,7 +7,7 @@ result. :func:`limited` returns a copy of the suite in which
 * every training budget count of every method (its adapter's resolved ``Budget``: ``*_steps``,
   ``*_batch``, ``*_images``, ``*_examples``, ``epochs`` ...) is at most N,
 * every sample count of every metric (its resolved params: ``n``, ``n_*``, ``*_samples``,
-  ``batch_size`` ...) is at most N,
+  ``*_subset_size``, ``batch_size`` ...) is at most N,
 
 each no lower than the field's own minimum (a field declared ``ge=1`` stays >= 1). Architecture
 (the adapters' ``params``) is not touched: the cells build the same networks on less data.
@@ -25,7 +25,7 @@ from bench.errors import SuiteError
 
 #: keys whose integer values are counts of work (images, samples, steps, batches); capped at N
 COUNT_KEY = re.compile(r"^(n|n_\w+|\w+_n|steps|\w+_steps|epochs|\w+_epochs|batch|batch_size|\w+_batch(_size)?|"
-                       r"\w*samples|\w+_images|\w+_examples)$")
+                       r"\w*samples|\w+_images|\w+_examples|\w+_subset_size)$")
 _NAME = re.compile(r"^(?P<base>.+)\.limit(?P<n>[1-9][0-9]*)$")
 
 

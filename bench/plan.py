@@ -208,7 +208,10 @@ def resolve(suite: Suite | str | os.PathLike, methods: list[str] | None = None, 
         s = load(suite, plugins)
     if limit is not None:
         s = limited(s, limit)
-        check(s)  # the capped counts against the adapters' and metrics' own checks
+        try:
+            check(s)  # the capped counts against the adapters' and metrics' own checks
+        except SuiteError as e:
+            raise SuiteError(f"--limit {limit}: the capped counts fail these checks (a larger N may pass):\n{e}") from None
     chosen = [s.method(n) for n in methods] if methods else list(s.methods)
     seeds = list(seeds) if seeds else list(s.seeds)
     bad = [x for x in seeds if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2**63]

@@ -77,3 +77,23 @@ def test_limited_run_is_tagged_and_absent_from_the_full_suite(tmp_path):
     assert {x.data.tags["bench.method"]: x.data.tags["bench.config_hash"] for x in cells} == want
     board = leaderboard.build(resolve(SMOKE).suite, Tracker(uri))  # the full suite sees none of them
     assert {row.method for row in board.rows} == {"vq", "vcq"} and all(not row.seeds for row in board.rows)
+
+
+SHIPPED = sorted((Path(__file__).parent.parent / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("suite", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_suite_plans_under_limit_4(suite):
+    try:
+        full = resolve(suite)
+    except SuiteError as e:  # needs data that is not here even to plan (e.g. cifar10_diffusion without CIFAR10_DIR)
+        pytest.skip(f"does not plan here without --limit either: {str(e)[:200]}")
+    lim = resolve(suite, limit=4)
+    assert len(lim.cells) == len(full.cells) and lim.suite.dataset.n_test <= 4
+    assert all(c.config()["limit"] == 4 for c in lim.cells)
+
+
+def test_a_limit_below_a_metric_minimum_names_the_limit_and_the_check():
+    with pytest.raises(SuiteError) as e:
+        resolve("cifar10", limit=2)  # precision/recall's k = 3 nearest neighbours needs n > 3
+    assert str(e.value).startswith("--limit 2: ") and "k (3) must be < n (2)" in str(e.value)
