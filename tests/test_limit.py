@@ -97,3 +97,10 @@ def test_a_limit_below_a_metric_minimum_names_the_limit_and_the_check():
     with pytest.raises(SuiteError) as e:
         resolve("cifar10", limit=2)  # precision/recall's k = 3 nearest neighbours needs n > 3
     assert str(e.value).startswith("--limit 2: ") and "k (3) must be < n (2)" in str(e.value)
+
+
+def test_a_suite_file_may_not_take_a_limited_name(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(Path(SMOKE).read_text().replace("name: smoke", "name: smoke.limit3"))
+    r = CliRunner().invoke(main, ["validate", str(p)], prog_name="bench")
+    assert r.exit_code == 2 and f"{p}: name: 'smoke.limit3' ends in .limit<N>" in r.output, r.output
