@@ -37,9 +37,10 @@ SMOKE = "tests/suites/smoke.yaml"  # two tiny methods, no claims; never run into
 
 @dataclass(frozen=True)
 class Run:
-    """``bench ARGS`` (shell words; placeholders: {store} the session's sqlite URI, {out} an empty
-    directory of this invocation's own, {spec} a cifar10 cell spec from `bench plan`) exits ``code``
-    with ``out`` in its output (stdout and stderr). ``env``: variables to set (None: unset)."""
+    """``bench ARGS`` (shell words; placeholders: {store} the session's sqlite URI, {storedir} its
+    directory (a gate workdir), {out} an empty directory of this invocation's own, {spec} a cifar10
+    cell spec from `bench plan`) exits ``code`` with ``out`` in its output (stdout and stderr).
+    ``env``: variables to set (None: unset)."""
 
     args: str
     code: int = 0
@@ -57,8 +58,8 @@ class Elsewhere:
 
 # command path -> its real invocations here, or the test that runs it elsewhere.
 COMMANDS: dict[str, list[Run] | Elsewhere] = {
-    "run": [Run(f"run {SMOKE} --limit 2 --workers 1 --no-progress --tracking-uri {{store}}", 0,
-                "smoke.limit2/leaderboard.md"),  # every cell, counts capped at 2 (bench.limit): seconds
+    "run": [Run(f"run {SMOKE} --limit 2 --methods vq --workers 1 --no-progress --tracking-uri {{store}}", 0,
+                "smoke.limit2/leaderboard.md"),  # one cell, counts capped at 2 (bench.limit): seconds
             Run("run cifar10 --methods vq --workers 1 --no-progress --tracking-uri {store}", 2,
                 "set CIFAR10_DIR", env={"CIFAR10_DIR": None}),
             Run(f"run {SMOKE} --methods nosuch", 2, "has no method 'nosuch'")],
@@ -88,7 +89,7 @@ COMMANDS: dict[str, list[Run] | Elsewhere] = {
                      "no experiment 'smoke'")],
     "gate": [Run(f"gate {SMOKE} --baseline {{out}}/none.json --workdir {{out}}/g", 2, "no such baseline file"),
              Run(f"gate {SMOKE}", 2, "--baseline FILE is required")],
-    "gate-noise": [Run(f"gate-noise {SMOKE} --reference {{out}} --variant {{out}} --output {{out}}/n.json", 2,
+    "gate-noise": [Run(f"gate-noise {SMOKE} --reference {{storedir}} --variant {{storedir}} --output {{out}}/n.json", 2,
                        "no experiment 'smoke'")],
 }
 
@@ -144,7 +145,7 @@ def workspace(tmp_path_factory):
     store = f"sqlite:///{d / 'mlflow.db'}"
     Tracker(store)  # creates the store (MLflow's migrations) once
     (spec,) = resolve("cifar10", ["vq"], [0]).write(d / "plan")
-    return {"results": d / "results", "store": store, "spec": str(spec)}
+    return {"results": d / "results", "store": store, "storedir": str(d), "spec": str(spec)}
 
 
 RUNS = [pytest.param(p, run, id=f"{p}-{i}") for p, row in COMMANDS.items() if isinstance(row, list)
@@ -153,7 +154,8 @@ RUNS = [pytest.param(p, run, id=f"{p}-{i}") for p, row in COMMANDS.items() if is
 
 @pytest.mark.parametrize("path,run", RUNS)
 def test_real_invocation(path, run, workspace, tmp_path):
-    args = [a.format(store=workspace["store"], out=tmp_path, spec=workspace["spec"]) for a in shlex.split(run.args)]
+    args = [a.format(store=workspace["store"], storedir=workspace["storedir"], out=tmp_path, spec=workspace["spec"])
+            for a in shlex.split(run.args)]
     assert " ".join(args[: len(path.split())]) == path, f"row {path!r} runs another command: {run.args}"
     env = {"BENCH_RESULTS_DIR": str(workspace["results"]), "MLFLOW_TRACKING_URI": None,  # never the repository's
            **run.env}  # results/
