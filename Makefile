@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install bench test leaderboard ui clean-results mlflow-server
+.PHONY: install bench test leaderboard ui mlflow-server
 
 install: .venv/.installed
 
@@ -16,9 +16,11 @@ install: .venv/.installed
 	bash scripts/install.sh
 
 # The local executor's worker pool (WORKERS=1: one cell after another in one process).
+# LIMIT=N: a quick check, not a result: every image, sample and step count capped at N (suite <name>.limit<N>).
 WORKERS ?=
+LIMIT   ?=
 bench: install
-	$(PY) -m bench.cli run $(SUITE) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS))
+	$(PY) -m bench.cli run $(SUITE) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(METHODS),--methods $(METHODS)) $(if $(LIMIT),--limit $(LIMIT))
 
 test: install
 	$(PY) -m pytest
@@ -30,8 +32,11 @@ ui: install
 	$(PY) -m bench.cli ui
 
 # A tracking server for many writers (README "Running on a cluster"): PostgreSQL + mlflow server on 127.0.0.1.
+# PORT / PG_PORT: the MLflow server's and PostgreSQL's ports [default: 5001 / 5433].
+PORT    ?=
+PG_PORT ?=
 mlflow-server: install
-	$(PY) -m bench.cli server
+	$(PY) -m bench.cli server $(if $(PORT),--port $(PORT)) $(if $(PG_PORT),--pg-port $(PG_PORT))
 
 # Regression gate (docs/ci-gate.md): run suites/$(CI_SUITE).yaml from fresh weights in its own store
 # (results/gate/$(CI_SUITE)/), compare with the committed baseline; exit 1 on a regression, 2 if refused.

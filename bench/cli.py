@@ -72,9 +72,12 @@ def main(results_dir):
 @click.option("--force", is_flag=True, help="Recompute cells that already have a finished run.")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under results/).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="A quick check, not a result: every image, sample and training-step count capped at N "
+                   "(suite <name>.limit<N>, its own config hashes; bench.limit).")
 @_plugin
 @executor_options
-def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, plugins, executor, lease_timeout,
+def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, limit, plugins, executor, lease_timeout,
         **opts):
     """Run SUITE's (method, seed) cells on an executor, then write and print its leaderboard."""
     from bench import leaderboard
@@ -83,11 +86,12 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, p
     from bench.plan import load, resolve
     from bench.tracking import Tracker
 
-    s = load(suite, plugins)
+    p = resolve(load(suite, plugins), _methods(method, methods), _seeds(seed, seeds), limit=limit)
+    s = p.suite
     # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    outcomes, parent = run_plan(resolve(s, _methods(method, methods), _seeds(seed, seeds)), executor,
-                                ExecutorOptions(**opts), tracking_uri, force, not no_progress, lease_timeout)
+    outcomes, parent = run_plan(p, executor, ExecutorOptions(**opts), tracking_uri, force, not no_progress,
+                                lease_timeout)
     tracker = Tracker(tracking_uri)
     board = leaderboard.build(s, tracker)
     paths = leaderboard.write(board)

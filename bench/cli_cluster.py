@@ -43,19 +43,28 @@ def server_cmd(port, pg_port, pg_dir, artifacts, workers):
     Workers then run with `--tracking-uri http://127.0.0.1:PORT`. PostgreSQL is initialised on first
     use and stopped when the server stops (Ctrl-C / SIGTERM).
     """
-    from bench.context import results_dir
-    from bench.server import PostgresCluster, mlflow_server_cmd, server_env
+    import signal
 
+    from bench.context import results_dir
+    from bench.server import PostgresCluster, mlflow_server_cmd, pg_bin, server_env
+    from bench.ui_server import serve
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # A SIGTERM while PostgreSQL starts or stops unwinds through the `finally` below (which stops it),
+    # instead of ending this process with the cluster left running; `serve` forwards it to the server.
+    signal.signal(signal.SIGTERM, interrupt)
+    pg_bin("initdb"), pg_bin("pg_ctl")  # missing binaries: one message, before anything starts
     root = results_dir()
-    pg = PostgresCluster((pg_dir or root / "postgres").absolute(), pg_port).start()
+    pg = PostgresCluster((pg_dir or root / "postgres").absolute(), pg_port)
     art = (artifacts or root / "server-artifacts").absolute()
     art.mkdir(parents=True, exist_ok=True)
-    click.echo(f"PostgreSQL {pg.uri} (data {pg.datadir}); MLflow server at http://127.0.0.1:{port} "
-               f"(artifacts {art}); workers: --tracking-uri http://127.0.0.1:{port}; Ctrl-C to stop")
     try:
-        from bench.cli import _serve
-
-        rc = _serve(mlflow_server_cmd(pg.uri, art, port, workers), server_env())
+        pg.start()
+        click.echo(f"PostgreSQL {pg.uri} (data {pg.datadir}); MLflow server at http://127.0.0.1:{port} "
+                   f"(artifacts {art}); workers: --tracking-uri http://127.0.0.1:{port}; Ctrl-C to stop")
+        rc = serve(mlflow_server_cmd(pg.uri, art, port, workers), server_env())
     finally:
         pg.stop()
     sys.exit(rc)

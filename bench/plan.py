@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bench import HARNESS_VERSION, registry
 from bench.context import stable_hash
 from bench.errors import BenchError, SuiteError
+from bench.limit import limit_of, limited
 from bench.suite import DatasetSpec, MethodSpec, MetricSpec, Suite, _errors_to_lines
 
 CELL_SPEC_VERSION = "bench.cell/1"
@@ -51,10 +52,10 @@ def cell_config(suite: Suite, method: MethodSpec) -> dict:
         metrics.append({"name": spec.name, "params": mcls.Params.model_validate(spec.params).model_dump(mode="json")})
     dataset = suite.dataset.model_dump(mode="json", exclude={"root"})  # where the data lies is not what it is
     return _config(HARNESS_VERSION, dataset, suite.base_model, method.adapter, params, budget, metrics,
-                   suite.precision)
+                   suite.precision, limit_of(suite.name))
 
 
-def _config(harness_version, dataset, base_model, adapter, params, budget, metrics, precision) -> dict:
+def _config(harness_version, dataset, base_model, adapter, params, budget, metrics, precision, limit=None) -> dict:
     cfg = {
         "harness_version": harness_version,
         "dataset": dataset,
@@ -66,6 +67,8 @@ def _config(harness_version, dataset, base_model, adapter, params, budget, metri
     }
     if precision != "float32":  # the default is not hashed: float32 cells keep their identities
         cfg["precision"] = precision
+    if limit is not None:  # `bench run --limit N` (bench.limit): never the identity of a full cell
+        cfg["limit"] = limit
     return cfg
 
 
@@ -118,7 +121,8 @@ class CellSpec(BaseModel):
         """The hashed configuration (equal to :func:`cell_config` of the suite it came from)."""
         return _config(self.harness_version, self.dataset.model_dump(mode="json", exclude={"root"}),
                        self.base_model, self.adapter, self.params, self.budget,
-                       [{"name": m.name, "params": m.params} for m in self.metrics], self.precision)
+                       [{"name": m.name, "params": m.params} for m in self.metrics], self.precision,
+                       limit_of(self.suite))
 
     def method_spec(self) -> MethodSpec:
         return MethodSpec(name=self.method, adapter=self.adapter, label=self.label, baseline=self.baseline,
@@ -188,10 +192,12 @@ def cell_spec(suite: Suite, method: MethodSpec, seed: int) -> CellSpec:
 
 
 def resolve(suite: Suite | str | os.PathLike, methods: list[str] | None = None, seeds: list[int] | None = None,
-            plugins: tuple[str, ...] | list[str] = ()) -> Plan:
+            plugins: tuple[str, ...] | list[str] = (), limit: int | None = None) -> Plan:
     """Build the plan of ``suite`` (a parsed suite, a suite name or a file) for the chosen methods and seeds.
 
-    Raises :class:`SuiteError` listing every problem of the suite, before any cell is built.
+    ``limit``: every count capped at N (:func:`bench.limit.limited`; the plan's suite is
+    ``<name>.limit<N>``). Raises :class:`SuiteError` listing every problem of the suite, before any
+    cell is built.
     """
     if isinstance(suite, Suite):
         s = suite
@@ -200,6 +206,12 @@ def resolve(suite: Suite | str | os.PathLike, methods: list[str] | None = None, 
         check(s)
     else:
         s = load(suite, plugins)
+    if limit is not None:
+        s = limited(s, limit)
+        try:
+            check(s)  # the capped counts against the adapters' and metrics' own checks
+        except SuiteError as e:
+            raise SuiteError(f"--limit {limit}: the capped counts fail these checks (a larger N may pass):\n{e}") from None
     chosen = [s.method(n) for n in methods] if methods else list(s.methods)
     seeds = list(seeds) if seeds else list(s.seeds)
     bad = [x for x in seeds if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2**63]

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from bench import registry
 from bench.errors import BenchError, SuiteError
+from bench.limit import limit_of
 from bench.suite import COERCION_ERRORS, MethodSpec, MetricSpec, Suite, _errors_to_lines, read_suite_file
 
 
@@ -42,6 +43,8 @@ def load(suite: str | os.PathLike, plugins: tuple[str, ...] | list[str] = ()) ->
         if s is not None:
             problems += _claim_problems(s)
             problems += plan_problems(s)
+            if limit_of(s.name) is not None:
+                problems.append(f"name: {s.name!r} ends in .limit<N>, reserved for the suites of `bench run --limit`")
     if cli or problems:
         raise SuiteError("\n".join(cli + [f"{where}: {p}" for p in dict.fromkeys(problems)]))
     s.source = where

@@ -24,6 +24,7 @@ from bench.context import Cache, CellContext
 from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.inputs import sample_batch
+from bench.limit import limit_of
 from bench.metrics.base import check_finite
 from bench.plan import CellSpec, cell_config, config_hash, resolve  # noqa: F401 - re-exported
 from bench.provenance import NUMERICS_ENV, PACKAGES, git_sha, numerics, package_versions  # noqa: F401 - re-exported
@@ -164,6 +165,8 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
         **{f"{TAG}version.{k}": v for k, v in package_versions().items()},
         **{f"{TAG}numerics.{k}": v for k, v in numerics().items()}, f"{TAG}numerics.precision": spec.precision,
     }
+    if limit_of(spec.suite) is not None:  # `bench run --limit N`: a quick check, never a result
+        tags[f"{TAG}limit"] = limit_of(spec.suite)
     if world > 1 or sample_batch() is not None:  # how this run's samples were drawn (bench.inputs)
         tags.update({f"{TAG}world_size": world, f"{TAG}sampling": f"batched:{sample_batch()}"})
     claim = leases.claim(tracker, exp, h, seed, f"{name}-s{seed}", tags, parent_run_id, skip_finished)

@@ -22,6 +22,7 @@ from bench import leases
 from bench.executors import CellTask, ExecutorOptions, choose, make, merged
 from bench.executors.local import InlineExecutor
 from bench.executors.progress import ProgressView
+from bench.limit import limit_of
 from bench.plan import Plan
 from bench.runner import CellOutcome, preflight
 from bench.provenance import git_sha
@@ -62,7 +63,8 @@ def run_plan(plan: Plan, executor: str | None = None, opts: ExecutorOptions = Ex
         ex.progress = progress
     parent = tracker.start(exp, f"{suite.name}@{time.strftime('%Y%m%d-%H%M%S')}",
                            {f"{TAG}kind": "suite", f"{TAG}suite": suite.name, f"{TAG}git_sha": git_sha(),
-                            f"{TAG}suite_file": suite.source, f"{TAG}executor": name})
+                            f"{TAG}suite_file": suite.source, f"{TAG}executor": name,
+                            **({f"{TAG}limit": limit_of(suite.name)} if limit_of(suite.name) else {})})
     tasks = [CellTask(i, c.to_json(), tracker.uri, parent, force, lease_timeout_s) for i, c in enumerate(plan.cells)]
     state = {t.index: "queued" for t in tasks}
     outcomes: dict[int, CellOutcome] = {}
