@@ -89,6 +89,10 @@ COMMANDS: dict[str, list[Run] | Elsewhere] = {
                      "no experiment 'smoke'")],
     "gate": [Run(f"gate {SMOKE} --baseline {{out}}/none.json --workdir {{out}}/g", 2, "no such baseline file"),
              Run(f"gate {SMOKE}", 2, "--baseline FILE is required")],
+    "seed-noise": [Run(f"seed-noise {SMOKE} --no-run --tracking-uri {{store}} --output {{out}}/m.json", 2,
+                       "has 0 finished seed(s)"),
+                   Run(f"seed-noise {SMOKE} --seeds 0,1 --no-run", 2, "fewer than 3 seeds")],
+    "aa": [Run("aa fmnist", 0, "A/A false-decision rate of fmnist's claims"), Run(f"aa {SMOKE}", 0, "no claims")],
     "gate-noise": [Run(f"gate-noise {SMOKE} --reference {{storedir}} --variant {{storedir}} --output {{out}}/n.json", 2,
                        "no experiment 'smoke'")],
 }
