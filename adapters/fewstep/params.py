@@ -41,6 +41,12 @@ class FlowParams(AdapterParams):
     """The rectified-flow network and sampler (shared by every method of the family)."""
 
     width: int = Field(256, ge=8, description="hidden units of the velocity MLP")
+    parameterisation: Literal["x0", "velocity"] = Field(
+        "x0", description="what the MLP's head predicts: x0 (v = (x - x0_hat) / s; full rank, see net.py) or velocity "
+                          "(the former network: every velocity in one width-dimensional affine subspace)")
+    x0_loss_weight_cap: float = Field(100.0, gt=0, description="teacher, x0 form: the v-loss is ||x0_hat - x0||^2 / s^2; "
+                                      "its weight 1 / s^2 is capped here (min-SNR-style truncation, Hang et al. arXiv "
+                                      "2303.09556), i.e. the exact v-loss for s >= cap^-1/2 (0.1 at 100)")
     depth: int = Field(3, ge=1, description="residual blocks of the velocity MLP")
     label_dropout: float = Field(0.1, ge=0, lt=1, description="teacher: label dropped to the null class "
                                  "(for classifier-free guidance) with this probability")
