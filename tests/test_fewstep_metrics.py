@@ -99,6 +99,8 @@ def test_fewstep_suite_on_a_toy_sampler_end_to_end(tracking_uri, cache, results_
     assert by["ctl"]["control_err_base_nfe1"] < 0.1 * by["base"]["control_err_base_nfe1"]  # base-sample controls
     assert by["base"]["control_fd_base_nfe1"] > 0  # distributional: vs its own images of other noises, not 0 by pairing
     assert 0 < by["base"]["diversity_real"] < 0.5
+    assert 0 < by["base"]["fd_real_floor"] == by["teacher"]["fd_real_floor"]  # real vs real: the same for all
+    assert 0 < by["base"]["reward_judge_real"] == by["tuned"]["reward_judge_real"] <= 1
 
     tr = Tracker(tracking_uri)
     board = leaderboard.build(suite, tr)

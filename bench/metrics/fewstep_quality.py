@@ -46,6 +46,8 @@ class QualityParams(StepsParams):
                                                             "fmnist-classifier)")
     batch_size: int = Field(1000, gt=0, description="feature extractor batch size")
     drift: bool = Field(True, description="also the drift FD against the method's drift reference")
+    floor: bool = Field(False, description="also fd_real_floor: FD between the first n and the next n test images "
+                                           "(the real-vs-real floor of fd_bank; needs 2n test images)")
 
     @field_validator("classifier")
     @classmethod
@@ -98,6 +100,8 @@ class FewStepQuality(Metric):
     def inputs(cls, params: QualityParams) -> list[inp.InputSpec]:
         inst, bs = params.classifier, params.batch_size
         out = [inp.real_test(params.n), inp.features(inst, inp.real_test(params.n), bs)]
+        if params.floor:
+            out.append(inp.features(inst, inp.real_test(2 * params.n), bs))
         out += [inp.features(inst, inp.bank(params.n, s), bs) for s in all_steps(params)]
         return out + ([inp.features(inst, inp.bank_base(params.n), bs)] if params.drift else [])
 
@@ -114,6 +118,9 @@ class FewStepQuality(Metric):
                                                      short=f"div@{s}")
         cols["diversity_real"] = Column(f"within-class pixel std of the first {params.n} test images", None,
                                         short="div_real")
+        if params.floor:
+            cols["fd_real_floor"] = Column(f"FD of the first vs the next {params.n} test images ({tag})", False,
+                                           short="FD_floor")
         for s in all_steps(params):
             cols[nfe_key(s)] = Column(f"measured NFE (steps={s})", higher_is_better=False, unit="NFE", kind="cost",
                                       short=f"NFE{s}")
@@ -127,6 +134,11 @@ class FewStepQuality(Metric):
         p = inp.provider(ctx)
         real = p.get(inp.real_test(params.n))
         out: dict[str, float] = {"diversity_real": within_class_diversity(real.images, real.labels)}
+        if params.floor:
+            from bench.metrics.frechet import frechet_distance
+
+            f = p.get(inp.features(params.classifier, inp.real_test(2 * params.n), params.batch_size))
+            out["fd_real_floor"] = frechet_distance(f[: params.n], f[params.n: 2 * params.n])
         has_ref = params.drift and drift_reference(adapter) is not None
         for s in steps_for(params, ctx):
             bank = inp.bank(params.n, s)
