@@ -108,6 +108,8 @@ def to_dict(board) -> dict:
         "n-seeds": n_seeds, "higher_is_better": hib,
         "seeds": sorted({s for r in board.rows for s in r.seeds}),
         "claims": [v.to_dict() if hasattr(v, "to_dict") else dict(vars(v)) for v in board.claims],
+        "premises": [p.to_dict() for p in getattr(board, "premises", [])],
+        "seed_noise": getattr(board, "noise_note", ""),
     }
 
 

@@ -192,5 +192,5 @@ def render(board, figures: list[Path] | None = None) -> str:
     b = board.baseline
     return env.get_template(TEMPLATE).render(
         board=board, suite=board.suite, bundle=Markup(offline_bundle()), table=Markup(table_html(board)),
-        legend=legend(board), claims=board.claims, figures=figs, runs=runs, anchor=_anchor,
+        legend=legend(board), claims=board.claims, premises=board.premises, noise_note=board.noise_note, figures=figs, runs=runs, anchor=_anchor,
         baseline=b.method if b else None, source=board.uncertainty_source(), prov=provenance(board, runs))

@@ -21,7 +21,9 @@ from rich.text import Text
 from bench.metrics.base import COST, DESCRIPTIVE, GROUPS
 from bench.suite import Suite  # noqa: F401 - for type readers
 
-VERDICT_STYLE = {"supported": "bold green", "contradicted": "bold red", "inconclusive": "yellow"}
+VERDICT_STYLE = {"supported": "bold green", "contradicted": "bold red", "inconclusive": "yellow",
+                 "untestable here": "magenta", "degenerate": "magenta"}
+PREMISE_STYLE = {"holds": "green", "fails": "bold red", "not established": "yellow"}
 KIND_ORDER = {"score": 0, COST: 1, DESCRIPTIVE: 2}
 
 
@@ -134,14 +136,33 @@ def legend_lines(board, shown: list[str], hidden: list[str]) -> list[Text]:
     return lines
 
 
+def premise_lines(board) -> list[Text]:
+    out = []
+    for p in board.premises:
+        ev = "; ".join(f"{num(x.get('estimate'), 3)} [{num(x['ci'][0], 3)}, {num(x['ci'][1], 3)}]" if "ci" in x
+                       else x.get("why", "") for x in p.parts)
+        out.append(Text.assemble((f"  {p.state.upper():<16}", PREMISE_STYLE.get(p.state, "")), (p.name, "bold"),
+                                 f": {p.assertion} — {p.basis}; {ev}"))
+    return out
+
+
 def claim_lines(board) -> list[Text]:
+    from bench.claims import AA_MAX
+
     out = []
     for v in board.claims:
         parts = [p for p in v.parts if "ci" in p]
-        ev = "; ".join(f"{num(p.get('estimate'), 3)} [{num(p['ci'][0], 3)}, {num(p['ci'][1], 3)}]" for p in parts)
+        ev = "; ".join(f"{num(p.get('estimate'), 3)} [{num(p['ci'][0], 3)}, {num(p['ci'][1], 3)}]"
+                       + (f" mde {num(p['mde'], 2)}" if p.get("mde") is not None else "")
+                       + (f", ~{p['seeds_needed']} seeds/arm" if p.get("seeds_needed") else "") for p in parts)
         if not parts:
-            ev = v.parts[0]["detail"].split("; ")[-1] if v.parts else v.detail
-        out.append(Text.assemble((f"  {v.verdict.upper():<13}", VERDICT_STYLE.get(v.verdict, "")),
+            ev = next((p["why"] for p in v.parts if p.get("why")), v.parts[0]["detail"].split("; ")[-1] if v.parts else v.detail)
+        if v.blocked_by:
+            ev = "needs " + ", ".join(f"{b['name']} ({b['state']})" for b in v.blocked_by) + "; test: " + ev
+        if v.aa and v.aa.get("rate") is not None:
+            ev += f"; A/A {100 * v.aa['rate']:.0f}%" + (" > 10%: not decided" if v.aa["rate"] > AA_MAX
+                                                       and v.statistical_verdict in ("supported", "contradicted") else "")
+        out.append(Text.assemble((f"  {v.verdict.upper():<16}", VERDICT_STYLE.get(v.verdict, "")),
                                  (v.name, "bold"), f": {v.assertion} — {v.basis or ''}{'; ' if v.basis else ''}{ev}"))
     return out
 
@@ -154,8 +175,12 @@ def render(board, width: int = 120, wide: bool = False, columns: list[str] | Non
     console.print(table(board, shown))
     for line in legend_lines(board, shown, hidden):
         console.print(line)
+    if board.premises:
+        console.print(Text("premises (a claim that needs one that does not hold is untestable here)", style="bold"))
+        for line in premise_lines(board):
+            console.print(line)
     if board.claims:
-        console.print(Text("claims", style="bold"))
+        console.print(Text(f"claims (one-seed basis: {board.noise_note})", style="bold"))
         for line in claim_lines(board):
             console.print(line)
     return console

@@ -1,4 +1,4 @@
-"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, export, claims, ui, compare, baseline, gate."""
+"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, export, claims, ui, compare, baseline, gate, seed-noise, aa."""
 from __future__ import annotations
 
 import os
@@ -96,7 +96,7 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, p
     if board.claims:  # claim verdicts: claims.json + one tag per claim on the suite's parent run
         from bench.claims import log_verdicts
 
-        log_verdicts(tracker, parent, board.claims, paths["md"].parent)
+        log_verdicts(tracker, parent, board.claims, paths["md"].parent, board.premises)
     from bench.board_terminal import render
 
     render(board)  # the rich table (120 columns; `bench leaderboard SUITE --wide` for every column)
@@ -327,8 +327,9 @@ def doctor_cmd(tracking_uri, cache_dir, fix):
 from bench.cli_cluster import COMMANDS as _CLUSTER_COMMANDS  # noqa: E402  (server)
 from bench.cli_board import COMMANDS as _BOARD_COMMANDS  # noqa: E402  (leaderboard, export, claims)
 from bench.cli_gate import COMMANDS as _GATE_COMMANDS  # noqa: E402  (compare, baseline, gate, gate-noise)
+from bench.cli_verdicts import COMMANDS as _VERDICT_COMMANDS  # noqa: E402  (seed-noise, aa)
 
-for _cmd in _BOARD_COMMANDS + _GATE_COMMANDS + _CLUSTER_COMMANDS:
+for _cmd in _BOARD_COMMANDS + _GATE_COMMANDS + _CLUSTER_COMMANDS + _VERDICT_COMMANDS:
     main.add_command(_cmd)
 
 if __name__ == "__main__":

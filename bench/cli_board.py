@@ -88,8 +88,20 @@ def claims_cmd(suite, fmt, tracking_uri):
     if not s.claims:
         click.echo(f"{s.source}: no claims")
         return
-    verdicts = claims.evaluate_claims(s, leaderboard.collect(s, Tracker(tracking_uri)))
-    click.echo(claims.to_json(verdicts) if fmt == "json" else claims.to_text(verdicts))
+    rows = leaderboard.collect(s, Tracker(tracking_uri))
+    ctx = claims.context_for(s)
+    for r in rows:
+        r.noise = ctx.noise
+    premises = claims.evaluate_premises(s, rows, ctx)
+    verdicts = claims.evaluate_claims(s, rows, ctx, premises)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps({"seed_noise": ctx.noise_note, "premises": [p.to_dict() for p in premises],
+                               "claims": [v.to_dict() for v in verdicts]}, indent=2, default=float))
+    else:
+        click.echo(f"one-seed basis: {ctx.noise_note}")
+        click.echo(claims.to_text(verdicts, premises))
     if any(v.verdict == claims.CONTRADICTED for v in verdicts):
         sys.exit(1)
 

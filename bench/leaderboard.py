@@ -42,6 +42,7 @@ class Row:
     run_ids: list[str] = field(default_factory=list)
     per_seed: dict[str, list[float]] = field(default_factory=dict)  # metric key -> one value per seed
     reference: bool = False  # the "real vs real" floor row: no Δ, no claims, never sorted among methods
+    noise: Any = None  # the suite's seed-noise model (bench.seed_noise): one-seed intervals include its SD
 
     def mean(self, key: str) -> float | None:
         v = self.per_seed.get(key) or []
@@ -52,8 +53,15 @@ class Row:
         return statistics.stdev(v) if len(v) > 1 else None
 
     def estimate(self, key: str) -> stats.Estimate | None:
-        """Mean with its SE over seeds and/or within-cell sampling error (:func:`bench.stats.estimate`)."""
-        return stats.estimate(self.per_seed.get(key) or [], self.per_seed.get(f"{key}_stderr"))
+        """Mean with its SE over seeds and/or within-cell sampling error (:func:`bench.stats.estimate`);
+        one seed with a seed-noise model: sampling error + the model's between-seed SD."""
+        values = self.per_seed.get(key) or []
+        noise = None
+        if len(values) == 1 and self.noise is not None and not self.reference:
+            mn = self.noise.noise(key)
+            if mn is not None:
+                noise = (mn.at(float(values[0])), mn.df)
+        return stats.estimate(values, self.per_seed.get(f"{key}_stderr"), noise, f"model:{key}")
 
 
 @dataclass
@@ -62,6 +70,8 @@ class Leaderboard:
     columns: dict[str, Column]
     rows: list[Row]
     claims: list = field(default_factory=list)  # bench.claims.ClaimVerdict
+    premises: list = field(default_factory=list)  # bench.claims.PremiseVerdict
+    noise_note: str = ""  # the seed-noise model in use, or why there is none
     figures: list[Path] = field(default_factory=list)
     tracker: Any = None  # the bench.tracking.Tracker the rows came from (HTML artifacts, run links)
 
@@ -99,8 +109,15 @@ class Leaderboard:
         return stats.difference(row.estimate(key), b.estimate(key), level)
 
     def significant(self, row: Row, key: str) -> bool:
-        """Whether the 95 % CI of Δ excludes 0 (never for a descriptive column: it has no better side)."""
+        """Whether the 95 % CI of Δ excludes 0 (never for a descriptive column: it has no better side,
+        and never when a side's interval lacks the between-seed spread: one seed without a seed-noise model)."""
         col = self.columns.get(key)
+        b = self.baseline
+        if b is None or row is b or row.reference:
+            return False
+        ea, eb = row.estimate(key), b.estimate(key)
+        if ea is None or eb is None or not (ea.has_seed_noise and eb.has_seed_noise):
+            return False
         d = self.delta_ci(row, key)
         return bool(d and not (col and col.descriptive) and (d[1] > 0 or d[2] < 0))
 
@@ -176,16 +193,22 @@ def build(suite: Suite, tracker: Tracker) -> Leaderboard:
 
         raise SuiteError(f"{suite.source}: leaderboard.terminal: unknown column(s) {bad}; known: {list(cols)}")
     rows = collect(suite, tracker)
+    from bench.claims import context_for
+
+    ctx = context_for(suite)
+    for r in rows:
+        r.noise = ctx.noise
     key = suite.leaderboard.sort_by
     if key:
         sign = -1 if (cols.get(key) and cols[key].higher_is_better) else 1
         rows.sort(key=lambda r: (r.mean(key) is None, sign * (r.mean(key) or 0.0)))
     floor = floor_row(rows, cols)
-    board = Leaderboard(suite, cols, rows + ([floor] if floor else []), tracker=tracker)
-    if suite.claims:
-        from bench.claims import evaluate_claims
+    board = Leaderboard(suite, cols, rows + ([floor] if floor else []), tracker=tracker, noise_note=ctx.noise_note)
+    if suite.claims or suite.premises:
+        from bench.claims import evaluate_claims, evaluate_premises
 
-        board.claims = evaluate_claims(suite, rows)
+        board.premises = evaluate_premises(suite, rows, ctx)
+        board.claims = evaluate_claims(suite, rows, ctx, board.premises)
     return board
 
 
@@ -268,11 +291,20 @@ def to_markdown(board: Leaderboard) -> str:
                  "(n first test vs n class-balanced train images): what a fresh real sample scores at this n (a perfect generator; a reconstruction can reach 0). "
                  if any(r.reference for r in board.rows) else "") +
               "Built from MLflow finished runs whose config hash matches the suite."]
+    if board.premises:
+        lines += ["", "### Premises", "", "| premise | assertion | state | basis | evidence |", "|---|---|---|---|---|"]
+        for p in board.premises:
+            lines.append(f"| {md_escape(p.name)} | {_md_code(p.assertion)} | **{md_escape(p.state)}** | "
+                         f"{md_escape(p.basis)} | {md_escape(p.detail)} |")
     if board.claims:
-        lines += ["", "### Claims", "", "| claim | paper | assertion | verdict | evidence |", "|---|---|---|---|---|"]
+        from bench.claims import aa_phrase
+
+        lines += ["", "### Claims", "", f"One-seed basis: {md_escape(board.noise_note)}.", "",
+                  "| claim | paper | assertion | verdict | basis | A/A | evidence |", "|---|---|---|---|---|---|---|"]
         for v in board.claims:
             lines.append(f"| {md_escape(v.name)} | {md_escape(v.paper)} | {_md_code(v.assertion)} | "
-                         f"**{md_escape(v.verdict)}** | {md_escape(v.detail)} |")
+                         f"**{md_escape(v.verdict)}** | {md_escape(v.basis)} | "
+                         f"{md_escape(aa_phrase(v.aa)) if v.aa else '—'} | {md_escape(v.detail)} |")
     return "\n".join(lines) + "\n"
 
 

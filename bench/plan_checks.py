@@ -135,17 +135,25 @@ def _registry_problems(methods: list, metrics: list, budget: dict | None, datase
 
 
 def _claim_problems(s: Suite) -> list[str]:
-    """Claims must name the suite's methods and metric keys (:func:`bench.claims.check_claims`)."""
-    if not s.claims:
+    """Claims and premises must name the suite's methods and metric keys, and a claim's arms must
+    not resolve to one config hash (:func:`bench.claims.check_claims`)."""
+    if not s.claims and not s.premises:
         return []
     from bench.claims import check_claims
     from bench.metrics.base import all_columns
+    from bench.plan import config_hash
 
     try:
         keys = list(all_columns(s)) + ["cell_seconds"]
     except (BenchError, ValidationError):
         return []  # a metric problem is reported by the registry checks
-    return check_claims(s, keys)
+    hashes = {}
+    for m in s.methods:
+        try:
+            hashes[m.name] = config_hash(s, m)
+        except (BenchError, ValidationError):
+            pass  # reported by the registry checks
+    return check_claims(s, keys, hashes)
 
 
 # -- plan checks: what the cells would run into, found before any training ----------------------

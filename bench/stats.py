@@ -34,6 +34,7 @@ import numpy as np
 BOOTSTRAP_MIN_SEEDS = 30  # simulated null, 95 % percentile interval of a mean difference: n=20 -> 6.4 %, n=30 -> 5.3 %
 PERMUTATION_EXACT_MAX = 20_000
 SEED_SPREAD, SAMPLING, BOTH = "seed spread", "sampling error", "seed spread + sampling error"
+MODEL, SAMPLING_MODEL = "seed-noise model", "sampling error + seed-noise model"  # one seed, sd from bench.seed_noise
 
 
 def t_quantile(level: float, df: float) -> float:
@@ -130,50 +131,142 @@ def bootstrap_stderr(values: np.ndarray, statistic, resamples: int, seed: int) -
     return float(np.std(out, ddof=1))
 
 
+def satterthwaite(parts: Sequence[tuple[float, float]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of variance components ``(variance, df)``
+    (df = inf for a known variance, e.g. a sampling error over thousands of items)."""
+    total = sum(v for v, _ in parts)
+    den = sum(v * v / df for v, df in parts if v > 0 and math.isfinite(df))
+    if total <= 0 or den <= 0:
+        return math.inf
+    return total * total / den
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """A cell mean with its standard error and what the error measures (``source``; None: unknown)."""
+    """A cell mean with its standard error and what the error measures (``source``; None: unknown).
+
+    ``df``: degrees of freedom of ``se`` (None: seeds - 1, or a normal interval with one seed).
+    ``parts``: the variance components ``(per-seed variance, df, sampling variance)`` the SE came from
+    (:func:`seeds_needed` scales the first by the seed count).
+    """
 
     mean: float
     se: float | None
     n_seeds: int
     source: str | None
+    df: float | None = None
+    seed_var: float | None = None  # variance of ONE seed's value around the method's mean (s^2 or sd_model^2)
+    seed_df: float | None = None
+    sampling_var: float = 0.0  # mean(se_i^2): does not shrink with more seeds
+    seed_source: str | None = None  # one estimate shared by several terms (a seed-noise model's key): its df counts once
+
+    @property
+    def dof(self) -> float:
+        if self.df is not None:
+            return self.df
+        return self.n_seeds - 1 if self.n_seeds > 1 else math.inf
 
     def ci(self, level: float = 0.95) -> tuple[float, float] | None:
-        """Normal (1 seed) or t (df = seeds - 1) interval of the mean; None without an se."""
+        """Normal (1 seed, sampling error only), t (df = seeds - 1) or Satterthwaite-t (one seed with a
+        seed-noise model) interval of the mean; None without an se."""
         if self.se is None:
             return None
-        q = t_quantile(level, self.n_seeds - 1 if self.n_seeds > 1 else math.inf)
+        q = t_quantile(level, self.dof)
         return self.mean - q * self.se, self.mean + q * self.se
 
+    @property
+    def has_seed_noise(self) -> bool:
+        """Whether the SE includes the between-seed spread (>= 2 seeds, or one seed with a model)."""
+        return self.seed_var is not None
 
-def estimate(values: Sequence[float], stderrs: Sequence[float] | None = None) -> Estimate | None:
+
+def estimate(values: Sequence[float], stderrs: Sequence[float] | None = None,
+             noise: tuple[float, float] | None = None, noise_source: str | None = None) -> Estimate | None:
     """Mean over seeds with its SE: seed spread (>= 2 seeds), sampling error (per-seed ``stderrs``,
-    all present), or both combined (``SE^2 = s^2/n + mean(se_i^2)``). None without values."""
+    all present), or both combined (``SE^2 = s^2/n + mean(se_i^2)``). With one seed and ``noise`` =
+    ``(sd_seed, df)`` from a seed-noise model: ``SE^2 = se^2 + sd_seed^2``, Satterthwaite df.
+    None without values."""
     vals = [float(v) for v in values]
     if not vals:
         return None
     n = len(vals)
     m = statistics.fmean(vals)
     ses = [float(s) for s in stderrs] if stderrs is not None and len(stderrs) == n else None
-    spread = statistics.variance(vals) / n if n > 1 else None
+    s2 = statistics.variance(vals) if n > 1 else None
     samp = statistics.fmean([s * s for s in ses]) if ses else None
-    if spread is not None and samp is not None:
-        return Estimate(m, math.sqrt(spread + samp), n, BOTH)
-    if spread is not None:
-        return Estimate(m, math.sqrt(spread), n, SEED_SPREAD)
+    if s2 is not None:
+        spread = s2 / n
+        if samp is not None:
+            return Estimate(m, math.sqrt(spread + samp), n, BOTH,
+                            satterthwaite([(spread, n - 1), (samp, math.inf)]), s2, n - 1, samp)
+        return Estimate(m, math.sqrt(spread), n, SEED_SPREAD, None, s2, n - 1, 0.0)
+    if noise is not None:
+        sd, df = noise
+        var = sd * sd + (samp or 0.0)
+        return Estimate(m, math.sqrt(var), 1, SAMPLING_MODEL if samp is not None else MODEL,
+                        satterthwaite([(sd * sd, df), (samp or 0.0, math.inf)]), sd * sd, df, samp or 0.0,
+                        noise_source)
     if samp is not None:
-        return Estimate(m, math.sqrt(samp), n, SAMPLING)
+        return Estimate(m, math.sqrt(samp), n, SAMPLING, None, None, None, samp)
     return Estimate(m, None, n, None)
 
 
+def combine(terms: Sequence[tuple[float, Estimate]], const: float = 0.0, level: float = 0.95):
+    """Interval of ``const + sum_i c_i mean_i`` from independent :class:`Estimate` s: ``(est, lo, hi, se,
+    df, p)``, Satterthwaite df over every variance component; None when a term has no SE."""
+    from scipy import stats
+
+    est, parts, shared = const, [], {}
+    for c, e in terms:
+        if c == 0:
+            continue
+        if e is None or e.se is None:
+            return None
+        est += c * e.mean
+        if e.seed_var is not None:
+            v, df = c * c * e.seed_var / e.n_seeds, e.seed_df if e.seed_df is not None else math.inf
+            if e.seed_source is not None:  # the same estimated SD in several terms: one component, its own df
+                acc = shared.setdefault(e.seed_source, [0.0, df])
+                acc[0] += v
+            else:
+                parts.append((v, df))
+        parts.append((c * c * e.sampling_var, math.inf))
+    parts += [(v, df) for v, df in shared.values()]
+    var = sum(v for v, _ in parts)
+    if var <= 0:
+        return est, est, est, 0.0, math.inf, (0.0 if est != 0 else 1.0)
+    se, df = math.sqrt(var), satterthwaite(parts)
+    q = t_quantile(level, df)
+    p = float(2 * (stats.t.sf(abs(est) / se, df) if math.isfinite(df) else stats.norm.sf(abs(est) / se)))
+    return est, est - q * se, est + q * se, se, df, p
+
+
+def seeds_needed(terms: Sequence[tuple[float, Estimate]], effect: float, level: float = 0.95,
+                 max_seeds: int = 1000) -> int | None:
+    """About how many seeds per arm would give an interval of half-width below ``|effect|`` with the
+    same per-seed spread and sampling errors (50 % power at the observed effect); None when no seed
+    count up to ``max_seeds`` would (the sampling error alone is too large, or there is no spread)."""
+    if not effect or not math.isfinite(effect):
+        return None
+    comps = [(c * c * (e.seed_var or 0.0), e.seed_df or math.inf, c * c * e.sampling_var)
+             for c, e in terms if c != 0 and e is not None]
+    if not comps or any(e is None or e.seed_var is None for c, e in terms if c != 0):
+        return None
+    for n in range(2, max_seeds + 1):
+        parts = [(v / n, n - 1) for v, _, _ in comps] + [(s, math.inf) for _, _, s in comps]
+        var = sum(v for v, _ in parts)
+        if var > 0 and t_quantile(level, satterthwaite(parts)) * math.sqrt(var) < abs(effect):
+            return n
+    return None
+
+
 def difference(a: Estimate | None, b: Estimate | None, level: float = 0.95):
-    """``(delta, lo, hi)`` of a.mean - b.mean (normal/Welch-like interval from the two SEs), or None
-    when either has no SE. The df is the smaller of the two seed counts minus 1 (conservative)."""
+    """``(delta, lo, hi)`` of a.mean - b.mean (interval from the two SEs, Satterthwaite df over their
+    variance components), or None when either has no SE."""
     if a is None or b is None or a.se is None or b.se is None:
         return None
-    d = a.mean - b.mean
-    se = math.hypot(a.se, b.se)
-    n = min(a.n_seeds, b.n_seeds)
-    q = t_quantile(level, n - 1 if n > 1 else math.inf)
-    return d, d - q * se, d + q * se
+    r = combine([(1.0, a), (-1.0, b)], 0.0, level)
+    if r is None:
+        return None
+    d, lo, hi = r[0], r[1], r[2]
+    return d, lo, hi

@@ -58,6 +58,32 @@ class LeaderboardSpec(_Strict):
                                        "the rest by group while they fit the width); not part of any config hash")
 
 
+class PremiseSpec(_Strict):
+    """A condition under which a suite's claims are testable (evaluated like a claim, :mod:`bench.claims`).
+
+    E.g. ``{name: baseline-has-sinks, assert: "sink_rate(llama_lr_lo) > 20"}``: the baseline shows the
+    phenomenon, the reference beats what it is the reference for, the baseline is below a ceiling,
+    training converged. A claim that ``needs:`` a premise is *untestable here* unless the premise is
+    established (its test supports it); the board names the premise and its value.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    assert_: str = Field(alias="assert")
+    test: Literal["welch", "permutation", "bootstrap"] = "welch"
+    level: StrictFloat = Field(default=0.95, gt=0, lt=1)
+    tol: StrictFloat | None = None
+    note: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("assert_")
+    @classmethod
+    def _assert_parses(cls, v: str) -> str:
+        from bench.claims import validate_assertion  # the grammar lives with the evaluator
+
+        return validate_assertion(v)
+
+
 class ClaimSpec(_Strict):
     """A paper claim checked on the leaderboard (evaluated by :mod:`bench.claims`)."""
 
@@ -69,6 +95,8 @@ class ClaimSpec(_Strict):
     level: StrictFloat = Field(default=0.95, gt=0, lt=1)
     tol: StrictFloat | None = None
     note: str | None = None
+    needs: list[str] = Field(default_factory=list, description="names of the suite's premises that must be "
+                             "established before this claim is decided (else: untestable here)")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -142,6 +170,11 @@ class Suite(_Strict):
     metrics: list[MetricSpec] = Field(min_length=1)
     leaderboard: LeaderboardSpec = Field(default_factory=LeaderboardSpec)
     claims: list[ClaimSpec] = Field(default_factory=list)
+    premises: list[PremiseSpec] = Field(default_factory=list, description="conditions the claims' `needs:` name "
+                                        "(bench.claims); not part of any config hash")
+    seed_noise: str | None = Field(default=None, description="the suite's measured seed-noise model (`bench "
+                                   "seed-noise`), relative to the repository root [default: "
+                                   "results/baselines/<name>.seed_noise.json when it exists]; not hashed")
     base_model: dict[str, Any] | None = None
     precision: Literal["float32", "float64"] = Field(
         default="float32", description="torch's default float dtype for the cells' training and sampling "
@@ -175,6 +208,14 @@ class Suite(_Strict):
             raise ValueError(f"methods: duplicate method name(s) {dup}")
         if sum(m.baseline for m in self.methods) > 1:
             raise ValueError("methods: at most one method may have baseline: true")
+        pnames = [p.name for p in self.premises]
+        dup = sorted({n for n in pnames if pnames.count(n) > 1})
+        if dup:
+            raise ValueError(f"premises: duplicate premise name(s) {dup}")
+        for i, c in enumerate(self.claims):
+            unknown = [n for n in c.needs if n not in pnames]
+            if unknown:
+                raise ValueError(f"claims[{i}].needs: unknown premise(s) {unknown}; the suite's premises: {pnames}")
         return self
 
     def baseline_method(self) -> MethodSpec | None:

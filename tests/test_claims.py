@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from bench.claims import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, ClaimSyntaxError, check_claims, evaluate_claim,
+from bench.claims import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, ClaimSyntaxError, Context, check_claims, evaluate_claim,
                           evaluate_claims, parse_assertion)
 from bench.errors import SuiteError
 from bench.leaderboard import Row
@@ -37,9 +37,13 @@ def test_each_verdict_where_it_should(test):
     assert evaluate_claim(claim("probe@10(vcq) > probe@10(vq)", test), TABLE).verdict == CONTRADICTED
     # overlapping intervals -> inconclusive
     assert evaluate_claim(claim("ar_loss(vcq) < ar_loss(vq)", test), TABLE).verdict == INCONCLUSIVE
-    # one seed and no logged sampling error -> inconclusive, whatever the means say
+    # one seed and no seed-noise model -> inconclusive, whatever the means say
     v = evaluate_claim(claim("gfid(one) < gfid(vq)", test), TABLE)
-    assert v.verdict == INCONCLUSIVE and "(n=1)" in v.detail and "no sampling uncertainty" in v.detail
+    assert v.verdict == INCONCLUSIVE and "(n=1)" in v.detail and "no seed-noise model" in v.detail
+    assert v.basis == "1 seed: no seed-noise model"
+    # the old sampling-only test (kept for the A/A 'before' column): no logged stderr -> inconclusive too
+    v = evaluate_claim(claim("gfid(one) < gfid(vq)", test), TABLE, Context(sampling_only=True))
+    assert v.verdict == INCONCLUSIVE and "no sampling uncertainty" in v.detail
     assert v.basis == "1 seed: sampling uncertainty only"
     # equivalence within tol: supported with a wide tol, inconclusive with a tiny one, contradicted when far apart
     assert evaluate_claim(claim("|rfid(vcq) - rfid(vq)| <= tol", test, tol=2.0), TABLE).verdict == SUPPORTED

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench import stats
-from bench.claims import CONTRADICTED, INCONCLUSIVE, ONE_SEED, SUPPORTED, evaluate_claim
+from bench.claims import CONTRADICTED, INCONCLUSIVE, NO_MODEL, ONE_SEED, SUPPORTED, Context, evaluate_claim
 from bench.leaderboard import Row
 from bench.suite import ClaimSpec
 
@@ -79,27 +79,94 @@ def test_permutation_exact_level_and_resolution():
     assert count == math.comb(16, 8) and p == pytest.approx(2 / count)
 
 
-def test_one_seed_sampling_claim_holds_its_level():
-    """One seed each, values drawn with a known within-cell se that the metric logs."""
+SAMPLING_ONLY = Context(sampling_only=True)  # the old one-seed test: sampling error only
+
+
+def test_old_one_seed_sampling_test_holds_its_level_only_without_seed_noise():
+    """The old one-seed test is calibrated when the values vary only by the sampling error it logs..."""
     rng = np.random.default_rng(5)
     reps, se = 1500, 0.3
     c = claim("m(a) < m(b)")
     hits = 0
     for _ in range(reps):
         a, b = rng.normal(0, se, size=2)
-        v = evaluate_claim(c, [row("a", m=[a], m_stderr=[se]), row("b", m=[b], m_stderr=[se])])
+        v = evaluate_claim(c, [row("a", m=[a], m_stderr=[se]), row("b", m=[b], m_stderr=[se])], SAMPLING_ONLY)
         hits += _rejects(v.verdict)
     assert hits / reps <= ALPHA + TOL
+    # ... and far from it when training seeds add a between-seed spread of 2x the se (as measured on
+    # the default suite's rFD/gFD): the reason one-seed claims need a seed-noise model.
+    hits = 0
+    for _ in range(reps):
+        a, b = rng.normal(0, se, size=2) + rng.normal(0, 2 * se, size=2)
+        v = evaluate_claim(c, [row("a", m=[a], m_stderr=[se]), row("b", m=[b], m_stderr=[se])], SAMPLING_ONLY)
+        hits += _rejects(v.verdict)
+    assert hits / reps > 0.3
+
+
+def _model(sd: float, n: int, key: str = "m", rel: float | None = None):
+    from bench.seed_noise import MetricNoise, SeedNoiseModel
+
+    return SeedNoiseModel("toy", "toy.json", {"a": {"config_hash": "h", "seeds": list(range(n)), "values": {}}},
+                          {key: MetricNoise(sd, rel, n, n - 1)})
+
+
+def test_one_seed_with_seed_noise_model_holds_its_level_under_a_simulated_null():
+    """One seed per arm; each value = training-seed effect (sd_seed) + test-set sampling error (se). The
+    model's SD is itself estimated from 6 simulated seeds (df 5), as `bench seed-noise` does: the
+    Satterthwaite-t interval holds its level. Without a model the same claims are never decided."""
+    rng = np.random.default_rng(8)
+    reps, se, sd_seed = 1500, 0.3, 0.6
+    c = claim("m(a) < m(b)")
+    hits = no_model = 0
+    for _ in range(reps):
+        six = rng.normal(0, sd_seed, size=6) + rng.normal(0, se, size=6) * 0  # the model's seeds share the test set
+        ctx = Context(noise=_model(float(np.std(six, ddof=1)), 6))
+        a, b = rng.normal(0, sd_seed, size=2) + rng.normal(0, se, size=2)
+        rows = [row("a", m=[a], m_stderr=[se]), row("b", m=[b], m_stderr=[se])]
+        hits += _rejects(evaluate_claim(c, rows, ctx).verdict)
+        no_model += _rejects(evaluate_claim(c, rows).verdict)
+    assert hits / reps <= ALPHA + TOL
+    assert no_model == 0
+
+
+def test_one_seed_with_model_clear_difference_supported_and_interval():
+    ctx = Context(noise=_model(0.1, 6))
+    c = claim("m(a) < m(b)")
+    clear = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[2.0], m_stderr=[0.05])], ctx)
+    assert clear.verdict == SUPPORTED and clear.basis.startswith("1 seed + seed-noise model (6 seeds")
+    # SE^2 = 2 (0.05^2 + 0.1^2); both arms' seed variance comes from the ONE model estimate (df 5), so
+    # it is one Satterthwaite component: df = (2 * 0.0125)^2 / ((2 * 0.01)^2 / 5) = 7.8
+    se = math.sqrt(2 * (0.05 ** 2 + 0.1 ** 2))
+    df = (2 * 0.0125) ** 2 / ((2 * 0.01) ** 2 / 5)
+    lo, hi = clear.parts[0]["ci"]
+    from scipy import stats as st
+    assert (hi - lo) / 2 == pytest.approx(st.t.ppf(0.975, df) * se, rel=1e-6)
+    assert clear.parts[0]["mde"] == pytest.approx((hi - lo) / 2)
+    near = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[1.3], m_stderr=[0.05])], ctx)
+    assert near.verdict == INCONCLUSIVE and near.parts[0]["seeds_needed"] > 1
+    assert "seeds per arm would detect" in near.detail
+    # 0.1 is below what the sampling error alone allows (t * sqrt(2) * 0.05 > 0.1): no seed count helps
+    tiny = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[1.1], m_stderr=[0.05])], ctx)
+    assert tiny.verdict == INCONCLUSIVE and tiny.parts[0]["seeds_needed"] is None
+    assert "no seed count up to 1000" in tiny.detail
+    # a relative SD is applied to the method's own value when it is the larger
+    big = Context(noise=_model(0.01, 6, rel=0.5))
+    v = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[2.0], m_stderr=[0.05])], big)
+    assert v.verdict == INCONCLUSIVE
 
 
 def test_one_seed_clear_difference_supported_null_inconclusive():
     c = claim("m(a) < m(b)")
-    clear = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[2.0], m_stderr=[0.05])])
+    clear = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[2.0], m_stderr=[0.05])], SAMPLING_ONLY)
     assert clear.verdict == SUPPORTED and clear.basis == ONE_SEED and ONE_SEED in clear.detail
-    null = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[1.02], m_stderr=[0.05])])
+    null = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[1.02], m_stderr=[0.05])], SAMPLING_ONLY)
     assert null.verdict == INCONCLUSIVE and null.basis == ONE_SEED
-    wrong = evaluate_claim(claim("m(b) < m(a)"), [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[2.0], m_stderr=[0.05])])
+    wrong = evaluate_claim(claim("m(b) < m(a)"), [row("a", m=[1.0], m_stderr=[0.05]),
+                                                   row("b", m=[2.0], m_stderr=[0.05])], SAMPLING_ONLY)
     assert wrong.verdict == CONTRADICTED
+    # without a seed-noise model (the default) a one-seed claim is never decided
+    v = evaluate_claim(c, [row("a", m=[1.0], m_stderr=[0.05]), row("b", m=[2.0], m_stderr=[0.05])])
+    assert v.verdict == INCONCLUSIVE and v.basis == NO_MODEL and "no seed-noise model" in v.detail
     # z interval of the difference: 1.0 ± 1.96 * sqrt(2) * 0.05
     lo, hi = clear.parts[0]["ci"]
     assert (hi - lo) / 2 == pytest.approx(1.959964 * math.sqrt(2) * 0.05, rel=1e-5)
