@@ -60,7 +60,8 @@ if TYPE_CHECKING:  # imported where used: metrics declare their inputs (validati
 REAL_TEST, REAL_TRAIN_BALANCED, REAL_ADM = "real_test", "real_train_balanced", "real_adm"
 RECONSTRUCTIONS, SAMPLES, FEATURES = "reconstructions", "samples", "features"
 BANK, BANK_BASE = "bank", "bank_base"  # noise-bank images of the adapter / of its drift reference
-POOLED = (RECONSTRUCTIONS, SAMPLES, BANK, BANK_BASE)  # made once at the largest n, handed out as prefixes
+BANK_BASE_INDEP = "bank_base_indep"  # the drift reference's images of the independent bank (other noises)
+POOLED = (RECONSTRUCTIONS, SAMPLES, BANK, BANK_BASE, BANK_BASE_INDEP)  # made once at the largest n, handed out as prefixes
 GRID_TILES = 100  # images in each PNG grid
 RECON_BATCH = 256  # encode/decode chunk (tokenizers act per image, so chunking changes nothing)
 SAMPLE_BATCH = 250  # images per global batch of sharded sampling (sample_batch)
@@ -79,11 +80,12 @@ class InputSpec:
     of: "InputSpec | None" = None  # features only: the image input they are computed on
     batch_size: int | None = None  # features only: the extractor's batch size
     control: str | None = None  # bank only: the control kind handed with the bank (None: uncontrolled)
+    control_source: str | None = None  # bank with a control: None = real test images, "base" = base samples
 
     def pool(self) -> tuple:
         """Which shared image set this input is a prefix of."""
         if self.kind == BANK:
-            return (self.kind, self.steps, self.control)
+            return (self.kind, self.steps, self.control) + (() if self.control_source is None else (self.control_source,))
         return (self.kind, self.steps) if self.temperature is None else (self.kind, self.steps, self.temperature)
 
 
@@ -107,8 +109,19 @@ def samples(n: int, steps: int | None = None, temperature: float | None = None) 
     return InputSpec(SAMPLES, n, steps=steps, temperature=None if temperature is None else float(temperature))
 
 
-def bank(n: int, steps: int, control: str | None = None) -> InputSpec:
-    return InputSpec(BANK, n, steps=int(steps), control=control)
+def bank(n: int, steps: int, control: str | None = None, control_source: str | None = None) -> InputSpec:
+    """Bank images at ``steps``; with ``control``, paired with controls of real test images
+    (``control_source`` None) or of the base's images of the independent bank (``"base"``)."""
+    if control_source not in (None, "base"):
+        raise ValueError(f"control_source must be None or 'base', got {control_source!r}")
+    return InputSpec(BANK, n, steps=int(steps), control=control,
+                     control_source=control_source if control is not None else None)
+
+
+def bank_base_indep(n: int, steps: int) -> InputSpec:
+    """The drift reference's images of the independent bank (``bench.metrics.fewstep.INDEP_BANK_SEED``:
+    other noises, same labels); an adapter without one: its own images at ``steps``."""
+    return InputSpec(BANK_BASE_INDEP, n, steps=int(steps))
 
 
 def bank_base(n: int) -> InputSpec:
@@ -183,13 +196,13 @@ class InputProvider:
         if spec.kind == FEATURES:
             return self._get_features(spec, adapter)
         if spec.kind == BANK and spec.control is not None and spec.control not in (getattr(adapter, "controls", None) or ()):
-            spec = replace(spec, control=None)  # an adapter that takes no such control draws its plain bank
+            spec = replace(spec, control=None, control_source=None)  # no such control: its plain bank
         if spec.kind in POOLED:
             have = self._pools.get(spec.pool())
             if have is None or len(have) < spec.n:
                 if spec.kind == RECONSTRUCTIONS:
                     have = self._reconstruct(adapter, self.pool_size(spec), spec.steps)
-                elif spec.kind in (BANK, BANK_BASE):
+                elif spec.kind in (BANK, BANK_BASE, BANK_BASE_INDEP):
                     have = self._bank(adapter, self.pool_size(spec), spec)
                 else:
                     have = self._sample(adapter, self.pool_size(spec), spec.steps, spec.temperature)
@@ -250,15 +263,26 @@ class InputProvider:
 
     def bank_nfe(self, spec: InputSpec) -> float:
         """Measured network evaluations per image of the bank images of ``spec`` (made by :meth:`get`)."""
-        return self._nfe[spec.pool()] if spec.pool() in self._nfe else self._nfe[replace(spec, control=None).pool()]
+        if spec.pool() in self._nfe:
+            return self._nfe[spec.pool()]
+        return self._nfe[replace(spec, control=None, control_source=None).pool()]
 
     def _bank(self, adapter: Any, total: int, spec: InputSpec) -> ImageSplit:
         """The noise-bank images of ``spec``'s pool (one process: the bank is not sharded under torchrun)."""
-        from bench.metrics.fewstep import drift_reference, sample_bank
+        from bench.metrics.fewstep import INDEP_BANK_SEED, drift_reference, extract_control, sample_bank
 
         if spec.kind == BANK:
-            out, nfe = sample_bank(self.ctx, adapter, total, spec.steps, spec.control)
-            name = f"bank_steps{spec.steps}" + ("" if spec.control is None else f"_{spec.control}")
+            ctl = None
+            if spec.control is not None and spec.control_source == "base":
+                ctl = extract_control(spec.control, self.get(bank_base_indep(total, spec.steps), adapter).images)
+            out, nfe = sample_bank(self.ctx, adapter, total, spec.steps, spec.control, controls=ctl)
+            name = f"bank_steps{spec.steps}" + ("" if spec.control is None else f"_{spec.control}") + (
+                "" if spec.control_source is None else f"_{spec.control_source}")
+        elif spec.kind == BANK_BASE_INDEP:
+            ref = drift_reference(adapter)
+            sampler, steps = ref if ref is not None else (adapter, spec.steps)
+            out, nfe = sample_bank(self.ctx, sampler, total, steps, bank_seed=INDEP_BANK_SEED)
+            name = f"bank_base_indep_steps{steps}"
         else:
             ref = drift_reference(adapter)
             if ref is None:

@@ -218,3 +218,37 @@ def test_nct_adapter_output_skip_is_zero_initialised_and_trainable():
     assert torch.equal(controlled(G, A, z, c, y, 1, 3.0), flow.euler(G, z, y, 1, 3.0))
     A.zero[-1].bias.data.fill_(0.1)  # the output term reaches the image directly
     assert not torch.equal(controlled(G, A, z, c, y, 1, 3.0), flow.euler(G, z, y, 1, 3.0))
+
+
+def test_reward_band_must_lie_inside_the_distribution_matching_band():
+    with pytest.raises(ValueError, match="inside the distribution-matching band"):
+        TDMR1Params(dm_t_min=0.6, t_min_generator=0.4)
+    TDMR1Params(dm_t_min=0.6, t_min_generator=0.4, reward_weight=0.0)  # no reward direction: no band
+    TDMR1Params(dm_t_min=0.0, t_min_generator=0.4)
+
+
+def _surrogate_step(ppo_clip, trust_region, steps=3):
+    """(detached fraction of the last surrogate update, R after ``steps`` updates) on one fixed batch."""
+    from bench.training import Update
+
+    torch.manual_seed(0)
+    ref = VelocityNet(4, 16, 1).eval().requires_grad_(False)
+    R = copy.deepcopy(ref).requires_grad_(True)
+    p = TDMR1Params(**TINY, ppo_clip=ppo_clip, trust_region=trust_region)
+    hooks = R1Hooks(p, R, ref, Update(torch.optim.Adam(R.parameters(), lr=5e-2)), brightness_reward, 4,
+                    torch.Generator().manual_seed(2))
+    z, y = draw_batch(8, 4, 4, torch.Generator().manual_seed(1))
+    states = flow.rollout(ref, z, y, flow.grid(4, 3.0))
+    for _ in range(steps):
+        parts = hooks.after_fake(states, y)
+    return parts["surrogate_detached"], R
+
+
+def test_surrogate_guards_detach_samples_and_change_the_update():
+    free, R_free = _surrogate_step(0.0, 0.0)
+    assert free == 0.0
+    clipped, R_clip = _surrogate_step(1e-6, 0.0)  # a tight PPO clip detaches moving samples
+    trusted, R_trust = _surrogate_step(0.0, 1e-9)  # a tiny trust region detaches those moving with A
+    assert clipped > 0 and trusted > 0
+    for R in (R_clip, R_trust):
+        assert not all(torch.equal(a, b) for a, b in zip(R.parameters(), R_free.parameters()))

@@ -30,7 +30,7 @@ CACHE_KIND = "fewstep"
 
 def new_net(p: FlowParams, num_classes: int, seed: int) -> VelocityNet:
     torch.manual_seed(seed)
-    return VelocityNet(num_classes, p.width, p.depth)
+    return VelocityNet(num_classes, p.width, p.depth, p.parameterisation)
 
 
 def stage_key(parent: str | None, kind: str, fields: dict) -> str:
@@ -93,6 +93,7 @@ class FewStepAdapter(Adapter):
         ds, p = ctx.dataset, self.params
         return stage_key(None, "teacher", {
             "width": p.width, "depth": p.depth, "label_dropout": p.label_dropout, "seed": self.seed,
+            "parameterisation": p.parameterisation, "x0_loss_weight_cap": p.x0_loss_weight_cap,
             "budget": {k: getattr(budget, k) for k in ("teacher_steps", "teacher_batch", "teacher_lr", "train_images")},
             "data": ds.train.head(budget.train_images).fingerprint()})
 

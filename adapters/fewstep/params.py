@@ -41,6 +41,12 @@ class FlowParams(AdapterParams):
     """The rectified-flow network and sampler (shared by every method of the family)."""
 
     width: int = Field(256, ge=8, description="hidden units of the velocity MLP")
+    parameterisation: Literal["x0", "velocity"] = Field(
+        "x0", description="what the MLP's head predicts: x0 (v = (x - x0_hat) / s; full rank, see net.py) or velocity "
+                          "(the former network: every velocity in one width-dimensional affine subspace)")
+    x0_loss_weight_cap: float = Field(100.0, gt=0, description="teacher, x0 form: the v-loss is ||x0_hat - x0||^2 / s^2; "
+                                      "its weight 1 / s^2 is capped here (min-SNR-style truncation, Hang et al. arXiv "
+                                      "2303.09556), i.e. the exact v-loss for s >= cap^-1/2 (0.1 at 100)")
     depth: int = Field(3, ge=1, description="residual blocks of the velocity MLP")
     label_dropout: float = Field(0.1, ge=0, lt=1, description="teacher: label dropped to the null class "
                                  "(for classifier-free guidance) with this probability")
@@ -68,9 +74,9 @@ class TDMParams(FlowParams):
         "x0_hat", description="fake-score regression target on x_tau re-noised from the student's next state "
         "x_{j+1}: x0_hat = (x_tau - x0_hat) / tau (the TDM-R1 script); state = denoising score matching of "
         "q(x_tau | x_{j+1}) (the fake score then models the law of the re-noised states themselves)")
-    dm_t_min: float = Field(0.6, ge=0, lt=1, description="the generator's re-noising level tau (of D_kl, D_cfg) is "
-                            "drawn above max(s_{j+1}, dm_t_min); 0 = the script (above s_{j+1} only). With 0 the "
-                            "teacher's low-noise denoiser pulled this 4-step student apart (README: measured)")
+    dm_t_min: float = Field(0.0, ge=0, lt=1, description="the generator's re-noising level tau (of D_kl, D_cfg) is "
+                            "drawn above max(s_{j+1}, dm_t_min); 0 = the script (above s_{j+1} only). 0.6 was needed "
+                            "by the former velocity head, whose low-noise denoiser passed the noise through")
     tau_gap: float = Field(0.02, ge=0, lt=1, description="tau drawn in the unshifted coordinate in "
                            "[S^-1(s_{j+1}) + gap, 1] (script: 20/1000)")
 
@@ -93,6 +99,12 @@ class TDMR1Params(TDMParams):
                                    "(script: 0.25-0.4)")
     t_min_surrogate: float = Field(0.55, ge=0, lt=1, description="surrogate tau lower bound (script: 0.3-0.55)")
     adv_clip: float = Field(5.0, gt=0, description="advantages clipped to [-clip, clip]")
+    trust_region: float = Field(0.05, ge=0, description="surrogate trust region to ref (script: 0.05): a sample's "
+                                "DSM error l_i is detached when its mean ||v_R - v_ref||^2 exceeds this and it still "
+                                "moves in its advantage's direction (A (l_ref - l) > 0); 0 = off")
+    ppo_clip: float = Field(1e-3, ge=0, description="PPO-style clip c against the slow 'old' surrogate (EMA, decay "
+                            "min(0.3, 0.001 + 0.001 k)): rho = exp(l_old - l); l_i detached when A > 0 and rho > 1 + c "
+                            "or A < 0 and rho < 1 - c (script: 1e-3 OCR/GenEval, 2e-3 IR/HPS); 0 = off")
     best_of_n: int = Field(0, ge=0, description="0: the RL-trained generator; N >= 2: no RL, the TDM student "
                            "keeps the highest-reward of N candidates per image (NFE N x steps; ablation)")
 
@@ -100,6 +112,10 @@ class TDMR1Params(TDMParams):
     def _n(self):
         if self.best_of_n == 1:
             raise ValueError("best_of_n: 1 is the plain student; use 0 (RL) or N >= 2")
+        if self.reward_weight and self.t_min_generator < self.dm_t_min:
+            raise ValueError(f"t_min_generator ({self.t_min_generator}) < dm_t_min ({self.dm_t_min}): the reward "
+                             "direction's noise band must lie inside the distribution-matching band (else levels "
+                             "below dm_t_min are pushed by the reward alone)")
         return self
 
 

@@ -18,9 +18,15 @@ trajectory is deterministic). Then, decoupled:
     ``n_R = mean|x0_hat - x0_R|``. With ``reward_weight = 0`` no surrogate is trained and the update
     is exactly TDM's (same random draws: the surrogate has its own generator).
 
+The surrogate's per-sample errors are detached (no gradient) by the script's two guards: the
+PPO-style clip against a slow "old" copy of R (an EMA, decay ``min(0.3, 0.001 + 0.001 k)``):
+``rho = exp(l_old - l)``, detached if A > 0 and rho > 1 + c or A < 0 and rho < 1 - c (``ppo_clip``);
+and the trust region to ref: detached if ``mean ||v_R - v_ref||^2 > trust_region`` while the sample
+still moves in its advantage's direction, A (l_ref - l) > 0. The reference is the frozen teacher (the
+script's default; the EMA copy drives only the clip).
+
 Deviations (logged in the record): one rollout batch and one step of each optimiser per epoch
-(the script accumulates over 12 batches x 2 steps); no PPO clipping against a slow copy and no
-trust-region detach (the reference is the frozen teacher, the script's default).
+(the script accumulates over 12 batches x 2 steps).
 
 ``best_of_n = N >= 2``: no RL; the TDM student samples N candidates per image (candidate 0 from the
 given noise, the others from noises seeded by it) and keeps the highest-reward one (NFE N x steps).
@@ -44,7 +50,7 @@ RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(uint8 images [B, 1, 28, 28], labels int64 [B]) -> float64 rewards [B]."""
 
 R1_FIELDS = ("reward", "reward_weight", "surrogate_states", "beta_dpo", "surrogate_ref_weight", "surrogate_cfg",
-             "t_min_generator", "t_min_surrogate", "adv_clip")
+             "t_min_generator", "t_min_surrogate", "adv_clip", "trust_region", "ppo_clip")
 
 
 def bench_reward(name: str) -> RewardFn:
@@ -73,6 +79,7 @@ class R1Hooks:
                  reward: RewardFn, group_size: int, gen: torch.Generator):
         self.p, self.R, self.ref, self.update_R, self.reward = p, R, ref, update_R, reward
         self.G, self.gen, self.step = group_size, gen, 0
+        self.R_old = copy.deepcopy(R).requires_grad_(False) if p.ppo_clip > 0 else None
 
     def after_fake(self, states: list[torch.Tensor], y: torch.Tensor) -> dict:
         r = self.reward(to_uint8(states[-1]).detach(), y)
@@ -101,14 +108,29 @@ class R1Hooks:
             l_ref = (v_ref - target).pow(2).flatten(1).mean(1)
         v_R = self.R(x_tau, tau, y)
         l = (v_R - target).pow(2).flatten(1).mean(1)
+        A = self.A
         with torch.no_grad():
-            w = torch.sigmoid(p.beta_dpo * (self.A * (l - l_ref)).view(-1, G).sum(1) / G).repeat_interleave(G)
+            w = torch.sigmoid(p.beta_dpo * (A * (l - l_ref)).view(-1, G).sum(1) / G).repeat_interleave(G)
+            frozen = torch.zeros_like(l, dtype=torch.bool)
+            if self.R_old is not None:  # PPO-style clip against the slow copy
+                rho = torch.exp((self.R_old(x_tau, tau, y) - target).pow(2).flatten(1).mean(1) - l)
+                frozen |= ((A > 0) & (rho > 1 + p.ppo_clip)) | ((A < 0) & (rho < 1 - p.ppo_clip))
+            if p.trust_region > 0:  # trust region to ref
+                far = (v_R - v_ref).pow(2).flatten(1).mean(1) > p.trust_region
+                frozen |= far & (A * (l_ref - l) > 0)
+        l_used = torch.where(frozen, l.detach(), l)
         weight = (jp + 1) / K if p.surrogate_states == "trajectory" else 1.0
-        loss = weight * ((w * self.A * l).mean() + p.surrogate_ref_weight * (v_R - v_ref).pow(2).mean())
+        loss = weight * ((w * A * l_used).mean() + p.surrogate_ref_weight * (v_R - v_ref).pow(2).mean())
         self.update_R.step(loss, self.step, zero_grad_after=True)
         self.step += 1
-        agree = ((-(l - l_ref)).sign() == self.A.sign()).float()[self.A != 0].mean()
-        return {"loss_surrogate": float(loss.detach()), "surrogate_sign_agreement": float(agree.nan_to_num(0.5))}
+        if self.R_old is not None:  # old <- d old + (1 - d) R, d = min(0.3, 0.001 + 0.001 k)
+            d = min(0.3, 0.001 + 0.001 * self.step)
+            with torch.no_grad():
+                for po, pr in zip(self.R_old.parameters(), self.R.parameters()):
+                    po.mul_(d).add_(pr.detach(), alpha=1 - d)
+        agree = ((-(l - l_ref)).sign() == A.sign()).float()[A != 0].mean()
+        return {"loss_surrogate": float(loss.detach()), "surrogate_sign_agreement": float(agree.nan_to_num(0.5)),
+                "surrogate_detached": float(frozen.float().mean())}
 
     def generator_terms(self, x0_hat, x_nxt, s_next, y):
         p, G = self.p, self.G
@@ -142,7 +164,8 @@ def r1_train(st: TDMState, hooks: R1Hooks, p: TDMR1Params, budget: FewStepBudget
     return {"train_seconds": round(res.seconds, 2), "epochs": budget.r1_epochs,
             "train_reward_first": round(sum(hist[:k]) / k, 4), "train_reward_last": round(sum(hist[-k:]) / k, 4),
             "surrogate_sign_agreement_ema": round(res.ema.get("surrogate_sign_agreement", float("nan")), 4),
-            "deviation": "one rollout batch and one step per optimiser per epoch; no PPO clip / trust region"}
+            "surrogate_detached_ema": round(res.ema.get("surrogate_detached", float("nan")), 4),
+            "deviation": "one rollout batch and one step per optimiser per epoch"}
 
 
 @register_adapter("tdm_r1")

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 BANK_SEED = 1414
 """Seed of the one noise bank all few-step metrics share (pairing needs one bank, so it is no metric param)."""
+INDEP_BANK_SEED = BANK_SEED + 1
+"""Seed of the independent bank: other noises, the same labels (the base's samples for controls and the
+distributional FD vs the base)."""
 BANK_BLOCK = 64  # rows per seeded block (prefix stability)
 CONTROL_KINDS = ("lowres7", "edges", "class")
 
@@ -188,10 +191,12 @@ def _check_sampler(adapter: Any) -> None:
                           "metrics need the bench.metrics.fewstep.FewStepSampler contract")
 
 
-def sample_bank(ctx: Any, sampler: Any, n: int, steps: int, control: str | None = None) -> tuple["ImageSplit", float]:
-    """``sampler``'s images of the first n bank rows at ``steps``: (ImageSplit uint8 [n, C, H, W] with the bank
-    labels, measured NFE per image). ``control``: a control kind; handed to the sampler (bank controls
-    of the test split) only if it lists the kind in ``controls``, else the sampler runs uncontrolled."""
+def sample_bank(ctx: Any, sampler: Any, n: int, steps: int, control: str | None = None,
+                bank_seed: int = BANK_SEED, controls: Control | None = None) -> tuple["ImageSplit", float]:
+    """``sampler``'s images of the first n rows of the bank ``bank_seed`` at ``steps``: (ImageSplit uint8
+    [n, C, H, W] with the bank labels, measured NFE per image). ``control``: a control kind; handed to the
+    sampler only if it lists the kind in ``controls`` (else it runs uncontrolled): the given ``controls``
+    (n rows), else bank controls of the test split."""
     import torch
 
     from bench.adapter import Conditioning, NFEMeter, check_image_batch
@@ -200,10 +205,12 @@ def sample_bank(ctx: Any, sampler: Any, n: int, steps: int, control: str | None 
     _check_sampler(sampler)
     ds = ctx.dataset
     shape = tuple(getattr(sampler, "noise_shape", None) or (ds.channels, ds.resolution, ds.resolution))
-    z, labels = noise_bank(n, shape, ds.num_classes)
+    z, labels = noise_bank(n, shape, ds.num_classes, bank_seed)
     ctl = None
     if control is not None and control in (getattr(sampler, "controls", None) or ()):
-        ctl = bank_controls(control, ds.test, labels)
+        ctl = bank_controls(control, ds.test, labels) if controls is None else controls
+        if len(ctl.value) != n:
+            raise MetricError(f"sample_bank: {len(ctl.value)} controls for {n} bank rows")
     where = f"{getattr(sampler, 'registry_name', type(sampler).__name__)}.sample_from_noise"
     with torch.no_grad(), NFEMeter() as meter:
         images = sampler.sample_from_noise(z, Conditioning(labels=labels), int(steps), control=ctl)

@@ -18,9 +18,13 @@ quality"; reward hacking shows as quality loss or collapse). At every NFE of the
 * ``control_error`` (NCT, arXiv 2506.19741, Table 1 "consistency"): the bank rows paired with controls
   of *independent* real test images of the same class (:func:`bench.metrics.fewstep.bank_controls`),
   ``control_err_nfe<s>``: mean per-image error between h(x) and the requested control (an adapter that
-  does not accept the control kind runs uncontrolled: the reference), and ``control_fd_base_nfe<s>``:
-  FD (``fmnist-cnn-v1``) between the controlled images and the uncontrolled images of the adapter's
-  drift reference (NCT's "FID vs the base model"; the adapter itself when it has none).
+  does not accept the control kind runs uncontrolled: the reference); with ``sources`` holding ``base``
+  also ``control_err_base_nfe<s>``: the same with controls h(x') of the base's images x' of the
+  independent bank (other noises, same classes: the controls NCT trains on, from the generator's own
+  law); and ``control_fd_base_nfe<s>``: FD (``fmnist-cnn-v1``) between the controlled images and the
+  base's *uncontrolled images of the independent bank* (NCT's "FID vs the base model": distributional,
+  so the uncontrolled arm's value is the base-vs-base sampling floor, not 0 by pairing). The base is
+  the adapter's drift reference (the adapter itself at s when it has none).
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ class QualityParams(StepsParams):
                                                             "fmnist-classifier)")
     batch_size: int = Field(1000, gt=0, description="feature extractor batch size")
     drift: bool = Field(True, description="also the drift FD against the method's drift reference")
+    floor: bool = Field(False, description="also fd_real_floor: FD between the first n and the next n test images "
+                                           "(the real-vs-real floor of fd_bank; needs 2n test images)")
 
     @field_validator("classifier")
     @classmethod
@@ -94,6 +100,8 @@ class FewStepQuality(Metric):
     def inputs(cls, params: QualityParams) -> list[inp.InputSpec]:
         inst, bs = params.classifier, params.batch_size
         out = [inp.real_test(params.n), inp.features(inst, inp.real_test(params.n), bs)]
+        if params.floor:
+            out.append(inp.features(inst, inp.real_test(2 * params.n), bs))
         out += [inp.features(inst, inp.bank(params.n, s), bs) for s in all_steps(params)]
         return out + ([inp.features(inst, inp.bank_base(params.n), bs)] if params.drift else [])
 
@@ -110,6 +118,9 @@ class FewStepQuality(Metric):
                                                      short=f"div@{s}")
         cols["diversity_real"] = Column(f"within-class pixel std of the first {params.n} test images", None,
                                         short="div_real")
+        if params.floor:
+            cols["fd_real_floor"] = Column(f"FD of the first vs the next {params.n} test images ({tag})", False,
+                                           short="FD_floor")
         for s in all_steps(params):
             cols[nfe_key(s)] = Column(f"measured NFE (steps={s})", higher_is_better=False, unit="NFE", kind="cost",
                                       short=f"NFE{s}")
@@ -123,6 +134,11 @@ class FewStepQuality(Metric):
         p = inp.provider(ctx)
         real = p.get(inp.real_test(params.n))
         out: dict[str, float] = {"diversity_real": within_class_diversity(real.images, real.labels)}
+        if params.floor:
+            from bench.metrics.frechet import frechet_distance
+
+            f = p.get(inp.features(params.classifier, inp.real_test(2 * params.n), params.batch_size))
+            out["fd_real_floor"] = frechet_distance(f[: params.n], f[params.n: 2 * params.n])
         has_ref = params.drift and drift_reference(adapter) is not None
         for s in steps_for(params, ctx):
             bank = inp.bank(params.n, s)
@@ -148,7 +164,17 @@ class ControlParams(QualityParams):
     control: Literal["lowres7", "edges", "class"] = Field("lowres7", description="the control kind "
                                                           "(bench.metrics.fewstep.CONTROLS)")
     steps: list[int] = Field(default_factory=lambda: [1], min_length=1, description="NFEs evaluated (NCT: one step)")
-    drift: bool = Field(True, description="also the FD against the drift reference's uncontrolled images")
+    drift: bool = Field(True, description="also the FD against the base's uncontrolled images of the independent bank")
+    sources: list[Literal["real", "base"]] = Field(
+        default_factory=lambda: ["real"], min_length=1, description="where the requested controls come from: real "
+        "test images (control_err_nfe<s>) and/or the base's images of the independent bank (control_err_base_nfe<s>)")
+
+    @field_validator("sources")
+    @classmethod
+    def _real_first(cls, v: list[str]) -> list[str]:
+        if "real" not in v or len(set(v)) != len(v):
+            raise ValueError("sources must hold 'real' (the control_err key) once, optionally 'base'")
+        return v
 
 
 @register_metric("control_error")
@@ -163,7 +189,10 @@ class ControlError(Metric):
         inst, bs = params.classifier, params.batch_size
         out = [inp.real_test(params.n)] + [inp.features(inst, inp.bank(params.n, s, params.control), bs)
                                            for s in all_steps(params)]
-        return out + ([inp.features(inst, inp.bank_base(params.n), bs)] if params.drift else [])
+        if "base" in params.sources:
+            out += [inp.bank(params.n, s, params.control, "base") for s in all_steps(params)]
+        return out + ([inp.features(inst, inp.bank_base_indep(params.n, s), bs) for s in all_steps(params)]
+                      if params.drift else [])
 
     @classmethod
     def columns(cls, params: ControlParams) -> dict[str, Column]:
@@ -174,13 +203,19 @@ class ControlError(Metric):
             cols[sweep_key("control_err", s)] = Column(
                 f"control error {params.control} ({CONTROLS[params.control].unit}; bank n={params.n}, NFE={s})", False,
                 short=f"ctl@{s}", uncertainty="within-cell standard error over the bank's images")
+            if "base" in params.sources:
+                cols[sweep_key("control_err_base", s)] = Column(
+                    f"control error {params.control}, controls of base samples ({CONTROLS[params.control].unit}; "
+                    f"bank n={params.n}, NFE={s})", False, short=f"ctlb@{s}",
+                    uncertainty="within-cell standard error over the bank's images")
             if params.drift:
                 cols[sweep_key("control_fd_base", s)] = Column(
-                    f"FD controlled vs base ({params.classifier}, bank n={params.n}, NFE={s})", False, short=f"FDb@{s}")
+                    f"FD controlled vs base samples of other noises ({params.classifier}, bank n={params.n}, NFE={s})",
+                    False, short=f"FDb@{s}")
         return cols
 
     def compute(self, adapter: Any, ctx: Any, params: ControlParams) -> dict[str, float]:
-        from bench.metrics.fewstep import bank_controls, control_error, drift_reference
+        from bench.metrics.fewstep import bank_controls, control_error, extract_control
 
         p = inp.provider(ctx)
         accepts = params.control in (getattr(adapter, "controls", None) or ())
@@ -188,13 +223,18 @@ class ControlError(Metric):
         for s in steps_for(params, ctx):
             bank = inp.bank(params.n, s, params.control)
             split = p.get(bank, adapter)
-            err = control_error(bank_controls(params.control, ctx.dataset.test, split.labels), split.images)
-            key = sweep_key("control_err", s)
-            out[key] = float(err.mean())
-            out[f"{key}_stderr"] = float(err.std()) / math.sqrt(len(err)) if len(err) > 1 else 0.0
-            if params.drift:  # the base's uncontrolled images: the drift reference, else the adapter itself at s
-                base = inp.bank_base(params.n) if drift_reference(adapter) is not None else inp.bank(params.n, s)
-                out[sweep_key("control_fd_base", s)] = _fd(p, adapter, params, bank, base)
+            errs = {"control_err": control_error(bank_controls(params.control, ctx.dataset.test, split.labels),
+                                                 split.images)}
+            if "base" in params.sources:  # controls h(x') of the base's images of the independent bank
+                controls = extract_control(params.control, p.get(inp.bank_base_indep(params.n, s), adapter).images)
+                errs["control_err_base"] = control_error(
+                    controls, p.get(inp.bank(params.n, s, params.control, "base"), adapter).images)
+            for name, err in errs.items():
+                key = sweep_key(name, s)
+                out[key] = float(err.mean())
+                out[f"{key}_stderr"] = float(err.std()) / math.sqrt(len(err)) if len(err) > 1 else 0.0
+            if params.drift:  # distributional: vs the base's uncontrolled images of other noises
+                out[sweep_key("control_fd_base", s)] = _fd(p, adapter, params, bank, inp.bank_base_indep(params.n, s))
         ctx.log_param("control_error.control", params.control)
         ctx.log_param("control_error.controlled", accepts)
         _log_instrument(ctx, "control_error", params)

@@ -70,6 +70,8 @@ class RewardNFEParams(StepsParams):
     ood: list[str] | None = Field(None, description="out-of-domain rewards scored beside it (None: the reward's "
                                                     "registered partners; [] for none)")
     ood_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="out-of-domain reward -> its params")
+    real: bool = Field(False, description="also each reward of the first n test images with their own labels "
+                                          "(reward_<r>_real: the rate real images reach)")
 
     @model_validator(mode="after")
     def _rewards(self) -> "RewardNFEParams":
@@ -112,7 +114,7 @@ class RewardAtNFE(Metric):
 
     @classmethod
     def inputs(cls, params: RewardNFEParams) -> list[inp.InputSpec]:
-        return [inp.bank(params.n, s) for s in all_steps(params)]
+        return [inp.bank(params.n, s) for s in all_steps(params)] + ([inp.real_test(params.n)] if params.real else [])
 
     @classmethod
     def columns(cls, params: RewardNFEParams) -> dict[str, Column]:
@@ -125,6 +127,10 @@ class RewardAtNFE(Metric):
                 cols[reward_key(name, s)] = Column(
                     f"reward {name} ({domain}, bank n={params.n}, NFE={s})", r.higher_is_better,
                     short=f"R:{name}@{s}", uncertainty="within-cell standard error over the bank's images")
+            if params.real:
+                cols[f"reward_{name}_real"] = Column(f"reward {name} ({domain}) of the first {params.n} test images",
+                                                     r.higher_is_better, short=f"R:{name}@real",
+                                                     uncertainty="within-cell standard error over the test images")
         for s in all_steps(params):
             cols[nfe_key(s)] = Column(f"measured NFE (steps={s})", higher_is_better=False, unit="NFE", kind="cost",
                                       short=f"NFE{s}")
@@ -150,6 +156,13 @@ class RewardAtNFE(Metric):
                 ctx.log_metric(f"{key}_ci95_lo", lo, None)
                 ctx.log_metric(f"{key}_ci95_hi", hi, None)
                 ctx.log_metric(f"reward_{name}", m, int(round(nfe)))  # reward-vs-NFE history
+        if params.real:
+            real = p.get(inp.real_test(params.n))
+            for name, rparams, _ in self.rewards(params):
+                r = get_reward(name)
+                v = score(r, real.images, Conditioning(labels=real.labels), rparams)
+                m, se, _, _ = mean_ci95(v.numpy(), r.binary)
+                out[f"reward_{name}_real"], out[f"reward_{name}_real_stderr"] = m, se
         for name, rparams, domain in self.rewards(params):
             for k, v in get_reward(name).record(rparams).items():
                 ctx.log_param(f"reward_nfe.{name}.{k}", v)
