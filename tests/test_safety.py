@@ -6,7 +6,6 @@ import hashlib
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from loopback import answers, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -274,16 +274,7 @@ def test_bench_run_writes_only_under_results_dir(tmp_path):
 
 # --- bench ui: signals reach the server, nothing is left on the port -----------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+_free_port, _answers = free_port, answers  # tests/loopback.py
 
 
 def _descendants(pid: int) -> set[int]:

@@ -3,7 +3,6 @@ that an MLflow client logs a run to; a signal stops both, and no PostgreSQL or M
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -11,20 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from loopback import answers, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+_free_port, _answers = free_port, answers  # tests/loopback.py
 
 
 def _alive(pid: int) -> bool:

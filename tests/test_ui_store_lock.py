@@ -1,11 +1,10 @@
-"""`bench ui`'s server creates/migrates the sqlite store under the store's creation lock (issue 17).
+"""`bench ui`'s server creates/migrates the sqlite store under the store's creation lock.
 
 A stand-in server (no MLflow: fast) records whether the lock is held while it starts, then listens;
 the lock must be held until it answers on its port and free afterwards, and SIGTERM stops it.
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 from bench.locks import file_lock, store_lock_path
+from loopback import answers, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,15 +35,11 @@ FAKE_SERVER = textwrap.dedent("""
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def _answers(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    return answers(port, 0.2)
 
 
 def test_ui_holds_the_store_lock_until_its_server_answers(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.claims import (CONTRADICTED, DEGENERATE, FAILS, HOLDS, INCONCLUSIVE, SUPPORTED, UNSETTLED, UNTESTABLE,
+from bench.claims import (DEGENERATE, FAILS, HOLDS, INCONCLUSIVE, SUPPORTED, UNSETTLED, UNTESTABLE,
                           Context, evaluate_claim, evaluate_claims, evaluate_premises)
 from bench.leaderboard import Row
 from bench.suite import ClaimSpec, PremiseSpec
