@@ -157,13 +157,15 @@ def claim_lines(board) -> list[Text]:
                        + (f", ~{p['seeds_needed']} seeds/arm" if p.get("seeds_needed") else "") for p in parts)
         if not parts:
             ev = next((p["why"] for p in v.parts if p.get("why")), v.parts[0]["detail"].split("; ")[-1] if v.parts else v.detail)
-        if v.blocked_by:
+        if getattr(v, "blocked_by", None):
             ev = "needs " + ", ".join(f"{b['name']} ({b['state']})" for b in v.blocked_by) + "; test: " + ev
-        if v.aa and v.aa.get("rate") is not None:
-            ev += f"; A/A {100 * v.aa['rate']:.0f}%" + (" > 10%: not decided" if v.aa["rate"] > AA_MAX
-                                                       and v.statistical_verdict in ("supported", "contradicted") else "")
+        aa = getattr(v, "aa", None)
+        if aa and aa.get("rate") is not None:
+            ev += f"; A/A {100 * aa['rate']:.0f}%" + (" > 10%: not decided" if aa["rate"] > AA_MAX and getattr(
+                v, "statistical_verdict", "") in ("supported", "contradicted") else "")
         out.append(Text.assemble((f"  {v.verdict.upper():<16}", VERDICT_STYLE.get(v.verdict, "")),
-                                 (v.name, "bold"), f": {v.assertion} — {v.basis or ''}{'; ' if v.basis else ''}{ev}"))
+                                 (v.name, "bold"), f": {v.assertion} — {getattr(v, 'basis', '') or ''}"
+                                 f"{'; ' if getattr(v, 'basis', '') else ''}{ev}"))
     return out
 
 

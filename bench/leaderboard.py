@@ -303,8 +303,8 @@ def to_markdown(board: Leaderboard) -> str:
                   "| claim | paper | assertion | verdict | basis | A/A | evidence |", "|---|---|---|---|---|---|---|"]
         for v in board.claims:
             lines.append(f"| {md_escape(v.name)} | {md_escape(v.paper)} | {_md_code(v.assertion)} | "
-                         f"**{md_escape(v.verdict)}** | {md_escape(v.basis)} | "
-                         f"{md_escape(aa_phrase(v.aa)) if v.aa else '—'} | {md_escape(v.detail)} |")
+                         f"**{md_escape(v.verdict)}** | {md_escape(getattr(v, 'basis', ''))} | "
+                         f"{md_escape(aa_phrase(v.aa)) if getattr(v, 'aa', None) else '—'} | {md_escape(v.detail)} |")
     return "\n".join(lines) + "\n"
 
 
