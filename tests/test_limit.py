@@ -104,3 +104,14 @@ def test_a_suite_file_may_not_take_a_limited_name(tmp_path):
     p.write_text(Path(SMOKE).read_text().replace("name: smoke", "name: smoke.limit3"))
     r = CliRunner().invoke(main, ["validate", str(p)], prog_name="bench")
     assert r.exit_code == 2 and f"{p}: name: 'smoke.limit3' ends in .limit<N>" in r.output, r.output
+
+
+def test_limit_leaves_a_byte_stream_whole_and_caps_its_work():
+    # llm_text's n_train / n_test would be bytes: N bytes is no text (a window of seq bytes cannot be cut)
+    from bench.registry import meta
+
+    assert meta("dataset", "llm_text").limit_splits is False
+    lim = resolve("llm_internals_tiny", limit=4)
+    assert (lim.suite.dataset.n_train, lim.suite.dataset.n_test) == (None, None)
+    assert all(c.budget["steps"] <= 4 for c in lim.cells if "steps" in c.budget)
+    assert (resolve(SMOKE, limit=4).suite.dataset.n_test) == 4  # image data sets are still cut
