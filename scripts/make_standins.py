@@ -122,6 +122,80 @@ def make_llama(out: Path, tok, seed: int) -> Path:
     return _save(LlamaForCausalLM(cfg), tok, out / "llama")
 
 
+# -- peft_qwen3_8b: its four lm-eval tasks as local stand-ins -------------------------------------------
+def _mc(task: str, metrics: list[str], splits: tuple[str, ...]) -> str:
+    files = "\n".join(f'    {sp}: "{{d}}/{task}/{sp}.jsonl"' for sp in splits)
+    keys = "\n".join(f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true" for m in metrics)
+    split_keys = ("training_split: train\n" if "train" in splits else "") + \
+                 ("validation_split: validation\n" if "validation" in splits else "")
+    return (f"# stand-in for lm-eval's {task} (scripts/make_standins.py): local JSONL, same task name and metric keys\n"
+            f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n{files}\n"
+            f"output_type: multiple_choice\n{split_keys}test_split: test\ndoc_to_text: text\ndoc_to_choice: choices\n"
+            f"doc_to_target: label\ntarget_delimiter: \" \"\nmetric_list:\n{keys}\nmetadata:\n  version: 1.0\n")
+
+
+def _gen(task: str, splits: tuple[str, ...], strict: bool) -> str:
+    files = "\n".join(f'    {sp}: "{{d}}/{task}/{sp}.jsonl"' for sp in splits)
+    split_keys = ("training_split: train\n" if "train" in splits else "") + \
+                 ("validation_split: validation\n" if "validation" in splits else "")
+    filters = ('filter_list:\n  - name: strict-match\n    filter:\n      - function: regex\n'
+               '        regex_pattern: "#### (\\\\-?[0-9\\\\.\\\\,]+)"\n      - function: take_first\n') if strict else ""
+    return (f"# stand-in for lm-eval's {task} (scripts/make_standins.py): local JSONL, same task name and metric keys\n"
+            f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n{files}\n"
+            f"output_type: generate_until\n{split_keys}test_split: test\ndoc_to_text: \"Question: {{{{question}}}}\\nAnswer:\"\n"
+            f"doc_to_target: answer\ntarget_delimiter: \" \"\n"
+            f"generation_kwargs:\n  until: [\"\\n\"]\n  do_sample: false\n  max_gen_toks: 8\n{filters}"
+            f"metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+            f"metadata:\n  version: 1.0\n")
+
+
+def make_lm_eval_tasks(out: Path, rng, per_split: int = 8) -> Path:
+    """hellaswag, mathqa, gsm8k, minerva_math500 under the names and metric keys peft_qwen3_8b reads,
+    as local JSONL tasks (lm-eval's own data sets are not obtainable offline)."""
+    import json
+
+    root = out / "lm_eval_tasks"
+    words = ["red", "blue", "green", "cat", "dog", "bird", "sun", "rain", "tree", "stone", "river", "hill"]
+    specs = {"hellaswag": ("mc", ("train", "validation", "test")), "mathqa": ("mc", ("train", "validation", "test")),
+             "gsm8k": ("gen", ("train", "test")), "minerva_math500": ("gen", ("test",))}
+    for task, (kind, splits) in specs.items():
+        (root / task).mkdir(parents=True, exist_ok=True)
+        for sp in splits:
+            rows = []
+            for i in range(per_split):
+                a, b = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+                if kind == "mc":
+                    ch = [str(w) for w in rng.choice(words, 4, replace=False)]
+                    rows.append({"text": f"{task} {sp} {i}: the word is {ch[i % 4]}. Which word?", "choices": ch,
+                                 "label": i % 4})
+                else:
+                    rows.append({"question": f"What is {a} plus {b}?", "answer": f"{a + b} #### {a + b}"
+                                 if task == "gsm8k" else str(a + b)})
+            (root / task / f"{sp}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        text = _mc(task, ["acc", "acc_norm"] if task == "hellaswag" else ["acc"], splits) if kind == "mc" \
+            else _gen(task, splits, strict=task == "gsm8k")
+        (root / f"{task}.yaml").write_text(text.replace("{d}", str(root)))
+    return root
+
+
+def make_peft_suite(out: Path, tasks_dir: Path) -> Path:
+    """``peft_qwen3_8b`` reading the stand-in tasks (``dataset.root``, no lm-eval defaults) and allowed on
+    the CPU; everything else (methods, budgets, metrics, claims) as in suites/peft_qwen3_8b.yaml."""
+    import yaml
+
+    src = Path(__file__).resolve().parents[1] / "suites" / "peft_qwen3_8b.yaml"
+    suite = yaml.safe_load(src.read_text())
+    suite["dataset"]["root"] = str(tasks_dir)
+    suite["dataset"]["params"]["include_defaults"] = False
+    suite["base_model"]["require_gpu"] = False  # the tiny stand-in runs on the CPU too (CUDA when present)
+    d = out / "suites"
+    d.mkdir(parents=True, exist_ok=True)
+    dst = d / "peft_qwen3_8b.yaml"
+    dst.write_text(f"# stand-in copy of {src.name} (scripts/make_standins.py): dataset.root -> local tasks\n"
+                   + yaml.safe_dump(suite, sort_keys=False))
+    return dst
+
+
 def make_all(out: Path, image_size: int = 64, cifar_per_batch: int = 20, n_train: int = 8, n_val: int = 4,
              n_ref: int = 16, seed: int = 0) -> dict[str, str]:
     """Write every stand-in under ``out``; return the environment variables that point the harness at them."""
@@ -131,6 +205,7 @@ def make_all(out: Path, image_size: int = 64, cifar_per_batch: int = 20, n_train
     cifar = make_cifar10(out, rng, cifar_per_batch)
     tok, _ = _tokenizer(vocab=512)
     qwen3, llama = make_qwen3(out, tok, seed), make_llama(out, tok, seed)
+    peft_suite = make_peft_suite(out, make_lm_eval_tasks(out, rng))
     return {
         "IMAGENET_DIR": str(imagenet),
         "ADM_REF_BATCH": str(imagenet / "VIRTUAL_imagenet256_labeled.npz"),
@@ -138,6 +213,7 @@ def make_all(out: Path, image_size: int = 64, cifar_per_batch: int = 20, n_train
         "CIFAR10_CHECKSUMS": str(cifar / "checksums.md5"),
         "QWEN3_8B_DIR": str(qwen3),
         "LLM_INTERNALS_MODEL_DIR": str(llama),
+        "STANDIN_PEFT_SUITE": str(peft_suite),  # not read by the harness: `bench run $STANDIN_PEFT_SUITE`
     }
 
 
