@@ -3,7 +3,9 @@
 lm-evaluation-harness's ``--limit`` convention, for a suite: a quick end-to-end check, never a
 result. :func:`limited` returns a copy of the suite in which
 
-* the data set uses at most N training and N test images (``dataset.n_train`` / ``n_test``),
+* the data set uses at most N training and N test images (``dataset.n_train`` / ``n_test``), unless
+  its class sets ``limit_splits = False`` (splits not counted in items: ``llm_text`` is a byte stream,
+  where N bytes is no text at all; its work is bounded by the capped budgets and metric counts),
 * every training budget count of every method (its adapter's resolved ``Budget``: ``*_steps``,
   ``*_batch``, ``*_images``, ``*_examples``, ``epochs`` ...) is at most N,
 * every sample count of every metric (its resolved params: ``n``, ``n_*``, ``*_samples``,
@@ -81,7 +83,10 @@ def limited(suite, n: int):
         params = model.model_validate(spec.params).model_dump(mode="json")
         metrics.append(spec.model_copy(update={"params": cap(params, n, model)}))
     ds = suite.dataset
-    dataset = ds.model_copy(update={"n_train": min(ds.n_train or n, n), "n_test": min(ds.n_test or n, n)})
+    if getattr(registry.meta("dataset", ds.name), "limit_splits", True):
+        dataset = ds.model_copy(update={"n_train": min(ds.n_train or n, n), "n_test": min(ds.n_test or n, n)})
+    else:  # its splits are not counted in items (a byte stream): the capped budgets and metric counts limit the work
+        dataset = ds
     return suite.model_copy(update={
         "name": f"{suite.name}.limit{n}", "description": f"[--limit {n}: counts capped, not a result] {suite.description}",
         "methods": methods, "metrics": metrics, "dataset": dataset, "budget": {},

@@ -89,7 +89,14 @@ def test_every_shipped_suite_plans_under_limit_4(suite):
     except SuiteError as e:  # needs data that is not here even to plan (e.g. cifar10_diffusion without CIFAR10_DIR)
         pytest.skip(f"does not plan here without --limit either: {str(e)[:200]}")
     lim = resolve(suite, limit=4)
-    assert len(lim.cells) == len(full.cells) and lim.suite.dataset.n_test <= 4
+    from bench.registry import meta
+
+    ds = lim.suite.dataset
+    assert len(lim.cells) == len(full.cells)
+    if getattr(meta("dataset", ds.name), "limit_splits", True):
+        assert ds.n_test <= 4
+    else:  # a byte stream keeps its splits (test_limit_leaves_a_byte_stream_whole_and_caps_its_work)
+        assert ds.n_test == full.suite.dataset.n_test
     assert all(c.config()["limit"] == 4 for c in lim.cells)
 
 
@@ -104,3 +111,14 @@ def test_a_suite_file_may_not_take_a_limited_name(tmp_path):
     p.write_text(Path(SMOKE).read_text().replace("name: smoke", "name: smoke.limit3"))
     r = CliRunner().invoke(main, ["validate", str(p)], prog_name="bench")
     assert r.exit_code == 2 and f"{p}: name: 'smoke.limit3' ends in .limit<N>" in r.output, r.output
+
+
+def test_limit_leaves_a_byte_stream_whole_and_caps_its_work():
+    # llm_text's n_train / n_test would be bytes: N bytes is no text (a window of seq bytes cannot be cut)
+    from bench.registry import meta
+
+    assert meta("dataset", "llm_text").limit_splits is False
+    lim = resolve("llm_internals_tiny", limit=4)
+    assert (lim.suite.dataset.n_train, lim.suite.dataset.n_test) == (None, None)
+    assert all(c.budget["steps"] <= 4 for c in lim.cells if "steps" in c.budget)
+    assert (resolve(SMOKE, limit=4).suite.dataset.n_test) == 4  # image data sets are still cut

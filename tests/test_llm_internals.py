@@ -207,3 +207,17 @@ def test_seedprint_single_identity_dim_is_not_degenerate():
     b = a + 0.1 * rng.standard_normal(a.shape)
     v = seedprint_test(a, b, k=1)
     assert v.n_dims == 1 and v.tau > 0.8 and v.p < 0.01
+
+
+def test_seedprint_is_not_applicable_to_a_local_checkpoint_row():
+    # llm_internals_scaled runs seedprint on every row: the local checkpoint's row has a model, no matrix
+    from types import SimpleNamespace
+
+    from adapters.llm_internals.local_model import LocalPretrained
+    from adapters.llm_internals.metric_seedprint import SeedPrint, SeedPrintParams
+    from bench.errors import MetricError
+
+    local = SimpleNamespace(model=torch.nn.Linear(2, 2), trained=LocalPretrained.trained)
+    assert SeedPrint().compute(local, None, SeedPrintParams()) == {}
+    with pytest.raises(MetricError, match="no model matrix"):
+        SeedPrint().compute(SimpleNamespace(), None, SeedPrintParams())

@@ -70,6 +70,22 @@ def test_cifar_checksum_mismatch_names_the_file_and_unpickles_nothing(tmp_path, 
     assert not marker.exists()
 
 
+def test_cifar_stand_in_declares_its_own_checksums_and_they_are_still_checked(tmp_path, monkeypatch):
+    from bench.data.folders import CIFAR10, DatasetCorrupt
+
+    d = _fake_cifar(tmp_path, monkeypatch, md5s=False)  # the published table stays in force
+    sums = tmp_path / "checksums.md5"
+    sums.write_text("".join(f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(d.iterdir())))
+    monkeypatch.setenv("CIFAR10_CHECKSUMS", str(sums))
+    assert tuple(CIFAR10.load(SimpleNamespace(root=str(tmp_path))).train.images.shape) == (20, 3, 32, 32)
+    (d / "test_batch").write_bytes(pickle.dumps(_fake_batch(seed=9), protocol=2))  # not the listed file
+    with pytest.raises(DatasetCorrupt, match=r"test_batch has md5 .* listed in .*checksums\.md5 \(CIFAR10_CHECKSUMS\)"):
+        CIFAR10.load(SimpleNamespace(root=str(tmp_path)))
+    monkeypatch.setenv("CIFAR10_CHECKSUMS", str(tmp_path / "absent.md5"))
+    with pytest.raises(Exception, match=r"CIFAR10_CHECKSUMS=.*absent\.md5: no such file"):
+        CIFAR10.load(SimpleNamespace(root=str(tmp_path)))
+
+
 def test_restricted_unpickler_refuses_code_even_with_a_matching_md5(tmp_path, monkeypatch):
     from bench.data.folders import CIFAR10, DatasetCorrupt, load_data_pickle
 

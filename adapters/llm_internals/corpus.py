@@ -116,6 +116,7 @@ class LlmTextDataset:
     """Byte-level local text: pre-training corpus (train / held-out test) and a fine-tuning corpus."""
 
     Params = LlmTextParams
+    limit_splits = False  # n_train / n_test would cut bytes: `bench run --limit N` caps steps and counts instead
 
     @staticmethod
     def load(spec) -> LlmText:

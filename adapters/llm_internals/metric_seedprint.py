@@ -101,8 +101,8 @@ class SeedPrint(Metric):
         from adapters.llm_internals.seedprint import (empirical_null, features, ks_uniform, linear_cka, probe_inputs,
                                                       seedprint_test, weight_cosine)
 
-        if getattr(adapter, "trained", None) is not None:
-            return {}  # a pre-training arm (llama_baseline / headwise_rmsnorm): no matrix here (not applicable)
+        if getattr(adapter, "trained", None) is not None or getattr(adapter, "model", None) is not None:
+            return {}  # a pre-training arm (llama_baseline / headwise_rmsnorm) or a local checkpoint: not applicable
         models = getattr(adapter, "models", None)
         if not models:
             raise MetricError("seedprint: the adapter holds no model matrix (use the seedprint_matrix adapter)")

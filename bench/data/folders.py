@@ -85,14 +85,39 @@ def load_data_pickle(data: bytes, what: str) -> object:
         raise DatasetCorrupt(f"{what}: not a plain-data pickle ({e})") from None
 
 
+CIFAR10_CHECKSUMS_ENV = "CIFAR10_CHECKSUMS"
+
+
+def cifar_checksums() -> tuple[dict[str, str], str]:
+    """(file name -> md5, where they come from): :data:`CIFAR10_MD5` (the published release), or the
+    ``md5sum``-format file named by ``$CIFAR10_CHECKSUMS`` (a stand-in's own, scripts/make_standins.py)."""
+    raw = os.environ.get(CIFAR10_CHECKSUMS_ENV)
+    if not raw:
+        return CIFAR10_MD5, "the file of the published python release cifar-10-python.tar.gz"
+    p = Path(raw).expanduser()
+    if not p.is_file():
+        raise DatasetMissing(f"{CIFAR10_CHECKSUMS_ENV}={raw}: no such file (expected md5sum lines '<md5>  <name>')")
+    out = {}
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or len(parts[0]) != 32:
+            raise DatasetCorrupt(f"{p}:{i}: expected '<md5>  <name>', got {line!r}")
+        out[parts[1].lstrip("*")] = parts[0].lower()
+    return out, f"the checksum listed in {p} ({CIFAR10_CHECKSUMS_ENV})"
+
+
 def read_cifar_batch(path: Path) -> dict:
-    """One CIFAR-10 batch file: md5 checked against :data:`CIFAR10_MD5`, then unpickled as data only."""
+    """One CIFAR-10 batch file: md5 checked against :data:`CIFAR10_MD5` (or ``$CIFAR10_CHECKSUMS``'s
+    list, :func:`cifar_checksums`), then unpickled as data only."""
     data = path.read_bytes()
-    got, want = hashlib.md5(data, usedforsecurity=False).hexdigest(), CIFAR10_MD5.get(path.name)
+    table, origin = cifar_checksums()
+    got, want = hashlib.md5(data, usedforsecurity=False).hexdigest(), table.get(path.name)
     if got != want:
         raise DatasetCorrupt(
-            f"CIFAR-10: {path} has md5 {got}, expected {want} (the file of the published python release "
-            f"cifar-10-python.tar.gz). Re-download and unpack it; the file is not unpickled."
+            f"CIFAR-10: {path} has md5 {got}, expected {want} ({origin}). "
+            f"Re-download and unpack it; the file is not unpickled."
         )
     b = load_data_pickle(data, str(path))
     if not isinstance(b, dict) or b"data" not in b or b"labels" not in b:
