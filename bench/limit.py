@@ -84,7 +84,9 @@ def limited(suite, n: int):
         metrics.append(spec.model_copy(update={"params": cap(params, n, model)}))
     ds = suite.dataset
     if getattr(registry.meta("dataset", ds.name), "limit_splits", True):
-        dataset = ds.model_copy(update={"n_train": min(ds.n_train or n, n), "n_test": min(ds.n_test or n, n)})
+        # the splits keep 2N items: a metric may draw two disjoint sets of N (a real-vs-real floor)
+        dataset = ds.model_copy(update={"n_train": min(ds.n_train or 2 * n, 2 * n),
+                                        "n_test": min(ds.n_test or 2 * n, 2 * n)})
     else:  # its splits are not counted in items (a byte stream): the capped budgets and metric counts limit the work
         dataset = ds
     return suite.model_copy(update={

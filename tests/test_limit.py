@@ -16,7 +16,7 @@ SMOKE = str(Path(__file__).parent / "suites" / "smoke.yaml")
 def test_limit_caps_data_budgets_and_metric_counts_not_architecture():
     full, lim = resolve(SMOKE), resolve(SMOKE, limit=3)
     assert lim.suite.name == "smoke.limit3" and limit_of(lim.suite.name) == 3 and limit_of("smoke") is None
-    assert (lim.suite.dataset.n_train, lim.suite.dataset.n_test) == (3, 3)  # from 600 / 200
+    assert (lim.suite.dataset.n_train, lim.suite.dataset.n_test) == (6, 6)  # from 600 / 200: 2N, room for two sets of N
     for f, c in zip(full.cells, lim.cells):
         assert c.params == f.params  # the same networks
         assert {k: v for k, v in c.budget.items() if k.endswith(("_steps", "_batch"))} == \
@@ -94,7 +94,7 @@ def test_every_shipped_suite_plans_under_limit_4(suite):
     ds = lim.suite.dataset
     assert len(lim.cells) == len(full.cells)
     if getattr(meta("dataset", ds.name), "limit_splits", True):
-        assert ds.n_test <= 4
+        assert ds.n_test <= 8  # 2N
     else:  # a byte stream keeps its splits (test_limit_leaves_a_byte_stream_whole_and_caps_its_work)
         assert ds.n_test == full.suite.dataset.n_test
     assert all(c.config()["limit"] == 4 for c in lim.cells)
@@ -121,4 +121,4 @@ def test_limit_leaves_a_byte_stream_whole_and_caps_its_work():
     lim = resolve("llm_internals_tiny", limit=4)
     assert (lim.suite.dataset.n_train, lim.suite.dataset.n_test) == (None, None)
     assert all(c.budget["steps"] <= 4 for c in lim.cells if "steps" in c.budget)
-    assert (resolve(SMOKE, limit=4).suite.dataset.n_test) == 4  # image data sets are still cut
+    assert (resolve(SMOKE, limit=4).suite.dataset.n_test) == 8  # image data sets are still cut (2N)
