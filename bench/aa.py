@@ -76,7 +76,8 @@ def claim_rate(claim: Any, source: Any, per_arm: int, ctx: Any, sampling_only: b
     per-seed values (a :class:`bench.seed_noise.SeedNoiseModel`, or a ``{key: [values]}`` dict with
     ``<key>_stderr`` lists); one-seed clauses use ``ctx``'s model (or, with ``sampling_only``, the old
     sampling-error-only test). None when the claim names no metric at all."""
-    from bench.claims import Context, _evaluate_compare, _form, parse_assertion, two_sample
+    from bench.claim_grammar import _form, parse_assertion
+    from bench.claim_stats import Context, _evaluate_compare, two_sample
     from bench.claim_grammar import _evaluate
     from bench.stats import permutation_p
 

@@ -147,7 +147,7 @@ def premise_lines(board) -> list[Text]:
 
 
 def claim_lines(board) -> list[Text]:
-    from bench.claims import AA_MAX
+    from bench.claim_stats import AA_MAX
 
     out = []
     for v in board.claims:

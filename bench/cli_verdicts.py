@@ -118,6 +118,7 @@ def aa_cmd(suite, per_arm, source, method, fmt, tracking_uri, plugins):
     reported inconclusive on the board.
     """
     from bench import aa, claims, leaderboard
+    from bench.claim_stats import AA_MAX
     from bench.plan import load
     from bench.tracking import Tracker
 
@@ -144,7 +145,7 @@ def aa_cmd(suite, per_arm, source, method, fmt, tracking_uri, plugins):
     ks = sorted(set(per_arm) or ({len(s.seeds)} - {1}))
     rows = aa.table(s, values, ctx, ks)
     if fmt == "json":
-        click.echo(json.dumps({"suite": s.name, "source": what, "aa_max": claims.AA_MAX, "claims": [
+        click.echo(json.dumps({"suite": s.name, "source": what, "aa_max": AA_MAX, "claims": [
             {"claim": r["claim"], "assert": r["assert"],
              "results": {k: (v.to_dict() if v else None) for k, v in r["results"].items()}} for r in rows]}, indent=2))
         return
@@ -166,12 +167,12 @@ def aa_cmd(suite, per_arm, source, method, fmt, tracking_uri, plugins):
             if v is None or v.rate is None:
                 cells.append("n/a" if v is None else f"n/a: {v.why}")
             else:
-                flag = " !" if v.rate > claims.AA_MAX else ""
+                flag = " !" if v.rate > AA_MAX else ""
                 cells.append(f"{100 * v.rate:.0f}% ({v.decided}/{v.splits}){flag}")
         t.add_row(r["claim"], str(arms), *cells)
     con = Console(width=160)
     con.print(t)
-    click.echo(f"! = above {100 * claims.AA_MAX:.0f} %: the board does not decide such a verdict. "
+    click.echo(f"! = above {100 * AA_MAX:.0f} %: the board does not decide such a verdict. "
                "A 95 % test should decide about 5 % of A/A splits.")
 
 

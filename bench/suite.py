@@ -58,7 +58,26 @@ class LeaderboardSpec(_Strict):
                                        "the rest by group while they fit the width); not part of any config hash")
 
 
-class PremiseSpec(_Strict):
+class _Statement(_Strict):
+    """What a premise and a claim share: an assertion in the claim grammar and how it is tested."""
+
+    assert_: str = Field(alias="assert")
+    test: Literal["welch", "permutation", "bootstrap"] = "welch"
+    level: StrictFloat = Field(default=0.95, gt=0, lt=1)
+    tol: StrictFloat | None = None
+    note: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("assert_")
+    @classmethod
+    def _assert_parses(cls, v: str) -> str:
+        from bench.claim_grammar import validate_assertion
+
+        return validate_assertion(v)
+
+
+class PremiseSpec(_Statement):
     """A condition under which a suite's claims are testable (evaluated like a claim, :mod:`bench.claims`).
 
     E.g. ``{name: baseline-has-sinks, assert: "sink_rate(llama_lr_lo) > 20"}``: the baseline shows the
@@ -68,44 +87,16 @@ class PremiseSpec(_Strict):
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
-    assert_: str = Field(alias="assert")
-    test: Literal["welch", "permutation", "bootstrap"] = "welch"
-    level: StrictFloat = Field(default=0.95, gt=0, lt=1)
-    tol: StrictFloat | None = None
-    note: str | None = None
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @field_validator("assert_")
-    @classmethod
-    def _assert_parses(cls, v: str) -> str:
-        from bench.claims import validate_assertion  # the grammar lives with the evaluator
-
-        return validate_assertion(v)
 
 
-class ClaimSpec(_Strict):
+class ClaimSpec(_Statement):
     """A paper claim checked on the leaderboard (evaluated by :mod:`bench.claims`)."""
 
     name: str
     paper: str
-    assert_: str = Field(alias="assert")
     paper_numbers: dict[str, Any] = Field(default_factory=dict)
-    test: Literal["welch", "permutation", "bootstrap"] = "welch"
-    level: StrictFloat = Field(default=0.95, gt=0, lt=1)
-    tol: StrictFloat | None = None
-    note: str | None = None
     needs: list[str] = Field(default_factory=list, description="names of the suite's premises that must be "
                              "established before this claim is decided (else: untestable here)")
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @field_validator("assert_")
-    @classmethod
-    def _assert_parses(cls, v: str) -> str:
-        from bench.claims import validate_assertion  # the grammar lives with the evaluator
-
-        return validate_assertion(v)
 
 
 class ToleranceSpec(_Strict):

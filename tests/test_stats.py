@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bench import stats
-from bench.claims import CONTRADICTED, INCONCLUSIVE, NO_MODEL, ONE_SEED, SUPPORTED, Context, evaluate_claim
+from bench.claim_stats import CONTRADICTED, INCONCLUSIVE, NO_MODEL, ONE_SEED, SUPPORTED, Context
+from bench.claims import evaluate_claim
 from bench.leaderboard import Row
 from bench.suite import ClaimSpec
 
