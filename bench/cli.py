@@ -27,8 +27,7 @@ def _methods(method: tuple[str, ...], methods: str | None) -> list[str] | None:
     return out or None
 
 
-_plugin = click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
-                       help="Import this module first: it registers external adapters/metrics (repeatable).")
+from bench.cli_options import accept_code_option as _accept_code, plugin_option as _plugin  # noqa: E402
 
 
 def _raise_interrupt(signum, frame):
@@ -76,9 +75,10 @@ def main(results_dir):
               help="A quick check, not a result: every image, sample and training-step count capped at N "
                    "(suite <name>.limit<N>, its own config hashes; bench.limit).")
 @_plugin
+@_accept_code
 @executor_options
-def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, limit, plugins, executor, lease_timeout,
-        **opts):
+def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, limit, plugins, accept_code_change,
+        executor, lease_timeout, **opts):
     """Run SUITE's (method, seed) cells on an executor, then write and print its leaderboard."""
     from bench import leaderboard
     from bench.executors import ExecutorOptions
@@ -91,7 +91,7 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, l
     # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     outcomes, parent = run_plan(p, executor, ExecutorOptions(**opts), tracking_uri, force, not no_progress,
-                                lease_timeout)
+                                lease_timeout, accept_code_change=accept_code_change)
     tracker = Tracker(tracking_uri)
     board = leaderboard.build(s, tracker)
     paths = leaderboard.write(board)
@@ -165,7 +165,8 @@ def plan_cmd(suite, output, method, seed, plugins):
 @click.option("--parent", default=None, help="Log the cell as a child of this run (e.g. a suite run).")
 @click.option("--force", is_flag=True, help="Run even if a finished run of this config hash and seed exists.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def run_cell_cmd(spec_file, tracking_uri, parent, force, no_progress):
+@_accept_code
+def run_cell_cmd(spec_file, tracking_uri, parent, force, no_progress, accept_code_change):
     """Execute exactly one cell spec (written by `bench plan`) into a new MLflow run of its suite's experiment.
 
     Under torchrun (`python -m torch.distributed.run --nproc_per_node W -m bench.cli run-cell SPEC`)
@@ -178,7 +179,8 @@ def run_cell_cmd(spec_file, tracking_uri, parent, force, no_progress):
     spec = CellSpec.read(spec_file)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with torchrun.process_group() as (rank, _):
-        o = run_cell(spec, tracking_uri, parent, progress=not no_progress and rank == 0, skip_finished=not force)
+        o = run_cell(spec, tracking_uri, parent, progress=not no_progress and rank == 0, skip_finished=not force,
+                     accept_code_change=accept_code_change)
     if rank != 0:
         return
     click.echo(f"{o.method} seed={o.seed}: {o.status} (run {o.run_id}, config {spec.config_hash})")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from bench.cli_options import plugin_option
+
 
 @click.command("leaderboard")
 @click.argument("suite")
@@ -17,14 +19,15 @@ import click
 @click.option("--columns", default=None, help="table: comma-separated column ids or keys to show, e.g. NLL,P@1,rfd_fmnist.")
 @click.option("--width", type=int, default=120, show_default=True, help="table: terminal width to fit.")
 @click.option("--tracking-uri", default=None)
-def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri):
+@plugin_option
+def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri, plugins):
     """Build SUITE's leaderboard from MLflow, write results/<suite>/leaderboard.{md,csv,html,json}, print it."""
     from bench import leaderboard
     from bench.errors import SuiteError
     from bench.suite import load_suite
     from bench.tracking import Tracker
 
-    s = load_suite(suite)
+    s = load_suite(suite, plugins=plugins)
     board = leaderboard.build(s, Tracker(tracking_uri))
     paths = leaderboard.write(board)
     if fmt == "table":
@@ -51,7 +54,8 @@ def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri):
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here [default: results/<suite>/results.<format>].")
 @click.option("--tracking-uri", default=None)
-def export_cmd(suite, fmt, output, tracking_uri):
+@plugin_option
+def export_cmd(suite, fmt, output, tracking_uri, plugins):
     """Export SUITE's results: JSON modelled on lm-eval's results schema (value, stderr, n, instrument per
     metric; config, versions, git hash, seeds per run), or the leaderboard CSV."""
     from bench import leaderboard
@@ -60,7 +64,7 @@ def export_cmd(suite, fmt, output, tracking_uri):
     from bench.suite import load_suite
     from bench.tracking import Tracker
 
-    s = load_suite(suite)
+    s = load_suite(suite, plugins=plugins)
     board = leaderboard.build(s, Tracker(tracking_uri))
     text = to_json(board) if fmt == "json" else leaderboard.to_csv(board)
     out = output or (results_dir() / s.name / f"results.{fmt}")
@@ -73,7 +77,8 @@ def export_cmd(suite, fmt, output, tracking_uri):
 @click.argument("suite")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--tracking-uri", default=None)
-def claims_cmd(suite, fmt, tracking_uri):
+@plugin_option
+def claims_cmd(suite, fmt, tracking_uri, plugins):
     """Evaluate SUITE's paper claims on its finished runs; exit 1 if any claim is contradicted.
 
     Verdicts: supported / contradicted / inconclusive (missing values or sampling errors, or an
@@ -84,7 +89,7 @@ def claims_cmd(suite, fmt, tracking_uri):
     from bench.suite import load_suite
     from bench.tracking import Tracker
 
-    s = load_suite(suite)
+    s = load_suite(suite, plugins=plugins)
     if not s.claims:
         click.echo(f"{s.source}: no claims")
         return

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from bench.cli_options import plugin_option
+
 
 # -- regression gate (bench.baseline, bench.compare; docs/ci-gate.md) ----------------------------
 @click.command("compare")
@@ -23,7 +25,8 @@ import click
                    "[default: results/<suite>/compare.{md,json}].")
 @click.option("--strict", is_flag=True, help="Also fail when a metric improved beyond its tolerance.")
 @click.option("--tracking-uri", default=None)
-def compare_cli(suite, baseline_file, current, report, strict, tracking_uri):
+@plugin_option
+def compare_cli(suite, baseline_file, current, report, strict, tracking_uri, plugins):
     """Compare SUITE's finished runs with a baseline file; print the table, write and log reports.
 
     Exit 0: nothing regressed. Exit 1: a metric worsened beyond its tolerance. Exit 2: refused
@@ -32,7 +35,7 @@ def compare_cli(suite, baseline_file, current, report, strict, tracking_uri):
     from bench.compare import compare_cmd
     from bench.suite import load_suite
 
-    cmp, text = compare_cmd(load_suite(suite), baseline_file, tracking_uri, current, report, strict)
+    cmp, text = compare_cmd(load_suite(suite, plugins=plugins), baseline_file, tracking_uri, current, report, strict)
     click.echo(text)
     sys.exit(cmp.exit_code)
 
@@ -43,13 +46,14 @@ def compare_cli(suite, baseline_file, current, report, strict, tracking_uri):
 @click.option("--current", default="latest", show_default=True,
               help="'latest' (newest finished run per method and seed) or the id of a suite parent run.")
 @click.option("--tracking-uri", default=None)
-def baseline_cli(suite, output, current, tracking_uri):
+@plugin_option
+def baseline_cli(suite, output, current, tracking_uri, plugins):
     """Write a baseline file from SUITE's finished runs (values, spreads, tolerances, provenance)."""
     from bench.baseline import build_baseline, write_baseline
     from bench.suite import load_suite
     from bench.tracking import Tracker
 
-    s = load_suite(suite)
+    s = load_suite(suite, plugins=plugins)
     doc = build_baseline(s, Tracker(tracking_uri), current)
     path = write_baseline(doc, output)
     n = sum(len(m["metrics"]) for m in doc["methods"].values())
@@ -69,13 +73,14 @@ def baseline_cli(suite, output, current, tracking_uri):
 @click.option("--write-baseline", is_flag=True, help="After running, write the baseline file instead of comparing.")
 @click.option("--run-only", is_flag=True, help="Only run the suite into the workdir (for `bench gate-noise`).")
 @click.option("--no-progress", is_flag=True)
-def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_only, no_progress):
+@plugin_option
+def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_only, no_progress, plugins):
     """Run SUITE from fresh weights in its own store, then compare with the baseline (exit 0/1/2)."""
     from bench.gate import gate_run, run_gate
     from bench.suite import load_suite
     from bench.tracking import Tracker
 
-    s = load_suite(suite)
+    s = load_suite(suite, plugins=plugins)
     if run_only:
         g = gate_run(s, workdir, reuse, progress=not no_progress)
         click.echo(f"gate: suite run {g.parent} in {g.workdir} ({g.seconds:.0f}s)")
@@ -102,7 +107,8 @@ def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_o
 @click.option("--variant", "variants", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
               help="Gate workdir of a run under other float settings (repeatable).")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="Noise JSON to write.")
-def gate_noise_cli(suite, reference, variants, output):
+@plugin_option
+def gate_noise_cli(suite, reference, variants, output, plugins):
     """Measure SUITE's paired per-seed noise between float settings (scripts/gate_noise.sh runs them)."""
     import json
 
@@ -113,7 +119,7 @@ def gate_noise_cli(suite, reference, variants, output):
         p = Path(d).resolve()
         return Variant(p.name, f"sqlite:///{p / 'mlflow.db'}")
 
-    doc = measure_noise(load_suite(suite), v(reference), [v(d) for d in variants])
+    doc = measure_noise(load_suite(suite, plugins=plugins), v(reference), [v(d) for d in variants])
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(doc, indent=1) + "\n")
     click.echo(to_text(doc) + f"written: {output}")

@@ -37,7 +37,7 @@ from bench.tracking import TAG, Tracker
 
 LEASE = f"{TAG}lease."
 OWNER, STATE, HEARTBEAT, LOST = f"{LEASE}owner", f"{LEASE}state", f"{LEASE}heartbeat", f"{LEASE}lost"
-CLAIMING, HELD = "claiming", "held"
+CLAIMING, HELD, RELEASED = "claiming", "held", "released"
 DEFAULT_TIMEOUT_S = 300.0
 
 
@@ -130,6 +130,13 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    def release(self) -> None:
+        """After the run ended: its state tag says ``released`` (a finished run holds no lease)."""
+        try:
+            self.tracker.client.set_tag(self.run_id, STATE, RELEASED)
+        except Exception as e:  # noqa: BLE001 - the result is logged already; the tag is cosmetic
+            _say(f"[bench] run {self.run_id[:8]}: could not mark its lease released ({type(e).__name__}: {e})")
 
     def held(self) -> bool:
         """Whether the lease is still ours (the run is RUNNING and was not taken over)."""

@@ -107,7 +107,8 @@ def _registry_problems(methods: list, metrics: list, budget: dict | None, datase
     for i, m in methods:
         cls = registry.meta("adapter", m.adapter)
         if cls is None:
-            problems.append(f"methods[{i}].adapter: unknown adapter {m.adapter!r}; known: {registry.known('adapter')}")
+            problems.append(f"methods[{i}].adapter: unknown adapter {m.adapter!r}; known: {registry.known('adapter')} "
+                            f"({registry.provider_hint('adapter', m.adapter)})")
             continue
         problems += _param_problems(cls.Params, m.params, ("methods", i, "params"))
         budget_model = getattr(cls, "Budget", None)

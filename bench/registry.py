@@ -262,6 +262,19 @@ def import_plugins(modules: Iterable[tuple[str, str]]) -> list[str]:
     return problems
 
 
+def provider_hint(kind: str, name: str) -> str:
+    """Where an unknown ``name`` could come from: an installed entry point of that name (which did
+    not register it), else how a plugin is passed (``--plugin``, ``plugins:``, an entry point)."""
+    group = "genbench.adapters" if kind == "adapter" else "genbench.metrics"
+    eps = [ep for g in ENTRY_POINT_GROUPS for ep in importlib.metadata.entry_points(group=g) if ep.name == name]
+    if eps:
+        ep = eps[0]
+        return (f"the entry point {ep.name!r} = {ep.value!r} (package {getattr(ep.dist, 'name', '?')}) is installed "
+                f"but does not register {kind} {name!r}")
+    return (f"if a plugin provides it, pass --plugin MODULE, list it under the suite's plugins:, or install "
+            f"its package (an entry point in group {group})")
+
+
 def get(table: dict[str, type], kind: str, name: str) -> type:
     """Look ``name`` up in ``table``; raise :class:`BenchError` listing the known names otherwise.
 
@@ -276,5 +289,6 @@ def get(table: dict[str, type], kind: str, name: str) -> type:
     if name not in table:
         load_all()
     if name not in table:
-        raise BenchError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table)) or '(none)'}")
+        raise BenchError(f"unknown {kind} {name!r} ({provider_hint(kind, name)}); "
+                         f"known: {', '.join(sorted(table)) or '(none)'}")
     return table[name]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench import HARNESS_VERSION, leases, registry, torchrun
+from bench import HARNESS_VERSION, code_identity, leases, registry, torchrun
 from bench.context import Cache, CellContext
 from bench.data import load_dataset
 from bench.errors import BenchError
@@ -61,6 +61,7 @@ def run_suite(
     tracking_uri: str | None = None,
     cache: Cache | None = None,
     progress: bool = True,
+    accept_code_change: bool = False,
 ) -> tuple[list[CellOutcome], str]:
     """Run the suite's cells (each with :func:`run_cell`); return their outcomes and the parent run id.
 
@@ -74,6 +75,8 @@ def run_suite(
     cache = cache or Cache()
     tracker = Tracker(tracking_uri)
     exp = tracker.experiment_id(suite.name)
+    if not force:
+        check_code(tracker, exp, plan.cells, accept_code_change)
     parent = tracker.start(exp, f"{suite.name}@{time.strftime('%Y%m%d-%H%M%S')}",
                            {f"{TAG}kind": "suite", f"{TAG}suite": suite.name, f"{TAG}git_sha": git_sha(),
                             f"{TAG}suite_file": suite.source})
@@ -87,6 +90,36 @@ def run_suite(
         tracker.end(parent, "KILLED")
         raise
     return outcomes, parent
+
+
+def check_code(tracker: Tracker, exp: str, cells, accept: bool = False) -> None:
+    """Refuse (:class:`BenchError`, every cell at once) to reuse a FINISHED run whose code fingerprint
+    differs from today's code (:mod:`bench.code_identity`); with ``accept``, record on each such run
+    that today's code was accepted for it (tag ``bench.code.accepted``) and say so. A run without a
+    fingerprint (logged before fingerprints were recorded) is reused as before."""
+    done: dict[tuple[str, str], object] = {}
+    for r in reversed(tracker.cell_runs(exp)):  # newest last: the newest finished run of a cell wins
+        done[(r.data.tags.get(f"{TAG}config_hash"), r.data.tags.get(f"{TAG}seed"))] = r
+    refused = []
+    for spec in cells:
+        run = done.get((spec.config_hash, str(spec.seed)))
+        if run is None:
+            continue
+        cls = registry.get(registry.ADAPTERS, "adapter", spec.adapter)
+        code = code_identity.identity(cls)
+        if code_identity.run_matches(run.data.tags, code) is not False:
+            continue
+        msg = code_identity.refusal(spec.method, spec.seed, run.info.run_id, run.data.tags, code)
+        if accept:
+            old = run.data.tags.get(code_identity.ACCEPTED_TAG, "")
+            tracker.client.set_tag(run.info.run_id, code_identity.ACCEPTED_TAG,
+                                   ",".join(x for x in (old, code.fingerprint) if x))
+            _say(f"[bench] {msg.split(': code changed')[0]}: code changed since run {run.info.run_id[:8]}; "
+                 "its numbers are kept (--accept-code-change)")
+        else:
+            refused.append(msg)
+    if refused:
+        raise BenchError("\n".join(refused))
 
 
 def preflight(spec: CellSpec, dataset=None):
@@ -131,13 +164,16 @@ def default_dtype(precision: str):
 
 
 def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None = None, cache: Cache | None = None,
-             progress: bool = True, skip_finished: bool = False, dataset=None) -> CellOutcome:
+             progress: bool = True, skip_finished: bool = False, dataset=None,
+             accept_code_change: bool = False) -> CellOutcome:
     """Execute one cell into a new MLflow run of the suite's experiment (child of ``parent_run_id``).
 
     With ``skip_finished``, a cell whose config hash and seed already have a FINISHED run is not
     run again (status "skipped"). Raises :class:`BenchError` before any run is created if the
     data set or a pre-flight check fails; an error while training or measuring marks the run FAILED.
     ``dataset``: the cell's data set if the caller has loaded it already (``bench run``, once per suite).
+    A FINISHED run made by other code (its ``bench.code.fingerprint`` tag) is not reused silently:
+    :class:`BenchError` (:func:`check_code`) unless ``accept_code_change``.
 
     Under torchrun (a process group of W > 1 ranks, :mod:`bench.torchrun`) every rank calls this: rank 0
     alone claims the lease and creates, logs and ends the run, then tells the others (broadcast)
@@ -164,6 +200,7 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
         f"{TAG}git_sha": git_sha(), f"{TAG}dataset": spec.dataset.name,
         **{f"{TAG}version.{k}": v for k, v in package_versions().items()},
         **{f"{TAG}numerics.{k}": v for k, v in numerics().items()}, f"{TAG}numerics.precision": spec.precision,
+        **code_identity.identity(cls).tags(),
     }
     if limit_of(spec.suite) is not None:  # `bench run --limit N`: a quick check, never a result
         tags[f"{TAG}limit"] = limit_of(spec.suite)
@@ -173,6 +210,8 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
     torchrun.broadcast(None if claim.lease is None else claim.lease.run_id)  # ranks > 0: run or not
     if claim.lease is None:  # finished already, or another worker holds the cell (bench.leases)
         done = claim.finished
+        if done is not None:
+            check_code(tracker, exp, [spec], accept_code_change)
         _say(f"[bench] {name} seed={seed}: " + (f"finished run {done.info.run_id[:8]} (config {h}) -> skipped"
                                                 if done else f"{claim.message} -> skipped"))
         return CellOutcome(name, seed, "skipped" if done else "leased", (done or claim.holder).info.run_id
@@ -199,7 +238,7 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
 
             def logged(metric: str, out: dict[str, float], secs: float) -> None:
                 tracker.log_metrics(run_id, out)
-                _say(f"[bench]   {metric}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items()) + f" ({secs:.0f}s)")
+                _say(f"[bench]   {name} seed={seed} {metric}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items()) + f" ({secs:.0f}s)")
 
             _compute(spec, cls, ctx, values, logged)
             if world > 1:
@@ -208,6 +247,7 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
             lease.stop()
             tracker.client.set_tag(run_id, f"{TAG}error", "interrupted")
             tracker.end(run_id, "KILLED")
+            lease.release()
             raise
         except Exception as e:  # noqa: BLE001 - a failed cell is recorded, then the suite goes on
             status, err = "FAILED", f"{type(e).__name__}: {e}"
@@ -229,6 +269,7 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
         if status == "FINISHED":
             tracker.log_metrics(run_id, {"cell_seconds": secs})
         tracker.end(run_id, status)
+        lease.release()
         _say(f"[bench] {name} seed={seed}: {status.lower()} in {secs:.0f}s")
         return CellOutcome(name, seed, "finished" if status == "FINISHED" else "failed", run_id, secs, err, values)
     except BaseException:  # e.g. a second interrupt (torchrun's SIGTERM) while ending: never leave it RUNNING

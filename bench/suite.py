@@ -383,18 +383,18 @@ def read_suite_file(suite: str | os.PathLike) -> tuple[str, dict]:
     return where, raw
 
 
-def load_suite(suite: str | os.PathLike, check_registry: bool = True) -> Suite:
+def load_suite(suite: str | os.PathLike, check_registry: bool = True, plugins: tuple[str, ...] | list[str] = ()) -> Suite:
     """Load, parse and validate a suite.
 
     Raises :class:`SuiteError` naming the file and every offending field path.
     With ``check_registry`` the suite's plugins are imported and the adapters, their params and
     budgets, the metrics and their params, and the capabilities each metric needs are checked too,
-    all problems together (:func:`bench.plan.load`).
+    all problems together (:func:`bench.plan.load`). ``plugins``: modules to import first (``--plugin``).
     """
     if check_registry:
         from bench.plan import load  # the checks against the registries live with plan resolution
 
-        return load(suite)
+        return load(suite, plugins)
     where, raw = read_suite_file(suite)
     try:
         s = Suite.model_validate(raw)

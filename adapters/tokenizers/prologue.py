@@ -133,6 +133,7 @@ class PrologueAdapter(VQAdapter):
 
     Params = PrologueParams
     Budget = PrologueBudget
+    reuses_weights_of = VQAdapter  # freezes vq's tokenizer: the same cached weights (its own prior and prologue)
 
     # -- layout ---------------------------------------------------------------------------------
     @property

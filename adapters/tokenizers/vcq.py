@@ -25,6 +25,7 @@ class VCQAdapter(VQAdapter):
     """VCQ: per-position codebook sizes K_t growing from K_min to K_max (arXiv 2605.06207)."""
 
     Params = VCQParams
+    reuses_weights_of = VQAdapter  # vq's training recipe; the schedule (all vcq changes) is in the cache key
 
     def schedule(self) -> list[int]:
         p = self.params

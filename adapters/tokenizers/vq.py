@@ -18,6 +18,7 @@ from adapters.tokenizers.raster_tokenizer import make_tokenizer
 from bench import HARNESS_VERSION
 from bench.adapter import NLL, Adapter, AdapterParams, Conditioning, check_image_batch
 from adapters.tokenizers.ar_prior import ARPrior, PriorBudget, PriorConfig, train_prior
+from bench.code_identity import CACHE_FIELD, identity, stale_weights
 from bench.context import CellContext, stable_hash
 from bench.data.base import ImageDataset
 from bench.errors import BenchError
@@ -42,6 +43,11 @@ class VQAdapter(Adapter):
     capabilities = frozenset({"tokenize", "generate", "prior"})
     Params = VQParams
     Budget = TokenizerARBudget
+    code_modules = ("adapters.tokenizers.vq_tokenizer", "adapters.tokenizers.raster_tokenizer",
+                    "adapters.tokenizers.ar_prior", "adapters.tokenizers.params")
+    """Modules whose source is part of this family's code identity (:mod:`bench.code_identity`)."""
+    # A subclass sets ``reuses_weights_of = VQAdapter`` (a class) when its tokenizer is the parent's
+    # recipe given the key's parts (its schedule, :meth:`tokenizer_extra_key`): see :meth:`weights_owner`.
 
     # -- the one thing VCQ changes ----------------------------------------------------------
     def schedule(self) -> list[int]:
@@ -84,12 +90,33 @@ class VQAdapter(Adapter):
                 and images.stride() == ref.stride() and len(images) <= len(ref) and images.data_ptr() == ref.data_ptr())
         return tokens[:len(images)].clone() if same else None
 
+    @classmethod
+    def weights_owner(cls) -> type:
+        """The class whose code trains this class's tokenizer: ``cls`` itself, unless it declares
+        ``reuses_weights_of = Parent`` in its own body (then the parent's owner; not inherited, so a
+        subclass of a declaring class is its own owner again)."""
+        c = cls
+        while "reuses_weights_of" in c.__dict__:
+            c = c.__dict__["reuses_weights_of"]
+        return c
+
+    @classmethod
+    def weights_class_key(cls) -> dict:
+        """The tokenizer key's class part: ``{"class": "module:Qualname"}`` of :meth:`weights_owner`,
+        empty for vq itself and for an owner that builds its own key (overrides ``tokenizer_key`` or
+        :meth:`tokenizer_extra_key`, as wartok does), so those keys predate this part unchanged.
+        A subclass that only overrides, say, the tokenizer's training gets its own cached weights."""
+        owner = cls.weights_owner()
+        if owner is VQAdapter or {"tokenizer_key", "tokenizer_extra_key"} & set(owner.__dict__):
+            return {}
+        return {"class": f"{owner.__module__}:{owner.__qualname__}"}
+
     def tokenizer_key(self, ds: ImageDataset, budget: TokenizerARBudget) -> str:
         return stable_hash({
             "v": HARNESS_VERSION, "kind": "vq_tokenizer", "sizes": self.schedule(),
             "cfg": self.params.tokenizer.model_dump(), "data": ds.train.fingerprint(), "seed": self.seed,
             "budget": {k: v for k, v in budget.model_dump().items() if k.startswith("tokenizer")},
-            "extra": self.tokenizer_extra_key(),
+            "extra": self.tokenizer_extra_key(), **self.weights_class_key(),
         })
 
     def tokenizer_extra_key(self) -> dict:
@@ -118,9 +145,10 @@ class VQAdapter(Adapter):
 
         key = self.tokenizer_key(ds, budget)
         ctx.log_param("tokenizer_cache_key", key)
+        owner = type(self).weights_owner()
         with file_lock(ctx.cache.path("tokenizer", key).with_suffix(".train.lock"), timeout=TRAIN_LOCK_TIMEOUT_S):
             cached = ctx.cache.load_torch("tokenizer", key)
-            if cached is not None:
+            if cached is not None and not stale_weights(cached, owner, f"tokenizer {key}"):
                 tok = self.new_tokenizer()
                 tok.load_state_dict(cached["state"])  # tensors loaded to CPU, copied onto the module's device
                 tok.eval()
@@ -130,7 +158,7 @@ class VQAdapter(Adapter):
             tok, stats = self.train_new_tokenizer(ctx, ds, budget)
             self._train_tokens = tok.encode(ds.train.images)
             ctx.cache.save_torch("tokenizer", key, {"state": tok.state_dict(), "train_tokens": self._train_tokens,
-                                                    "stats": stats})
+                                                    "stats": stats, CACHE_FIELD: identity(owner).fingerprint})
         for k, v in stats.items():
             if math.isfinite(v):
                 ctx.log_metric(f"tokenizer_{k}", v)
@@ -167,7 +195,7 @@ class VQAdapter(Adapter):
         prior = ARPrior(vocab, length, ds.num_classes, self.params.prior, allowed).to(self.device)
         labels = self.prior_labels(labels, prior)
         cached = ctx.cache.load_torch("prior", key)
-        if cached is not None:
+        if cached is not None and not stale_weights(cached, type(self), f"prior {key}"):
             prior.load_state_dict(cached["state"])
             prior.eval()
             return prior
@@ -180,7 +208,8 @@ class VQAdapter(Adapter):
                 raise BenchError(f"budget.prior_val_images ({nv}) must be < the prior's {len(seqs)} training images")
             seqs, labels, val = seqs[:-nv], labels[:-nv], (seqs[-nv:], labels[-nv:])
         stats = train_prior(prior, seqs, labels, pb, self.seed, "prior", ctx.log_metric, ctx.progress, val=val)
-        ctx.cache.save_torch("prior", key, {"state": prior.state_dict(), "stats": stats})
+        ctx.cache.save_torch("prior", key, {"state": prior.state_dict(), "stats": stats,
+                                            CACHE_FIELD: identity(type(self)).fingerprint})
         for k, v in stats.items():
             ctx.log_metric(f"prior_{k}", v)
         return prior

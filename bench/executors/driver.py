@@ -24,7 +24,7 @@ from bench.executors.local import InlineExecutor
 from bench.executors.progress import ProgressView
 from bench.limit import limit_of
 from bench.plan import Plan
-from bench.runner import CellOutcome, preflight
+from bench.runner import CellOutcome, check_code, preflight
 from bench.provenance import git_sha
 from bench.tracking import TAG, Tracker
 
@@ -39,12 +39,14 @@ def _outcome(d: dict) -> CellOutcome:
 def run_plan(plan: Plan, executor: str | None = None, opts: ExecutorOptions = ExecutorOptions(),
              tracking_uri: str | None = None, force: bool = False, progress: bool = True,
              lease_timeout_s: float | None = None, retries: int = 2, poll_s: float = 1.0,
-             check_s: float = 2.0) -> tuple[list[CellOutcome], str]:
+             check_s: float = 2.0, accept_code_change: bool = False) -> tuple[list[CellOutcome], str]:
     """Run ``plan``'s cells on ``executor`` (``local``/``ray``/``slurm``); return outcomes (plan order), parent run id.
 
     Raises :class:`bench.errors.BenchError` before any run exists if a cell's pre-flight fails or the
     engine is missing. ``lease_timeout_s``: seconds without heartbeat after which a lease is stale
-    (default ``$BENCH_LEASE_TIMEOUT`` or 300).
+    (default ``$BENCH_LEASE_TIMEOUT`` or 300). Without ``force``, a FINISHED run made by other code
+    is refused, every such cell at once, before any run exists, unless ``accept_code_change``
+    (:func:`bench.runner.check_code`).
     """
     suite = plan.suite
     if lease_timeout_s is not None:  # the driver judges leases too (waiting cells, the progress table)
@@ -57,6 +59,8 @@ def run_plan(plan: Plan, executor: str | None = None, opts: ExecutorOptions = Ex
     opts = merged(opts, sx)
     tracker = Tracker(tracking_uri)  # creates and migrates a new sqlite store once, before any worker
     exp = tracker.experiment_id(suite.name)
+    if not force:
+        check_code(tracker, exp, plan.cells, accept_code_change)
     ex = make(name, opts, suite.name)
     inline = isinstance(ex, InlineExecutor)
     if inline:
