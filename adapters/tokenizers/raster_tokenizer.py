@@ -39,7 +39,7 @@ class RasterVQTokenizer(VQTokenizer):
             nn.Conv2d(channels, h, 3, padding=1), nn.GELU(), nn.Conv2d(h, h, 3, padding=1), nn.GELU(),
             nn.Flatten(), nn.Linear(h * p * p, w), nn.GELU(), nn.Linear(w, w))
         self.to_code = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, cfg.code_dim))
-        self.codebook = nn.Parameter(torch.randn(self.k_max, cfg.code_dim) * cfg.code_dim**-0.5)
+        self.add_quantiser(cfg)
         self.from_code = nn.Linear(cfg.code_dim, w)
         self.dec_pos = nn.Parameter(torch.randn(1, n_patch, w) * 0.02)
         self.decoder = self.stack(w)
@@ -75,6 +75,8 @@ class RasterVQTokenizer(VQTokenizer):
 TOKENIZERS: dict[str, type[VQTokenizer]] = {"query1d": VQTokenizer, "raster2d": RasterVQTokenizer}
 
 
-def make_tokenizer(cfg: TokenizerConfig, codebook_sizes: list[int], channels: int, resolution: int) -> VQTokenizer:
-    """The tokenizer of ``cfg.kind`` (query1d: :class:`VQTokenizer`; raster2d: :class:`RasterVQTokenizer`)."""
-    return TOKENIZERS[cfg.kind](cfg, codebook_sizes, channels, resolution)
+def make_tokenizer(cfg: TokenizerConfig, codebook_sizes: list[int], channels: int, resolution: int,
+                   quantiser=None) -> VQTokenizer:
+    """The tokenizer of ``cfg.kind`` (query1d: :class:`VQTokenizer`; raster2d: :class:`RasterVQTokenizer`),
+    with ``quantiser`` (a :class:`adapters.tokenizers.vq_tokenizer.Quantiser`) or the cosine codebook (None)."""
+    return TOKENIZERS[cfg.kind](cfg, codebook_sizes, channels, resolution, quantiser)

@@ -123,9 +123,16 @@ class VQAdapter(Adapter):
         """Anything beyond the shared recipe that changes the tokenizer's weights (subclasses)."""
         return {}
 
+    def new_quantiser(self):
+        """The tokenizer's quantiser component (:class:`adapters.tokenizers.vq_tokenizer.Quantiser`,
+        e.g. FSQ), built after the seed is set; None: vq's cosine codebook. Its ``codebook_sizes``
+        must be :meth:`schedule`'s, so a subclass returning one overrides ``schedule`` too."""
+        return None
+
     def new_tokenizer(self) -> VQTokenizer:
         torch.manual_seed(self.seed)
-        tok = make_tokenizer(self.params.tokenizer, self.schedule(), self.channels, self.resolution)
+        tok = make_tokenizer(self.params.tokenizer, self.schedule(), self.channels, self.resolution,
+                             self.new_quantiser())
         return tok.to(self.device)
 
     def train_new_tokenizer(self, ctx: CellContext, ds: ImageDataset, budget: TokenizerARBudget) -> tuple[VQTokenizer, dict]:
@@ -242,9 +249,9 @@ class VQAdapter(Adapter):
         return self.tokenizer.decode(tokens)
 
     def code_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens [B, L] -> their l2-normalised code vectors float [B, L, d] (probe features)."""
+        """Tokens [B, L] -> their code vectors float [B, L, d] (probe features; l2-normalised for cosine VQ)."""
         with torch.no_grad():
-            return self.tokenizer.codes()[tokens.to(self.device)].cpu()
+            return self.tokenizer.code_vectors(tokens.to(self.device)).cpu()
 
     # -- generate / prior -------------------------------------------------------------------
     def sample(self, n: int, cond: Conditioning, steps: int | None, seed: int) -> torch.Tensor:

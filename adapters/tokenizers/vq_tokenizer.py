@@ -12,6 +12,8 @@ similarity logits before the argmax (VCQ, arXiv 2605.06207; all K_t = K for the 
 """
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,13 +23,48 @@ from bench.training import Schedule, Update, fit, minibatches, to_unit, to_uint8
 from adapters.tokenizers.params import TokenizerConfig  # noqa: F401  (declared in the light module)
 
 
-class VQTokenizer(nn.Module):
-    """Images float [B, C, H, W] in [-1, 1] <-> tokens int64 [B, L] with per-position codebook sizes."""
+@runtime_checkable
+class Quantiser(Protocol):
+    """The tokenizer's quantiser component: latents -> code ids and code vectors.
 
-    def __init__(self, cfg: TokenizerConfig, codebook_sizes: list[int], channels: int, resolution: int):
+    The encoder gives l2-normalised latents z float [B, L, d] (d = ``tokenizer.code_dim``); the
+    decoder reads code vectors of the same shape. The default is the tokenizer's own cosine VQ
+    codebook (:class:`VQTokenizer` implements this protocol); an ``nn.Module`` with these three
+    members replaces it (FSQ, LFQ, residual VQ; docs/plugins.md has an FSQ one).
+    """
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        """K_t >= 2 for each position t = 0..L-1 (ids at position t lie in [0, K_t))."""
+        ...
+
+    def quantise(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z float [B, L, d] -> (code vectors with a straight-through gradient [B, L, d], ids int64
+        [B, L], the quantiser's loss: a scalar added to the reconstruction loss, 0 if it has none)."""
+        ...
+
+    def vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids int64 [..., L] -> their code vectors float [..., L, d] (what the decoder reads)."""
+        ...
+
+
+class VQTokenizer(nn.Module):
+    """Images float [B, C, H, W] in [-1, 1] <-> tokens int64 [B, L] with per-position codebook sizes.
+
+    ``quantiser``: a :class:`Quantiser` component, or None for the built-in cosine VQ codebook (the
+    vq family's; parameters, their order, state-dict names and numerics as they always were). A
+    component's ``codebook_sizes`` must equal ``codebook_sizes``; it is the submodule ``quantiser_component``.
+    """
+
+    def __init__(self, cfg: TokenizerConfig, codebook_sizes: list[int], channels: int, resolution: int,
+                 quantiser: nn.Module | None = None):
         super().__init__()
         if len(codebook_sizes) != cfg.length:
             raise ValueError(f"codebook_sizes has {len(codebook_sizes)} entries, expected L={cfg.length}")
+        if quantiser is not None and list(quantiser.codebook_sizes) != list(codebook_sizes):
+            raise ValueError(f"the quantiser's codebook_sizes {list(quantiser.codebook_sizes)} are not the "
+                             f"tokenizer's {list(codebook_sizes)}")
+        self._given = quantiser
         if resolution % cfg.patch:
             raise ValueError(f"resolution {resolution} is not divisible by patch size {cfg.patch}")
         self.cfg, self.channels, self.resolution = cfg, channels, resolution
@@ -38,6 +75,21 @@ class VQTokenizer(nn.Module):
         mask = torch.arange(self.k_max)[None, :] >= self.codebook_sizes_t[:, None]  # [L, K_max], True = forbidden
         self.register_buffer("forbidden", mask)
         self.build_networks(cfg, channels, n_patch, w)
+        del self._given
+
+    def add_quantiser(self, cfg: TokenizerConfig) -> None:
+        """The quantiser's place in ``build_networks``: the given component, else the cosine codebook
+        (SimVQ-style init N(0, d^-1/2); codes are l2-normalised on use)."""
+        if self._given is not None:
+            self.quantiser_component = self._given
+        else:
+            self.codebook = nn.Parameter(torch.randn(self.k_max, cfg.code_dim) * cfg.code_dim**-0.5)
+
+    @property
+    def quantiser(self) -> Quantiser:
+        """The component, or the tokenizer itself (its cosine codebook: :meth:`quantise`, :meth:`vectors`)."""
+        comp = self._modules.get("quantiser_component")
+        return self if comp is None else comp
 
     def stack(self, w: int) -> nn.TransformerEncoder:
         """A pre-norm Transformer of ``cfg.depth`` layers, width ``w`` (encoder and decoder)."""
@@ -52,8 +104,7 @@ class VQTokenizer(nn.Module):
         self.queries = nn.Parameter(torch.randn(1, cfg.length, w) * 0.02)
         self.encoder = stack()
         self.to_code = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, cfg.code_dim))
-        # SimVQ-style init N(0, d^-1/2); codes are l2-normalised on use.
-        self.codebook = nn.Parameter(torch.randn(self.k_max, cfg.code_dim) * cfg.code_dim**-0.5)
+        self.add_quantiser(cfg)
         self.from_code = nn.Linear(cfg.code_dim, w)
         self.dec_pos = nn.Parameter(torch.randn(1, cfg.length + n_patch, w) * 0.02)
         self.patch_queries = nn.Parameter(torch.randn(1, n_patch, w) * 0.02)
@@ -89,12 +140,25 @@ class VQTokenizer(nn.Module):
         """Cosine similarities float [B, L, K_max], forbidden codes (k >= K_t) set to -inf."""
         return (z @ self.codes().t()).masked_fill(self.forbidden, float("-inf"))
 
-    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z [B, L, d] -> (straight-through codes [B, L, d], indices int64 [B, L], VQ loss scalar)."""
+    def quantise(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cosine codebook (:class:`Quantiser`): argmax similarity among the first K_t codes,
+        straight-through, loss beta*||sg(q) - z||^2 + ||q - sg(z)||^2."""
         idx = self.similarity(z).argmax(-1)
         q = self.codes()[idx]
         vq_loss = self.cfg.beta * F.mse_loss(z, q.detach()) + F.mse_loss(q, z.detach())
         return z + (q - z).detach(), idx, vq_loss
+
+    def vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """The cosine codebook (:class:`Quantiser`): ids int64 [..., L] -> l2-normalised codes [..., L, d]."""
+        return self.codes()[ids]
+
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z [B, L, d] -> (straight-through codes [B, L, d], indices int64 [B, L], quantiser loss scalar)."""
+        return self.quantiser.quantise(z)
+
+    def code_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens int64 [B, L] -> their code vectors float [B, L, d] (the quantiser's :meth:`vectors`)."""
+        return self.quantiser.vectors(tokens)
 
     def decode_codes(self, q: torch.Tensor) -> torch.Tensor:
         """Code vectors [B, L, d] -> images float [B, C, H, W] (unclamped, ~[-1, 1])."""
@@ -112,7 +176,7 @@ class VQTokenizer(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.codebook.device
+        return self.codebook_sizes_t.device
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -127,7 +191,7 @@ class VQTokenizer(nn.Module):
         tokens = tokens.to(self.device)
         if (tokens >= self.codebook_sizes_t).any() or (tokens < 0).any():
             raise ValueError("decode: a token lies outside its position's codebook [0, K_t)")
-        out = [to_uint8(self.decode_codes(self.codes()[tokens[i : i + batch_size]])).cpu()
+        out = [to_uint8(self.decode_codes(self.code_vectors(tokens[i : i + batch_size]))).cpu()
                for i in range(0, len(tokens), batch_size)]
         return torch.cat(out)
 
