@@ -128,3 +128,56 @@ def json_safe(obj):
 
 def to_json(board) -> str:
     return json.dumps(json_safe(to_dict(board)), indent=2, default=str, allow_nan=False)
+
+
+# -- lm-eval's own format ---------------------------------------------------------------------------
+LM_EVAL_NA = "N/A"  # what lm-eval writes for a stderr it does not have (its make_table prints it)
+
+
+def _lm_value(x):
+    """A value as lm-eval's ``make_table`` prints it: finite floats stay numbers, the rest their names."""
+    if x is None:
+        return LM_EVAL_NA
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x
+
+
+def to_lm_eval_dict(board) -> dict:
+    """The board in lm-evaluation-harness's results layout (``lm_eval.utils.make_table`` reads it as is).
+
+    One "task" per method (``results[method]``: ``alias`` and flat ``"<metric>,none"`` /
+    ``"<metric>_stderr,none"``, a missing stderr ``"N/A"`` as lm-eval writes it); ``versions`` and
+    ``n-shot`` keyed by task (the harness version; 0 shots); ``higher_is_better`` per task and metric
+    (only the metrics that have a direction); ``configs`` per task (config hash, seeds, runs);
+    ``n-samples`` holds the seed count. Per-seed values, intervals and claims are in the native
+    schema (:func:`to_dict`) only.
+    """
+    from bench import HARNESS_VERSION
+    from bench.provenance import git_sha
+
+    results, versions, n_shot, hib, configs, n_samples = {}, {}, {}, {}, {}, {}
+    for r in board.rows:
+        res: dict = {"alias": r.label}
+        for k in board.columns:
+            e = r.estimate(k)
+            if e is None:
+                continue
+            res[f"{k},{FILTER}"] = _lm_value(e.mean)
+            se = _clean(e.se)
+            res[f"{k}_stderr,{FILTER}"] = LM_EVAL_NA if se is None else se
+        results[r.method] = res
+        versions[r.method] = HARNESS_VERSION
+        n_shot[r.method] = 0
+        hib[r.method] = {k: c.higher_is_better for k, c in board.columns.items() if c.higher_is_better is not None}
+        configs[r.method] = {"task": r.method, "label": r.label, "config_hash": r.config_hash,
+                             "baseline": r.baseline, "seeds": r.seeds, "run_ids": r.run_ids}
+        n_samples[r.method] = {"original": len(r.seeds), "effective": len(r.seeds)}
+    return {"results": results, "group_subtasks": {}, "configs": configs, "versions": versions, "n-shot": n_shot,
+            "higher_is_better": hib, "n-samples": n_samples,
+            "config": {"model": "genbench", "model_args": f"suite={board.suite.name}"},
+            "git_hash": git_sha(), "date": time.time(), "genbench_schema": SCHEMA}
+
+
+def to_lm_eval_json(board) -> str:
+    return json.dumps(to_lm_eval_dict(board), indent=2, default=str, allow_nan=False)

@@ -50,24 +50,27 @@ def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri, plug
 
 @click.command("export")
 @click.argument("suite")
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["json", "lm-eval", "csv"]), default="json", show_default=True,
+              help="json: the native schema (genbench.results/1); lm-eval: lm-evaluation-harness's results "
+                   "layout, which its make_table prints; csv: the leaderboard.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write here [default: results/<suite>/results.<format>].")
+              help="Write here [default: results/<suite>/results.<format>.json or results.csv].")
 @click.option("--tracking-uri", default=None)
 @plugin_option
 def export_cmd(suite, fmt, output, tracking_uri, plugins):
-    """Export SUITE's results: JSON modelled on lm-eval's results schema (value, stderr, n, instrument per
-    metric; config, versions, git hash, seeds per run), or the leaderboard CSV."""
+    """Export SUITE's results: the native JSON (value, stderr, n, instrument per metric; config, versions,
+    git hash, seeds per run), lm-eval's own results layout (`--format lm-eval`), or the leaderboard CSV."""
     from bench import leaderboard
-    from bench.board_export import to_json
+    from bench.board_export import to_json, to_lm_eval_json
     from bench.context import results_dir
     from bench.suite import load_suite
     from bench.tracking import Tracker
 
     s = load_suite(suite, plugins=plugins)
     board = leaderboard.build(s, Tracker(tracking_uri))
-    text = to_json(board) if fmt == "json" else leaderboard.to_csv(board)
-    out = output or (results_dir() / s.name / f"results.{fmt}")
+    text = {"json": to_json, "lm-eval": to_lm_eval_json, "csv": leaderboard.to_csv}[fmt](board)
+    out = output or (results_dir() / s.name / {"json": "results.json", "lm-eval": "results.lm-eval.json",
+                                               "csv": "results.csv"}[fmt])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     click.echo(f"written: {out}")

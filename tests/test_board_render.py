@@ -194,3 +194,23 @@ def test_html_report_links_runs_to_an_http_tracking_server(board, monkeypatch):
     assert "bench ui" not in page  # the local-store hint is only for non-server stores
     assert board_html.run_url("https://h/", "1", "r") == "https://h/#/experiments/1/runs/r"
     assert board_html.run_url("sqlite:///x.db", "1", "r") is None and board_html.run_url("file:///m", "1", "r") is None
+
+
+def test_lm_eval_export_is_printed_by_lm_evals_make_table(board, tmp_path):
+    """`bench export --format lm-eval` writes what lm-eval's own make_table prints as is (no None stderr)."""
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    make_table = pytest.importorskip("lm_eval.utils").make_table
+    out = tmp_path / "lm.json"
+    r = CliRunner().invoke(main, ["export", str(board.suite.source), "--format", "lm-eval", "--output", str(out),
+                                  "--tracking-uri", board.tracker.uri])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["results"]["vcq"]["cliff_position_stderr,none"] == "N/A"
+    assert doc["results"]["vcq"]["bits_per_image,none"] == 20.0 and doc["versions"]["vcq"] == "1"
+    table = make_table(doc)
+    lines = [line for line in table.splitlines() if "bits_per_image" in line]
+    assert len(lines) == 3 and "20.00" in table and "0.2000" in table and "N/A" in table
+    print(table)
