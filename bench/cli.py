@@ -1,4 +1,4 @@
-"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, export, claims, ui, compare, baseline, gate, seed-noise, aa."""
+"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, export, claims, history, ui, compare, baseline, gate, seed-noise, aa."""
 from __future__ import annotations
 
 import os

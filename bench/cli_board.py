@@ -114,4 +114,25 @@ def claims_cmd(suite, fmt, tracking_uri, plugins):
         sys.exit(1)
 
 
-COMMANDS = (leaderboard_cmd, export_cmd, claims_cmd)
+@click.command("history")
+@click.argument("suite")
+@click.option("--metric", "metrics", multiple=True, metavar="KEY",
+              help="A metric key to track (repeatable) [default: every column with a direction].")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw the history as a PNG here (one panel per metric).")
+@click.option("--tracking-uri", default=None)
+@plugin_option
+def history_cmd(suite, metrics, plot_path, tracking_uri, plugins):
+    """Each headline metric of each method over the git commits of SUITE's finished runs (tag bench.git_sha)."""
+    from bench import history
+    from bench.suite import load_suite
+    from bench.tracking import Tracker
+
+    s = load_suite(suite, plugins=plugins)
+    h = history.collect(s, Tracker(tracking_uri), list(metrics) or None)
+    click.echo(history.to_text(h), nl=False)
+    if plot_path:
+        click.echo(f"written: {history.plot(h, plot_path)}")
+
+
+COMMANDS = (leaderboard_cmd, export_cmd, claims_cmd, history_cmd)
