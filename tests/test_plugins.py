@@ -138,3 +138,30 @@ def test_broken_entry_point_is_one_clear_error(tmp_path, plugin, monkeypatch):
     with pytest.raises(BenchError, match=r"entry point 'bad' = 'genbench_missing_module_x' \(group genbench.metrics, "
                                          r"package genbench_broken_dist\) cannot be loaded: ModuleNotFoundError"):
         registry.load_all()
+
+
+def test_every_command_that_reads_a_suite_takes_plugin(tmp_path, plugin, tracking_uri, results_dir):
+    """leaderboard, export, claims, history (and the gate commands) read a plugin method's store with --plugin;
+    without it the unknown adapter says how a plugin provides it."""
+    from bench.plan import config_hash
+    from bench.tracking import TAG
+
+    mod = plugin("genbench_test_plugin_f", "halfvq_f")
+    p = _suite(tmp_path, "halfvq_f", suite="plugf")
+    s = load_suite(p, plugins=[mod])
+    tr = Tracker(tracking_uri)
+    rid = tr.start(tr.experiment_id("plugf"), "half-s0", {
+        f"{TAG}kind": "cell", f"{TAG}method": "half", f"{TAG}seed": 0, f"{TAG}git_sha": "c" * 40,
+        f"{TAG}config_hash": config_hash(s, s.method("half"))})
+    tr.log_metrics(rid, {"ar_loss": 1.25, "entropy_first_token": 1.5})
+    tr.end(rid, "FINISHED")
+    sys.modules.pop(mod), registry.ADAPTERS.pop("halfvq_f")  # as in a fresh process
+    cli = CliRunner()
+    r = cli.invoke(main, ["leaderboard", str(p), "--tracking-uri", tracking_uri])
+    assert r.exit_code == 2 and "unknown adapter 'halfvq_f'" in r.output and "pass --plugin MODULE" in r.output
+    for args, want in ((["leaderboard", "--wide"], "1.25"), (["export", "--format", "lm-eval", "--output",
+                                                               str(tmp_path / "lm.json")], "written"),
+                       (["claims"], "no claims"), (["history"], "1.25 [1]"),
+                       (["compare", "--baseline", str(tmp_path / "none.json")], "no such baseline file")):
+        r = cli.invoke(main, [args[0], str(p), *args[1:], "--plugin", mod, "--tracking-uri", tracking_uri])
+        assert want in r.output and "unknown adapter" not in r.output, (args, r.output)
