@@ -192,6 +192,12 @@ def meta(kind: str, name: str) -> Any:
         return table[name]
     if kind == "adapter" and name in ADAPTER_META:
         return ADAPTER_META[name]
+    if not _loaded:
+        load_entry_points()  # a plugin's light declaration, before importing every module
+        if name in table:
+            return table[name]
+        if kind == "adapter" and name in ADAPTER_META:
+            return ADAPTER_META[name]
     load_all()
     return table.get(name)
 
@@ -233,6 +239,13 @@ def load_all() -> None:
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{mod.name}")
     _import_tree("adapters")
+    load_entry_points()
+    _loaded = True
+
+
+def load_entry_points() -> None:
+    """Import the modules of the ``genbench.*`` entry points (a plugin's light ``params`` module as the
+    entry point keeps ``bench validate`` free of torch; its implementation is imported by name)."""
     for group in ENTRY_POINT_GROUPS:
         for ep in importlib.metadata.entry_points(group=group):
             try:
@@ -241,7 +254,6 @@ def load_all() -> None:
                 dist = getattr(ep.dist, "name", None) or "?"
                 raise BenchError(f"entry point {ep.name!r} = {ep.value!r} (group {group}, package {dist}) "
                                  f"cannot be loaded: {type(e).__name__}: {e}") from None
-    _loaded = True
 
 
 def import_plugins(modules: Iterable[tuple[str, str]]) -> list[str]:
