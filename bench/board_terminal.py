@@ -74,10 +74,24 @@ def _width(texts: Iterable[str]) -> int:
     return max((len(t) for t in texts), default=1)
 
 
+def claim_keys(suite) -> list[str]:
+    """The metric keys the suite's claims and premises are about (in order of appearance)."""
+    from bench.claim_grammar import ClaimSyntaxError, parse_assertion
+
+    out: list[str] = []
+    for c in [*getattr(suite, "premises", []), *getattr(suite, "claims", [])]:
+        try:
+            out += [r.key for r in parse_assertion(c.assert_).refs]
+        except (ClaimSyntaxError, AttributeError):
+            continue
+    return list(dict.fromkeys(out))
+
+
 def select_columns(board, width: int = 120, wide: bool = False, columns: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(shown keys, hidden keys): ``columns`` if given (unknown ids raise ValueError), everything
     with ``wide``, else greedily (the suite's ``leaderboard.terminal`` keys first, then by group order)
-    while the table stays within ``width``."""
+    while the table stays within ``width``; the columns the suite's claims and premises use are always
+    shown (after ``leaderboard.terminal``), even past ``width``."""
     keys = ordered_keys(board)
     if columns:
         by_id = {short_id(k, board.columns[k]): k for k in keys} | {k: k for k in keys}
@@ -89,12 +103,17 @@ def select_columns(board, width: int = 120, wide: bool = False, columns: list[st
     if wide:
         return keys, []
     first = [k for k in (getattr(getattr(board.suite, "leaderboard", None), "terminal", None) or []) if k in keys]
-    keys = first + [k for k in keys if k not in first]  # the suite's leaderboard.terminal first
+    claimed = [k for k in claim_keys(board.suite) if k in keys and k not in first]
+    first += claimed
+    keys = first + [k for k in keys if k not in first]  # leaderboard.terminal, then the claims' columns
     used = _width([r.method + (" (b)" if r.baseline else "") for r in board.rows] + ["method"]) + 3 + 5  # + seeds
     shown, hidden = [], []
     for k in keys:
         w = _width([header(k, board.columns[k])] + [cell(board, r, k).plain for r in board.rows]) + 3
-        if used + w <= width - 1 and not hidden:
+        if k in claimed:  # a claim's column is always shown, however narrow the terminal
+            shown.append(k)
+            used += w
+        elif used + w <= width - 1 and not hidden:
             shown.append(k)
             used += w
         else:

@@ -214,3 +214,11 @@ def test_lm_eval_export_is_printed_by_lm_evals_make_table(board, tmp_path):
     lines = [line for line in table.splitlines() if "bits_per_image" in line]
     assert len(lines) == 3 and "20.00" in table and "0.2000" in table and "N/A" in table
     print(table)
+
+
+def test_terminal_table_always_shows_the_columns_the_claims_use(board):
+    from bench.board_terminal import claim_keys, select_columns
+
+    assert claim_keys(board.suite) == ["bits_per_image", "probe_k1"]
+    shown, hidden = select_columns(board, 40)  # far too narrow for anything else
+    assert shown[:2] == ["bits_per_image", "probe_k1"] and hidden
