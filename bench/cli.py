@@ -1,4 +1,4 @@
-"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, export, claims, ui, compare, baseline, gate, seed-noise, aa."""
+"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, export, claims, ui, compare, baseline, gate, seed-noise, aa, profile."""
 from __future__ import annotations
 
 import os
@@ -334,8 +334,9 @@ from bench.cli_cluster import COMMANDS as _CLUSTER_COMMANDS  # noqa: E402  (serv
 from bench.cli_board import COMMANDS as _BOARD_COMMANDS  # noqa: E402  (leaderboard, export, claims)
 from bench.cli_gate import COMMANDS as _GATE_COMMANDS  # noqa: E402  (compare, baseline, gate, gate-noise)
 from bench.cli_verdicts import COMMANDS as _VERDICT_COMMANDS  # noqa: E402  (seed-noise, aa)
+from bench.cli_profile import COMMANDS as _PROFILE_COMMANDS  # noqa: E402  (profile)
 
-for _cmd in _BOARD_COMMANDS + _GATE_COMMANDS + _CLUSTER_COMMANDS + _VERDICT_COMMANDS:
+for _cmd in _BOARD_COMMANDS + _GATE_COMMANDS + _CLUSTER_COMMANDS + _VERDICT_COMMANDS + _PROFILE_COMMANDS:
     main.add_command(_cmd)
 
 if __name__ == "__main__":
