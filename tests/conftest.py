@@ -39,3 +39,19 @@ def results_dir(tmp_path, monkeypatch):
     d = tmp_path / "results"
     monkeypatch.setattr(bench.context, "RESULTS_DIR", d)  # bench.context.results_dir() returns it
     return d
+
+
+# Under pytest-xdist the suite's wall time is bounded by its longest tests: start them first, so the short
+# ones fill the cores around them instead of a long test starting last. The `slow` marker, then the modules
+# whose tests start real processes (engines, servers, torchrun, kill tests); the order within a group is kept.
+_PROCESS_MODULES = ("test_orphans", "test_executors", "test_store_races", "test_distributed_fid", "test_server",
+                    "test_leases", "test_safety", "test_plugins", "test_ui_serve")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        return 1 if item.module.__name__.rsplit(".", 1)[-1] in _PROCESS_MODULES else 2
+
+    items.sort(key=rank)  # stable
