@@ -34,6 +34,11 @@ def _esc(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
+def _cell_code(s: str) -> str:
+    """Text for a code span inside a table cell (literal, only ``|`` escaped)."""
+    return s.replace("|", "\\|")
+
+
 def type_str(t) -> str:
     """An annotation as short readable text (``int | None``, ``list[str]``, ``'a' | 'b'``)."""
     origin = typing.get_origin(t)
@@ -288,8 +293,48 @@ def instruments_page() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def suites_page() -> str:
+    """Each shipped suite's rows (methods and controls), premises and claims, from the YAML."""
+    import yaml
+
+    out = [HEADER + "# Shipped suites: rows, premises, claims", "",
+           "Read from `suites/*.yaml`. What each study found, with its measured tables: "
+           "[../studies/index.md](../studies/index.md). The fields: [suite-schema.md](suite-schema.md).", ""]
+    files = sorted((REPO / "suites").glob("*.yaml"))
+    out += ["| suite | data set | seeds | methods | claims |", "|---|---|---|---|---|"]
+    for p in files:
+        raw = yaml.safe_load(p.read_text())
+        out.append(f"| [`{p.stem}`](#{p.stem}) | {raw['dataset']['name']} | {len(raw.get('seeds') or [0])} | "
+                   f"{len(raw['methods'])} | {len(raw.get('claims') or [])} |")
+    out.append("")
+    for p in files:
+        raw = yaml.safe_load(p.read_text())
+        ds = raw["dataset"]
+        out += [f"## {p.stem}", "", f"`suites/{p.name}`; study page: [../studies/{p.stem}.md](../studies/{p.stem}.md).", ""]
+        if raw.get("description"):
+            out += [_esc(" ".join(str(raw["description"]).split())), ""]
+        extra = {k: v for k, v in ds.items() if k != "name"}
+        out += [f"Data set `{ds['name']}`" + (f" `{extra}`" if extra else "") + f"; seeds {raw.get('seeds', [0])}.", ""]
+        out += ["| method | adapter | baseline | label |", "|---|---|---|---|"]
+        for m in raw["methods"]:
+            out.append(f"| `{m['name']}` | `{m['adapter']}` | {'yes' if m.get('baseline') else ''} | "
+                       f"{_esc(str(m.get('label') or ''))} |")
+        out.append("")
+        for kind in ("premises", "claims"):
+            items = raw.get(kind) or []
+            if not items:
+                continue
+            out += [f"{kind.capitalize()}:", "", "| name | assert | test | needs | paper / note |", "|---|---|---|---|---|"]
+            for c in items:
+                note = c.get("paper") or c.get("note") or ""
+                out.append(f"| `{c['name']}` | `{_cell_code(c['assert'])}` | {c.get('test', 'welch')} | "
+                           f"{', '.join(c.get('needs') or [])} | {_esc(str(note))} |")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
 PAGES = {"suite-schema.md": suite_schema, "metrics.md": metrics_page, "adapters.md": adapters_page,
-         "datasets.md": datasets_page, "instruments.md": instruments_page}
+         "datasets.md": datasets_page, "instruments.md": instruments_page, "suites.md": suites_page}
 
 
 def render() -> dict[str, str]:
