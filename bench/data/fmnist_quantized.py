@@ -50,6 +50,7 @@ class FashionMNISTQuantized:
     resolutions = (28,)
     Params = QuantizedParams
     split_sizes = staticmethod(FashionMNIST.split_sizes)
+    check_available = staticmethod(FashionMNIST.check_available)
 
     @staticmethod
     def load(spec) -> ImageDataset:
