@@ -1,7 +1,8 @@
 """The documentation holds together: every relative Markdown link in README.md and docs/ resolves (the
-file, and the heading when the link names an #anchor); the generated reference (docs/reference/) is what
-scripts/gen_reference.py writes from the code today; and no source, suite or doc file points at a
-tracker ticket number (say what the thing is instead)."""
+file, and the heading when the link names an #anchor); the generated reference (docs/reference/ and the
+rows/claims part of each docs/studies/<suite>.md) is what scripts/gen_reference.py writes from the code
+today; every shipped suite has a study page; and no source, suite or doc file points at a tracker ticket
+number (say what the thing is instead)."""
 from __future__ import annotations
 
 import re
@@ -115,6 +116,21 @@ def test_no_ticket_numbers_in_code_suites_or_docs():
             if TICKET.search(line):
                 hits.append(f"{p.relative_to(REPO)}:{i}: {line.strip()[:120]}")
     assert not hits, ("say what the thing is, not which ticket asked for it:\n" + "\n".join(hits))
+
+
+def test_every_suite_has_a_study_page_with_its_generated_part():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from gen_reference import BEGIN, END
+
+    missing = []
+    for suite in sorted((REPO / "suites").glob("*.yaml")):
+        page = REPO / "docs" / "studies" / f"{suite.stem}.md"
+        if not page.exists():
+            missing.append(f"{page.relative_to(REPO)}: no study page for suites/{suite.name}")
+        elif BEGIN not in page.read_text() or END not in page.read_text():
+            missing.append(f"{page.relative_to(REPO)}: no generated rows/claims part (add the two markers of "
+                           "scripts/gen_reference.py, then run it)")
+    assert not missing, "\n".join(missing)
 
 
 def test_generated_reference_is_up_to_date():
