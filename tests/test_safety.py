@@ -1,4 +1,4 @@
-"""Issue 17: nothing loaded from disk runs code; escaped outputs; `bench ui` shuts down cleanly;
+"""Safety: nothing loaded from disk runs code; escaped outputs; `bench ui` shuts down cleanly;
 a results location of the user's choosing (``--results-dir`` / ``BENCH_RESULTS_DIR``)."""
 from __future__ import annotations
 
