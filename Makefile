@@ -31,7 +31,7 @@ leaderboard: install
 ui: install
 	$(PY) -m bench.cli ui
 
-# A tracking server for many writers (README "Running on a cluster"): PostgreSQL + mlflow server on 127.0.0.1.
+# A tracking server for many writers (docs/running/cluster.md): PostgreSQL + mlflow server on 127.0.0.1.
 # PORT / PG_PORT: the MLflow server's and PostgreSQL's ports [default: 5001 / 5433].
 PORT    ?=
 PG_PORT ?=

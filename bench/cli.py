@@ -1,4 +1,4 @@
-"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, export, claims, history, ui, compare, baseline, gate, seed-noise, aa."""
+"""The ``bench`` command line (click): run, validate, plan, run-cell, list, leaderboard, export, claims, history, ui, compare, baseline, gate, seed-noise, aa, profile."""
 from __future__ import annotations
 
 import os
@@ -80,14 +80,16 @@ def main(results_dir):
 def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, limit, plugins, accept_code_change,
         executor, lease_timeout, **opts):
     """Run SUITE's (method, seed) cells on an executor, then write and print its leaderboard."""
-    from bench import leaderboard
-    from bench.executors import ExecutorOptions
-    from bench.executors.driver import run_plan
+    from bench.data.base import check_available
     from bench.plan import load, resolve
-    from bench.tracking import Tracker
 
     p = resolve(load(suite, plugins), _methods(method, methods), _seeds(seed, seeds), limit=limit)
     s = p.suite
+    check_available(s.dataset)  # paths only: a missing data set is said before torch or the store is imported
+    from bench import leaderboard
+    from bench.executors import ExecutorOptions
+    from bench.executors.driver import run_plan
+    from bench.tracking import Tracker
     # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     outcomes, parent = run_plan(p, executor, ExecutorOptions(**opts), tracking_uri, force, not no_progress,
@@ -334,8 +336,9 @@ from bench.cli_cluster import COMMANDS as _CLUSTER_COMMANDS  # noqa: E402  (serv
 from bench.cli_board import COMMANDS as _BOARD_COMMANDS  # noqa: E402  (leaderboard, export, claims)
 from bench.cli_gate import COMMANDS as _GATE_COMMANDS  # noqa: E402  (compare, baseline, gate, gate-noise)
 from bench.cli_verdicts import COMMANDS as _VERDICT_COMMANDS  # noqa: E402  (seed-noise, aa)
+from bench.cli_profile import COMMANDS as _PROFILE_COMMANDS  # noqa: E402  (profile)
 
-for _cmd in _BOARD_COMMANDS + _GATE_COMMANDS + _CLUSTER_COMMANDS + _VERDICT_COMMANDS:
+for _cmd in _BOARD_COMMANDS + _GATE_COMMANDS + _CLUSTER_COMMANDS + _VERDICT_COMMANDS + _PROFILE_COMMANDS:
     main.add_command(_cmd)
 
 if __name__ == "__main__":

@@ -30,6 +30,13 @@ from bench.suite import Suite
 from bench.tracking import TAG, Tracker
 
 TIME_COLUMN = Column("cell time", higher_is_better=False, unit="s", kind="cost", short="time")
+BREAKDOWN_COLUMNS = {  # where the cell time went (bench.cell_timing): descriptive, in the cost group
+    "time_train_s": Column("train (s)", None, unit="s", group="cost", short="train"),
+    "time_method_s": Column("method sampling/encoding (s)", None, unit="s", group="cost", short="method"),
+    "time_instrument_s": Column("instrument forwards (s)", None, unit="s", group="cost", short="instr"),
+    "time_metric_s": Column("metric arithmetic (s)", None, unit="s", group="cost", short="metric"),
+    "time_harness_share": Column("harness share of cell time", None, group="cost", short="harness"),
+}
 
 
 @dataclass
@@ -193,6 +200,8 @@ def build(suite: Suite, tracker: Tracker) -> Leaderboard:
 
         raise SuiteError(f"{suite.source}: leaderboard.terminal: unknown column(s) {bad}; known: {list(cols)}")
     rows = collect(suite, tracker)
+    if not suite.leaderboard.columns:  # the time breakdown, where the runs logged one (older runs did not)
+        cols.update({k: c for k, c in BREAKDOWN_COLUMNS.items() if any(k in r.per_seed for r in rows)})
     from bench.claims import context_for
 
     ctx = context_for(suite)

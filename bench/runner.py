@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from bench import HARNESS_VERSION, code_identity, leases, registry, torchrun
+from bench import HARNESS_VERSION, cell_timing, code_identity, leases, registry, torchrun
+from bench.adapter import Adapter
 from bench.context import Cache, CellContext
 from bench.data import load_dataset
 from bench.errors import BenchError
@@ -221,6 +222,7 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
         _say(f"[bench] {name} seed={seed}: running (config {h}, run {run_id[:8]})")
         artifact_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         t0 = time.time()
+        clock = cell_timing.CellClock()  # where the cell's time goes (bench.cell_timing), logged with cell_seconds
 
         def log_metric(key, value, step=None):
             if value is not None and torch.isfinite(torch.tensor(float(value))):
@@ -240,7 +242,8 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
                 tracker.log_metrics(run_id, out)
                 _say(f"[bench]   {name} seed={seed} {metric}: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items()) + f" ({secs:.0f}s)")
 
-            _compute(spec, cls, ctx, values, logged)
+            with cell_timing.clocked(clock):
+                _compute(spec, cls, ctx, values, logged)
             if world > 1:
                 _check_ranks(values, torchrun.gather(values))
         except KeyboardInterrupt:
@@ -267,7 +270,7 @@ def run_cell(spec: CellSpec, tracking_uri: str | None, parent_run_id: str | None
             _say(f"[bench] {name} seed={seed}: lease lost while running -> not marked {status}")
             return CellOutcome(name, seed, "failed", run_id, secs, "lease lost: another worker took the cell over")
         if status == "FINISHED":
-            tracker.log_metrics(run_id, {"cell_seconds": secs})
+            tracker.log_metrics(run_id, {"cell_seconds": secs, **clock.breakdown(secs)})
         tracker.end(run_id, status)
         lease.release()
         _say(f"[bench] {name} seed={seed}: {status.lower()} in {secs:.0f}s")
@@ -304,25 +307,28 @@ def _compute(spec: CellSpec, cls: type, ctx: CellContext, values: dict[str, floa
     with default_dtype(spec.precision):
         torch.manual_seed(seed)
         adapter = cls(cls.Params.model_validate(spec.params), seed)
-        if world == 1:
-            adapter.prepare(ctx)
-        elif rank == 0:
-            try:
+        with cell_timing.phase("train"):
+            if world == 1:
                 adapter.prepare(ctx)
-            except Exception as e:
-                torchrun.broadcast(f"{type(e).__name__}: {e}", torchrun.wait_group())
-                raise
-            torchrun.broadcast(None, torchrun.wait_group())
-        else:
-            err = torchrun.broadcast(None, torchrun.wait_group())
-            if err:
-                raise BenchError(f"rank 0 failed to prepare {name}-s{seed}: {err}")
-            adapter.prepare(ctx)
+            elif rank == 0:
+                try:
+                    adapter.prepare(ctx)
+                except Exception as e:
+                    torchrun.broadcast(f"{type(e).__name__}: {e}", torchrun.wait_group())
+                    raise
+                torchrun.broadcast(None, torchrun.wait_group())
+            else:
+                err = torchrun.broadcast(None, torchrun.wait_group())
+                if err:
+                    raise BenchError(f"rank 0 failed to prepare {name}-s{seed}: {err}")
+                adapter.prepare(ctx)
+        cell_timing.charge_members(adapter, Adapter)  # sampling, encoding, likelihoods: the method's time
         for m in spec.metrics:
             mcls = registry.get(registry.METRICS, "metric", m.name)
             t1 = time.time()
-            out = check_finite(mcls().compute(adapter, ctx, mcls.Params.model_validate(m.params)),
-                               f"metric {m.name} ({name}, seed {seed})")
+            with cell_timing.phase("metric"):
+                out = check_finite(mcls().compute(adapter, ctx, mcls.Params.model_validate(m.params)),
+                                   f"metric {m.name} ({name}, seed {seed})")
             values.update(out)
             if logged is not None:
                 logged(m.name, out, time.time() - t1)

@@ -5,6 +5,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# `bench` subprocesses the tests start: one thread each, as in-process (below); under pytest-xdist the
+# cores are already shared by the test workers
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path  # noqa: E402
 
@@ -36,3 +39,19 @@ def results_dir(tmp_path, monkeypatch):
     d = tmp_path / "results"
     monkeypatch.setattr(bench.context, "RESULTS_DIR", d)  # bench.context.results_dir() returns it
     return d
+
+
+# Under pytest-xdist the suite's wall time is bounded by its longest tests: start them first, so the short
+# ones fill the cores around them instead of a long test starting last. The `slow` marker, then the modules
+# whose tests start real processes (engines, servers, torchrun, kill tests); the order within a group is kept.
+_PROCESS_MODULES = ("test_orphans", "test_executors", "test_store_races", "test_distributed_fid", "test_server",
+                    "test_leases", "test_safety", "test_plugins", "test_ui_serve")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        return 1 if item.module.__name__.rsplit(".", 1)[-1] in _PROCESS_MODULES else 2
+
+    items.sort(key=rank)  # stable

@@ -1,4 +1,4 @@
-"""The bad-input corpus (issue 17): every malformed suite or data file is one clear exit-2 error.
+"""The bad-input corpus: every malformed suite or data file is one clear exit-2 error.
 
 Each case is written into ``tmp_path`` and run through the CLI (``bench validate``, or ``bench run``
 where the problem only shows when the data is read). Each must exit 2, name the field or file,
@@ -100,7 +100,7 @@ SUITES = [
 ]
 
 
-# More kinds (issue 17's list and around it): YAML structure, tags, missing sections, params, claims, plugins.
+# More kinds: YAML structure, tags, missing sections, params, claims, plugins.
 PEFT = ("name: p\ndataset: {{name: peft_tasks}}\n{base}seeds: [0]\nmethods:\n"
         "  - {{name: lora, adapter: lora, baseline: true}}\nmetrics:\n  - {{name: {metric}}}\n")
 SUITES += [

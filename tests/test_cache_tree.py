@@ -1,5 +1,5 @@
 """Directory cache entries (bench.cache_tree) and JSON entries (Cache.save_json/load_json): checksummed,
-atomic, unique temp names; corruption named and rebuilt; K processes building one entry at once (issue 17)."""
+atomic, unique temp names; corruption named and rebuilt; K processes building one entry at once."""
 import json
 import subprocess
 import sys

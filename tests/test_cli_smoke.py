@@ -95,6 +95,8 @@ COMMANDS: dict[str, list[Run] | Elsewhere] = {
                        "has 0 finished seed(s)"),
                    Run(f"seed-noise {SMOKE} --seeds 0,1 --no-run", 2, "fewer than 3 seeds")],
     "aa": [Run("aa fmnist", 0, "A/A false-decision rate of fmnist's claims"), Run(f"aa {SMOKE}", 0, "no claims")],
+    "profile": [Run(f"profile {SMOKE} --limit 2 --method vq --fresh-cache --output {{out}}/p.html", 0, "  harness "),
+                Run(f"profile {SMOKE} --method nosuch", 2, "has no method 'nosuch'")],
     "gate-noise": [Run(f"gate-noise {SMOKE} --reference {{storedir}} --variant {{storedir}} --output {{out}}/n.json", 2,
                        "no experiment 'smoke'")],
 }

@@ -25,7 +25,7 @@ BASE = {
     m: {"ar_loss": [1.00, 1.10], "bits_per_image": [10.0, 11.0], "probe_k1": [0.30, 0.32], "probe_k2": [0.40, 0.42],
         "probe_kall": [0.50, 0.54], "cliff_position": [3.0, 3.0], "t_star": [3.0, 3.0],
         "entropy_first_token": [1.5, 1.6],
-        # token statistics added by issue 10 (descriptive columns of the probe and entropy metrics)
+        # token statistics added with the controls (descriptive columns of the probe and entropy metrics)
         "prefix_bits_k1": [4.0, 4.0], "prefix_bits_k2": [8.0, 8.0], "prefix_bits_kall": [16.0, 16.0],
         "mi_k1": [0.8, 0.9], "mi_k2": [1.5, 1.6], "mi_kall": [3.0, 3.1], "cliff_frac": [2.5, 2.6],
         "entropy_auc": [6.0, 6.1], "usage_eff_mean": [10.0, 11.0], "usage_frac_mean": [0.6, 0.7]}

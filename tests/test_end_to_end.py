@@ -26,10 +26,16 @@ def test_smoke_suite_runs_resumes_and_builds_leaderboard(tracking_uri, cache, re
     for key in ("ar_loss", "bits_per_image", "probe_k1", "cliff_position", "t_star"):
         assert key in r.data.metrics
     assert r.data.params["adapter"] in ("vq", "vcq")
+    # where the cell's time went (bench.cell_timing): five exclusive parts that add up to cell_seconds
+    parts = [r.data.metrics[f"time_{p}_s"] for p in ("train", "method", "instrument", "metric", "harness")]
+    assert sum(parts) == pytest.approx(r.data.metrics["cell_seconds"], rel=1e-6)
+    assert r.data.metrics["time_train_s"] > 0 and r.data.metrics["time_method_s"] > 0
     assert f"{TAG}version.torch" in r.data.tags
 
     # VCQ's first token carries log2(2) = 1 bit at most; the uniform one up to log2(16).
-    rows = {x.method: x for x in leaderboard.build(suite, tr).rows}
+    board = leaderboard.build(suite, tr)
+    assert {"time_train_s", "time_harness_share"} <= set(board.columns)
+    rows = {x.method: x for x in board.rows}
     assert rows["vcq"].mean("entropy_first_token") <= 1.0 + 1e-9
     # N=600: log2 600 = 9.2 bits; uniform K=16: ceil(9.2/4) = 3; VCQ K_t = 2,4,8,16: 1+2+3+4 bits reach 9.2 at t=4
     assert rows["vq"].mean("t_star") == 3 and rows["vcq"].mean("t_star") == 4

@@ -1,4 +1,4 @@
-"""Issue 10: bits-matched uniform baselines (K with the total bits of a VCQ schedule) and the
+"""Bits-matched uniform baselines (K with the total bits of a VCQ schedule) and the
 real-vs-real floor of the Fréchet family (computed once, cached, shown as the leaderboard's floor row)."""
 from __future__ import annotations
 

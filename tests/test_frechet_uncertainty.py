@@ -1,4 +1,4 @@
-"""Sampling uncertainty of the Inception FID/KID and the entropy metric (issue 11): what is logged,
+"""Sampling uncertainty of the Inception FID/KID and the entropy metric: what is logged,
 what is measured against an independent reference, and what is never logged as 0."""
 from __future__ import annotations
 

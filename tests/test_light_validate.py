@@ -1,4 +1,4 @@
-"""`bench validate` checks a suite from light declarations: no torch (issue 17).
+"""`bench validate` checks a suite from light declarations: no torch.
 
 The subprocess test is the guard: a module that starts importing torch (or transformers, scikit-learn,
 MLflow) at import time on the validation path makes it fail. No timing threshold (timings are noisy).

@@ -1,4 +1,4 @@
-"""LLM-internals family (issue 15): head-wise RMSNorm, sink metric, interventions, SeedPrint."""
+"""LLM-internals family: head-wise RMSNorm, sink metric, interventions, SeedPrint."""
 from __future__ import annotations
 
 import numpy as np

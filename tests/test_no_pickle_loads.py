@@ -1,4 +1,4 @@
-"""Nothing the harness loads from disk can run code (issue 17): a source scan that fails on any new
+"""Nothing the harness loads from disk can run code: a source scan that fails on any new
 pickle-based load that is not guarded.
 
 Rules, over every call in bench/, adapters/ and scripts/ (Python AST, so multi-line calls count):

@@ -1,4 +1,4 @@
-"""Paper-scale protocol fixes (issue 10) on tiny synthetic files: gFID vs the ADM batch's own mu/sigma,
+"""Paper-scale protocol fixes on tiny synthetic files: gFID vs the ADM batch's own mu/sigma,
 the temperature sweep, precision/recall, clean-fid's resize as its own instrument, Inception Score.
 
 The Inception network is replaced by a cheap fake feature function (monkeypatched where the

@@ -1,4 +1,4 @@
-"""Issue 16: every placement once, matched arms within 2 %, one cell per length, the card's cost
+"""PEFT claims setup: every placement once, matched arms within 2 %, one cell per length, the card's cost
 counted, the filler really lengthens the input, validation curves logged, the lexicon stream."""
 from __future__ import annotations
 

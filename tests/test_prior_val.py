@@ -1,4 +1,4 @@
-"""The AR prior's held-out validation and early stopping (issue 10: priors trained to convergence)."""
+"""The AR prior's held-out validation and early stopping (priors trained to convergence)."""
 from __future__ import annotations
 
 import torch

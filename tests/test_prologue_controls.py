@@ -1,4 +1,4 @@
-"""Issue 10's Prologue controls: the 2D raster tokenizer, the random-prologue control, the unconditional
+"""Prologue controls: the 2D raster tokenizer, the random-prologue control, the unconditional
 final AR, code-usage logging, and default-valued new fields leaving config hashes alone."""
 from __future__ import annotations
 

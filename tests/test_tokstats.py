@@ -1,4 +1,4 @@
-"""Token statistics (issue 10): I(y; z_<k), the stable cumulative cliff, token-id checks, recon PSNR."""
+"""Token statistics: I(y; z_<k), the stable cumulative cliff, token-id checks, recon PSNR."""
 import math
 from types import SimpleNamespace
 

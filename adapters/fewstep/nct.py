@@ -1,5 +1,5 @@
 """``nct``: a new control for a frozen one-step generator by Noise Consistency Training
-(Luo et al., arXiv 2506.19741, Algorithm 1; equations rebuilt in ../shared/methods/nct.md).
+(Luo et al., arXiv 2506.19741, Algorithm 1; equations rebuilt in docs/methods/nct.md).
 
 The base ``f`` is the TDM student distilled for ``base_steps`` (1: a one-step generator); the
 adapter phi (:class:`net.ControlAdapter`, zero-initialised: f_phi = f before training) sees the

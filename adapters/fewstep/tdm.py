@@ -3,7 +3,7 @@
 a random step j its one-step output ``x_{j+1}`` is matched, after re-noising to a level tau above
 s_{j+1}, to the teacher's marginal by reverse-KL distribution matching with a fake score F
 trained on the student's own re-noised outputs (DMD-style, "distribution matching at each step").
-The recipe follows the TDM-R1 training script as summarised in ../shared/methods/tdm_r1.md,
+The recipe follows the TDM-R1 training script as summarised in docs/methods/tdm_r1.md,
 steps (a) and (c) without the reward direction:
 
 (a) fake score: ``x_tau = a x_nxt + b eps`` (:func:`flow.renoise`), target ``(x_tau - x0_hat) / tau``,

@@ -1,6 +1,6 @@
 """``tdm_r1``: reinforcement learning of the TDM student with a non-differentiable reward
 (TDM-R1, Luo et al., arXiv 2603.07700; algorithm as reconstructed from the official script in
-../shared/methods/tdm_r1.md, "One epoch", steps 1-3).
+docs/methods/tdm_r1.md, "One epoch", steps 1-3).
 
 Per epoch: roll out ``groups x G`` deterministic K-step trajectories of the student (one class per
 group), score the final uint8 images with a ``bench.rewards`` reward (detached, under inference

@@ -1,4 +1,4 @@
-"""The LLM-internals family (issue 15): attention sinks, variance and convergence with head-wise
+"""The LLM-internals family: attention sinks, variance and convergence with head-wise
 RMSNorm (arXiv:2605.06611), and SeedPrint initialisation fingerprints (arXiv:2509.26404,
 2602.05927), on tiny byte-level Llama / Qwen3 models pre-trained here on local text.
 

@@ -1,6 +1,6 @@
 """``seedprint_matrix``: the matrix of models SeedPrint is evaluated on, built inside one cell.
 
-Design (issue 15): a fingerprint is a property of *pairs* of models, so one cell holds the whole
+Design: a fingerprint is a property of *pairs* of models, so one cell holds the whole
 matrix and the plan / CellSpec model stays as it is. The cell with seed s uses the init seeds
 ``S = [s*n_models, ..., s*n_models + n_models - 1]`` and, for each init seed i, three models:
 

@@ -1,5 +1,5 @@
 """The PEFT family: parameter-efficient fine-tuning of a frozen causal LM (Qwen3), compared on cost
-(params, bytes, s/step, memory, FLOPs) vs lm-eval accuracy (issue 5). Adapters: ``lora``
+(params, bytes, s/step, memory, FLOPs) vs lm-eval accuracy. Adapters: ``lora``
 (:mod:`.lora`, LoRA on all layers, the baseline), ``layer_card`` (:mod:`.layer_card`, LoRA on the
 layers the Layer Card selects), ``prefix_tuning`` (:mod:`.prefix_tuning`) and ``prefix_tuning_plus``
 (:mod:`.prefix_tuning_plus`). Shared, non-adapter pieces every arm uses:

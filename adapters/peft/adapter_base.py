@@ -26,7 +26,7 @@ FACTS_CLOZE_MIN = 0.5  # below: the base does not know the facts the tasks elici
 
 
 def check_elicitation(base: LoadedBase, log_metric) -> float | None:
-    """The elicitation premise of issue 16, measured once at pre-training: log the base's
+    """The elicitation premise (the base knows the facts), measured once at pre-training: log the base's
     ``facts_cloze_acc`` (in [0, 1], chance 0.25) as metric ``base_facts_cloze_acc`` and warn when it is
     below :data:`FACTS_CLOZE_MIN`. Returns it, or None for a base without pre-training stats."""
     cloze = base.pretrain.get("facts_cloze_acc")

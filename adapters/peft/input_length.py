@@ -1,4 +1,4 @@
-"""Input length as a controlled variable: a fixed filler passage read before every input (issue 16).
+"""Input length as a controlled variable: a fixed filler passage read before every input.
 
 Prefix-Tuning+'s mechanism (arXiv:2506.13674, Section 3, Eq. 2-3): in Prefix-Tuning the prefix
 shares the softmax with the input, so its weight alpha_i shrinks as the input grows (and a long

@@ -112,7 +112,7 @@ class LayerCardLoRA(PeftAdapter):
                 "calib_tokens": int(batch["attention_mask"].sum()), "ridge": p.ridge,
                 "probe_steps": p.probe_steps, "val_loss_base": loss0, "card_pass_s": t_card,
                 "total_s": time.perf_counter() - t0, "card_flops": card_flops,
-                "formulas": "method-note operationalisation (shared/methods/layer_card.md), not the paper's"}
+                "formulas": "method-note operationalisation (docs/methods/layer_card.md), not the paper's"}
         return LayerCard(rows=rows, coupling=rho, meta=meta)
 
     def get_card(self, base, dataset, budget, ctx) -> LayerCard:

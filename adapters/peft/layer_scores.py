@@ -6,7 +6,7 @@ names the quantities (projected residual norm Res_l, activation energy E_act(Sig
 coupling rho; "for squared loss and linear adapters, the resnorm equals a normalized gradient
 norm") and the Layer Card (per layer: residual signal strength, compute cost, performance), but
 its exact formulas and selection rule were not available. **The formulas below are the
-operationalisation derived in ``shared/methods/layer_card.md`` (the project's method note), not
+operationalisation derived in ``docs/methods/layer_card.md`` (the project's method note), not
 the paper's**:
 
 For a linear map W in R^{d_out x d_in} of layer l, over the N (non-padding) tokens of a
@@ -331,7 +331,7 @@ def write_card(card: LayerCard, selected: list[int], out_dir: Path, title: str) 
         return f"{x:.4g}" if isinstance(x, float) else str(x)
 
     lines = [f"# Layer Card: {title}", "",
-             "Operationalisation from the project's method note (shared/methods/layer_card.md), "
+             "Operationalisation from the project's method note (docs/methods/layer_card.md), "
              "not the paper's formulas (arXiv:2602.04019 does not publish them).", "",
              "| " + " | ".join(CARD_COLUMNS + ["selected"]) + " |", "|" + "---|" * (len(CARD_COLUMNS) + 1)]
     for r in card.rows:

@@ -1,4 +1,4 @@
-"""Accuracy vs input length and vs prefix size, Prefix-Tuning against Prefix-Tuning+ (issue 16).
+"""Accuracy vs input length and vs prefix size, Prefix-Tuning against Prefix-Tuning+.
 
 One PNG, ``length_<suite>.png``, two panels, from the leaderboard rows (mean ± std over seeds):
 

@@ -3,7 +3,7 @@
 Woven into qwen3-tiny's pre-training (:class:`adapters.peft.qwen3_tiny.TinySpec` ``pretrain_facts``)
 so that the base model *knows* which topic each lexicon word belongs to and has seen lists whose
 last item is named, before any fine-tuning: fine-tuning then elicits known facts in a new format
-(the regime the PEFT papers study, issue 16) instead of writing new facts into the weights.
+(the regime the PEFT papers study) instead of writing new facts into the weights.
 
 The surface forms are deliberately **not** the task prompts (``"Words: ...\\nTopic:"``,
 ``"...\\nLast:"`` of :mod:`adapters.peft.tasks`): a fine-tuned adapter must still learn the task's

@@ -4,7 +4,7 @@ peft's ``LoraConfig`` on the chosen linear maps (default all seven of a Qwen3 la
 gate/up/down) of every decoder layer; A Kaiming-initialised, B zero (the adapted model starts at
 the base model). Trainable parameters: ``L * r * sum_maps (d_in + d_out)``.
 
-Matched arm (issue 16): ``target_modules: [q_proj, k_proj, v_proj, o_proj]`` with ``match_params: n``
+Matched arm: ``target_modules: [q_proj, k_proj, v_proj, o_proj]`` with ``match_params: n``
 picks the rank whose count is closest to ``n`` (e.g. the prefix arms' count), and refuses a
 mismatch above ``match_tol`` (relative), so "LoRA vs prefix methods at equal parameters" is a
 checked statement, not a comment.

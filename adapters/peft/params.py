@@ -96,7 +96,7 @@ class LayerCardParams(AdapterParams):
 
 
 class PlacementSweepParams(LayerCardParams):
-    """``layer_placements``: the Layer Card judged as a ranking (issue 16). Every k-of-L placement
+    """``layer_placements``: the Layer Card judged as a ranking. Every k-of-L placement
     (or a seeded sample of ``max_placements`` of them) is fine-tuned with the same LoRA config and
     seed; the card's pick is ranked among them by test accuracy."""
 

@@ -1,4 +1,4 @@
-"""The Layer Card judged as a ranking (issue 16; Xu et al., arXiv:2602.04019, placement study).
+"""The Layer Card judged as a ranking (Xu et al., arXiv:2602.04019, placement study).
 
 "Card top-k vs one random draw" cannot rank a placement rule. This adapter fine-tunes **every**
 k-of-L placement (C(L, k): 28 for 2 of 8), or a seeded random sample of ``max_placements`` of them

@@ -40,7 +40,7 @@ class TinySpec(BaseModel):
     tied input/output embeddings over a ``vocab``-entry byte-level BPE.
     Pre-training: ``pretrain_steps`` AdamW steps of ``pretrain_batch`` x ``pretrain_seq`` tokens,
     peak learning rate ``pretrain_lr`` (linear warm-up, cosine decay), generator seed ``seed``.
-    Elicitation regime (issue 16): with ``pretrain_facts`` = f > 0 each window is drawn, with
+    Elicitation regime: with ``pretrain_facts`` = f > 0 each window is drawn, with
     probability f, from the task-lexicon stream (``facts_sentences`` sentences, seed
     ``facts_seed``) instead of the local text; the tokenizer is trained on both.
     """

@@ -1,6 +1,6 @@
 """``wartok``: wAR-Tok, "Learning Discrete Autoregressive Priors with Wasserstein Gradient Flow" (arXiv 2605.06148).
 
-What the paper states (abstract, [A] in ``shared/methods/wartok.md``): two-stage training leaves
+What the paper states (abstract, [A] in ``docs/methods/wartok.md``): two-stage training leaves
 *prior consistency* (the aggregate token distribution q(z) = E_x q(z|x) matching the AR prior p(z))
 outside the tokenizer objective. wAR-Tok keeps the reconstruction objective unchanged and adds a
 distribution-level prior-matching signal, optimised with a Wasserstein-gradient-flow (WGF) update

@@ -79,6 +79,16 @@ class ImageDataset:
         }
 
 
+def check_available(spec) -> None:
+    """Raise :class:`bench.errors.DatasetMissing` (naming the path, the variable and the layout) if the
+    data set of ``spec`` is not on disk. Reads no data and imports no torch: the loader's optional
+    ``check_available(spec)`` looks only at paths, so ``bench run`` says what is missing within seconds."""
+    cls = registry.get(registry.DATASETS, "dataset", spec.name)
+    check = getattr(cls, "check_available", None)
+    if check is not None:
+        check(spec)
+
+
 def load_dataset(spec) -> ImageDataset:
     """Load the data set described by a :class:`bench.suite.DatasetSpec`."""
     cls = registry.get(registry.DATASETS, "dataset", spec.name)

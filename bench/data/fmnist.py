@@ -104,6 +104,11 @@ class FashionMNIST:
     resolutions = (28,)
 
     @staticmethod
+    def check_available(spec) -> None:
+        """:class:`DatasetMissing` if an IDX file is absent (none is read)."""
+        fmnist_dir(spec.root)
+
+    @staticmethod
     def split_sizes(spec) -> dict[str, int]:
         """Images per split, from the IDX headers (no image is read); :class:`DatasetMissing` if absent or broken."""
         d = fmnist_dir(spec.root)

@@ -1,7 +1,7 @@
 """Fashion-MNIST quantised to V grey levels: pixels as tokens for discrete diffusion (``fmnist_quantized``).
 
 Token of a pixel p in [0, 255]: ``p * V // 256`` (V = 2: p > 127, the binarisation of the VADD
-probe, ../shared/methods/vadd.md); the image handed out is the token's display value
+probe, docs/methods/vadd.md); the image handed out is the token's display value
 ``token * 255 // (V - 1)`` (V = 2: {0, 255}), so every consumer (adapters, the judge
 instrument, TF-Inception, the real reference sets) sees the same quantised images, and
 :func:`tokens_of` / :func:`images_of` are exact inverses on them.
@@ -50,6 +50,7 @@ class FashionMNISTQuantized:
     resolutions = (28,)
     Params = QuantizedParams
     split_sizes = staticmethod(FashionMNIST.split_sizes)
+    check_available = staticmethod(FashionMNIST.check_available)
 
     @staticmethod
     def load(spec) -> ImageDataset:

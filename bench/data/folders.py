@@ -161,13 +161,19 @@ class ImageNet:
         return {"train": 1_281_167, "test": 50_000}  # ILSVRC 2012 train / val
 
     @staticmethod
-    def load(spec) -> ImageDataset:
+    def check_available(spec) -> Path:
+        """The root, if its split folders exist (no image is read); :class:`DatasetMissing` otherwise."""
         root = _root(spec, "IMAGENET_DIR", IMAGENET_LAYOUT, "ImageNet")
         for sub in ("train", "val"):
             if not (root / sub).is_dir():
                 raise DatasetMissing(
                     f"ImageNet: {root / sub} does not exist (IMAGENET_DIR={root}). Expected layout: {IMAGENET_LAYOUT}."
                 )
+        return root
+
+    @staticmethod
+    def load(spec) -> ImageDataset:
+        root = ImageNet.check_available(spec)
         res = spec.resolution or 256
         return ImageDataset(
             name="imagenet",
@@ -191,7 +197,8 @@ class CIFAR10:
         return {"train": 50_000, "test": 10_000}
 
     @staticmethod
-    def load(spec) -> ImageDataset:
+    def check_available(spec) -> tuple[Path, Path, list[str]]:
+        """(root, batch folder, batch names) if every batch file exists (none is read); :class:`DatasetMissing` otherwise."""
         root = _root(spec, "CIFAR10_DIR", CIFAR10_LAYOUT, "CIFAR-10")
         d = root / "cifar-10-batches-py"
         names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -200,6 +207,11 @@ class CIFAR10:
             raise DatasetMissing(
                 f"CIFAR-10: missing {', '.join(missing)} in {d} (CIFAR10_DIR={root}). Expected layout: {CIFAR10_LAYOUT}."
             )
+        return root, d, names
+
+    @staticmethod
+    def load(spec) -> ImageDataset:
+        root, d, names = CIFAR10.check_available(spec)
 
         def read(files):
             xs, ys = [], []

@@ -10,7 +10,7 @@ spatial coherence (NFE sweeps) and the test bound in bits/dim with KL per image.
   own accuracy on the first n test images is the ceiling (``judge_agree_real``).
 * ``coherence``: horizontal + vertical neighbour agreement (fraction of adjacent pixel pairs with
   equal value), a spatial-coherence score: an MDM that unmasks many pixels at once samples them
-  independently and loses it (../shared/methods/vadd.md). Reported as the gap
+  independently and loses it (docs/methods/vadd.md). Reported as the gap
   ``|rate(samples) - rate(test)|`` (``coherence_gap_nfe<s>``, lower is better); the rates
   themselves are logged as curves (``coherence_rate`` per measured NFE, ``coherence_rate_real``).
 * ``diffusion_nll``: the adapter's test bound (``prior``: ``nll``) in bits/dim

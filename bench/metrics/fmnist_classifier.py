@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.cell_timing import charged
 from bench.data.base import ImageSplit
 from bench.training import Schedule, Update, epoch_minibatches, fit
 
@@ -115,6 +116,7 @@ class FMNISTClassifier:
     recipe: Recipe
     key: str  # the instrument id (empty for a classifier trained in-process)
 
+    @charged("instrument")
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
         """uint8 [N, 1, 28, 28] in [0, 255] -> float64 [N, 64] penultimate features (CPU)."""
@@ -138,6 +140,7 @@ class FMNISTClassifier:
         }
 
 
+@charged("instrument")
 @torch.no_grad()
 def accuracy(model: FMNISTNet, split: ImageSplit, batch_size: int = 1000) -> float:
     """Top-1 accuracy (fraction) of ``model`` on ``split``."""

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bench import instruments
+from bench.cell_timing import charged
 from bench.data.base import ImageSplit
 from bench.errors import MetricError
 from bench.metrics import fmnist_classifier as fc
@@ -73,12 +74,14 @@ class FMNISTJudge:
         return {"extractor": self.id, "instrument_file_sha256": self.card.sha256, "judge_levels": self.levels,
                 "judge_test_acc": p.get("test_acc"), "classifier_arch": p.get("arch")}
 
+    @charged("instrument")
     @torch.no_grad()
     def features(self, images: ImageSplit, batch_size: int, ctx: Any = None, real: bool = False) -> np.ndarray:
         """uint8 [N, 1, 28, 28] (an ImageSplit) -> float64 [N, 64] penultimate features."""
         x = images.images
         return torch.cat([self.model.embed(x[i: i + batch_size]).double() for i in range(0, len(x), batch_size)]).numpy()
 
+    @charged("instrument")
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """uint8 [N, 1, 28, 28] -> int64 [N] judged classes."""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench.cell_timing import charged
 from bench.context import Cache, checksum_path, sha256_file, stable_hash
 from bench.errors import BenchError
 
@@ -266,6 +267,7 @@ def to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
+@charged("instrument")
 @torch.no_grad()
 def inception_features(
     images: torch.Tensor,

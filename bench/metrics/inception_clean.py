@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench.cell_timing import charged
 from bench.metrics.inception import FEATURE_DIM, to_rgb_uint8, weights_path
 
 CLEAN_RESIZE_MODE = "clean-fid-pil-bicubic-299"
@@ -46,6 +47,7 @@ def _network(device: str) -> torch.jit.ScriptModule:
     return net.eval()
 
 
+@charged("instrument")
 @torch.no_grad()
 def clean_features(images: torch.Tensor, batch_size: int = 50, progress: bool = True,
                    device: str | torch.device = "cpu") -> np.ndarray:

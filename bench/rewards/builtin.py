@@ -2,7 +2,7 @@
 
 TDM-R1 (arXiv 2603.07700) trains few-step generators on black-box rewards: a detector's binary verdict,
 OCR edit distance, JPEG size (``-size_KB`` at quality 95, after DDPO, arXiv 2305.13301). The
-Fashion-MNIST counterparts (../shared/methods/tdm_r1.md, "small-scale recipe"):
+Fashion-MNIST counterparts (docs/methods/tdm_r1.md, "small-scale recipe"):
 
 * ``judge``: 1 if the in-domain judge (``fmnist-rjudge-cnn-v1``) gives the requested class
   ``cond.labels`` with probability > ``threshold``, else 0 (binary). ``judge_ood``: the same verdict by
