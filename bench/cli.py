@@ -311,15 +311,25 @@ def doctor_cmd(tracking_uri, cache_dir, fix):
     from bench.context import Cache
     from bench.tracking import Tracker, default_tracking_uri
 
+    from bench.tracking import sqlite_problem
+
     uri = tracking_uri or default_tracking_uri()
     tracker = None
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    broken = None
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if db is not None and not db.exists():
         click.echo(f"store {uri}: does not exist")
+    elif db is not None and (broken := sqlite_problem(db)):  # reported, never opened (nor repaired) here
+        click.echo(f"store {uri}: BROKEN: {broken}")
     else:
         tracker = Tracker(uri)
     cache = Cache(cache_dir) if cache_dir else Cache()
     report = doctor.examine(tracker, cache)
     click.echo(doctor.render(report, tracker, cache))
+    if broken:
+        click.echo(f"the store {db} is left as it is: move it away (or restore a backup); `bench doctor --fix` "
+                   "does not touch it", err=True)
+        sys.exit(1)
     if fix:
         for line in doctor.fix(report, tracker):
             click.echo(f"fixed: {line}")

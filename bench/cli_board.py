@@ -63,7 +63,9 @@ def export_cmd(suite, fmt, output, tracking_uri):
     s = load_suite(suite)
     board = leaderboard.build(s, Tracker(tracking_uri))
     text = to_json(board) if fmt == "json" else leaderboard.to_csv(board)
-    out = output or (results_dir() / s.name / f"results.{fmt}")
+    from bench.context import under_results
+
+    out = output or under_results(results_dir() / s.name / f"results.{fmt}", f"suite {s.name!r}: export")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     click.echo(f"written: {out}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+NAME_MAX = 100
+"""Longest suite or method name: names become file and directory names (``results/<suite>/``,
+``<method>-s<seed>.json``), which must fit a file system's 255 bytes with room for what follows."""
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_LIMIT_SUFFIX = re.compile(r"\.limit[1-9][0-9]*$")
+
+
+def check_name(v: str, what: str = "name") -> str:
+    """A suite or method name that is a plain file name: never a path, ``.``/``..``, or too long.
+
+    Letters, digits and ``_ . + -``, starting with a letter or digit, at most :data:`NAME_MAX`
+    characters (a ``.limit<N>`` suffix of ``bench run --limit`` comes on top)."""
+    if not isinstance(v, str) or not _NAME_RE.match(v) or v in (".", ".."):
+        raise ValueError(f"{what} {v!r} is not a plain name: use letters, digits and _ . + - only, starting with a "
+                         "letter or digit (names become file and directory names under the results directory)")
+    if len(_LIMIT_SUFFIX.sub("", v)) > NAME_MAX:
+        raise ValueError(f"{what} is {len(v)} characters long; at most {NAME_MAX} (it becomes a file name)")
+    return v
+
+
 class DatasetSpec(_Strict):
     """Which data, where, and how much of it. ``root`` overrides the data set's variable."""
 
@@ -38,12 +59,17 @@ class DatasetSpec(_Strict):
 class MethodSpec(_Strict):
     """One leaderboard row: an adapter with its parameters (and optional budget overrides)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     adapter: str
     label: str | None = None
     baseline: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
     budget: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "method name")
 
 
 class MetricSpec(_Strict):
@@ -151,7 +177,7 @@ class ExecutorSpec(_Strict):
 class Suite(_Strict):
     """A whole suite. Metric, adapter and budget keys are checked against the registries."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     description: str = ""
     dataset: DatasetSpec
     seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1,
@@ -180,13 +206,18 @@ class Suite(_Strict):
     # Set by load_suite; not part of the YAML.
     source: str = Field(default="<memory>", exclude=True)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "suite name")
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
         bad = [x for x in v if not 0 <= x <= INT64_MAX]
         if bad:
-            raise ValueError(f"seeds must be integers in [0, 2^63-1], got {bad}")
-        dup = sorted({x for x in v if v.count(x) > 1})
+            raise ValueError(f"seeds must be integers in [0, 2^63-1], got {bad[:10]}" + (" ..." if len(bad) > 10 else ""))
+        dup = _duplicates(v)
         if dup:
             raise ValueError(f"duplicate seed(s) {dup}: each seed is one cell")
         return v
@@ -194,13 +225,13 @@ class Suite(_Strict):
     @model_validator(mode="after")
     def _unique_and_one_baseline(self) -> "Suite":
         names = [m.name for m in self.methods]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = _duplicates(names)
         if dup:
             raise ValueError(f"methods: duplicate method name(s) {dup}")
         if sum(m.baseline for m in self.methods) > 1:
             raise ValueError("methods: at most one method may have baseline: true")
         pnames = [p.name for p in self.premises]
-        dup = sorted({n for n in pnames if pnames.count(n) > 1})
+        dup = _duplicates(pnames)
         if dup:
             raise ValueError(f"premises: duplicate premise name(s) {dup}")
         for i, c in enumerate(self.claims):
@@ -217,6 +248,13 @@ class Suite(_Strict):
             if m.name == name:
                 return m
         raise BenchError(f"suite {self.name!r} has no method {name!r}; it has {[m.name for m in self.methods]}")
+
+
+def _duplicates(values: list) -> list:
+    """The values that occur more than once, sorted (linear time: suites may list many seeds)."""
+    from collections import Counter
+
+    return sorted(x for x, n in Counter(values).items() if n > 1)[:20]
 
 
 def format_loc(loc: tuple) -> str:
