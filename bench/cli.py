@@ -84,8 +84,12 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, l
     from bench.executors import ExecutorOptions
     from bench.executors.driver import run_plan
     from bench.plan import load, resolve
-    from bench.tracking import Tracker
+    from bench.executors.local import check_workers
+    from bench.tracking import Tracker, check_uri
 
+    check_workers(opts.get("workers"), opts.get("allow_oversubscribe", False))  # before any work
+    if tracking_uri:
+        check_uri(tracking_uri)
     p = resolve(load(suite, plugins), _methods(method, methods), _seeds(seed, seeds), limit=limit)
     s = p.suite
     # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
@@ -175,7 +179,11 @@ def run_cell_cmd(spec_file, tracking_uri, parent, force, no_progress):
     from bench.plan import CellSpec
     from bench.runner import run_cell
 
+    from bench.tracking import check_uri
+
     spec = CellSpec.read(spec_file)
+    if tracking_uri:
+        check_uri(tracking_uri)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with torchrun.process_group() as (rank, _):
         o = run_cell(spec, tracking_uri, parent, progress=not no_progress and rank == 0, skip_finished=not force)

@@ -7,6 +7,17 @@ from pathlib import Path
 import click
 
 
+def _write_output(output: Path, text: str) -> None:
+    """``--output``: the file, with its missing parent directories (as `bench export` does)."""
+    from bench.errors import BenchError
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    except OSError as e:
+        raise BenchError(f"--output {output}: cannot write it ({e.strerror or e})") from None
+
+
 @click.command("leaderboard")
 @click.argument("suite")
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "html", "json"]), default="table",
@@ -22,10 +33,10 @@ def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri):
     from bench import leaderboard
     from bench.errors import SuiteError
     from bench.suite import load_suite
-    from bench.tracking import Tracker
+    from bench.tracking import open_existing
 
     s = load_suite(suite)
-    board = leaderboard.build(s, Tracker(tracking_uri))
+    board = leaderboard.build(s, open_existing(tracking_uri, s.name))
     paths = leaderboard.write(board)
     if fmt == "table":
         from bench.board_terminal import render, to_text
@@ -37,11 +48,11 @@ def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri):
         except ValueError as e:
             raise SuiteError(str(e)) from None
         if output:
-            output.write_text(text)
+            _write_output(output, text)
         return
     text = paths[fmt].read_text()
     if output:
-        output.write_text(text)
+        _write_output(output, text)
     click.echo(text)
 
 
@@ -58,10 +69,10 @@ def export_cmd(suite, fmt, output, tracking_uri):
     from bench.board_export import to_json
     from bench.context import results_dir
     from bench.suite import load_suite
-    from bench.tracking import Tracker
+    from bench.tracking import open_existing
 
     s = load_suite(suite)
-    board = leaderboard.build(s, Tracker(tracking_uri))
+    board = leaderboard.build(s, open_existing(tracking_uri, s.name))
     text = to_json(board) if fmt == "json" else leaderboard.to_csv(board)
     from bench.context import under_results
 
@@ -84,13 +95,13 @@ def claims_cmd(suite, fmt, tracking_uri):
     """
     from bench import claims, leaderboard
     from bench.suite import load_suite
-    from bench.tracking import Tracker
+    from bench.tracking import open_existing
 
     s = load_suite(suite)
     if not s.claims:
         click.echo(f"{s.source}: no claims")
         return
-    rows = leaderboard.collect(s, Tracker(tracking_uri))
+    rows = leaderboard.collect(s, open_existing(tracking_uri, s.name))
     ctx = claims.context_for(s)
     for r in rows:
         r.noise = ctx.noise

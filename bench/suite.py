@@ -166,7 +166,8 @@ class ExecutorSpec(_Strict):
     """Where the suite's cells run by default (``bench run --executor`` and its flags win; bench.executors)."""
 
     name: Literal["local", "ray", "slurm"] | None = Field(default=None, description="executor (default: local)")
-    workers: StrictInt | None = Field(default=None, gt=0, description="local: worker processes")
+    workers: StrictInt | None = Field(default=None, gt=0, le=1024, description="local: worker processes (more "
+                                      "than the cores only with `bench run --allow-oversubscribe`)")
     address: str | None = Field(default=None, description="ray: cluster address (default: a local Ray)")
     cpus_per_cell: float | None = Field(default=None, gt=0, description="ray/slurm: CPUs per cell")
     gpus_per_cell: float | None = Field(default=None, ge=0, description="ray/slurm: GPUs per cell")
@@ -387,6 +388,8 @@ def read_suite_file(suite: str | os.PathLike) -> tuple[str, dict]:
     where = _display(path)
     if path.is_dir():
         raise SuiteError(f"{where}: is a directory; give a suite YAML file (e.g. {where}/<name>.yaml) or a suite name")
+    if not path.is_file():  # a FIFO would block the read, /dev/zero never end it
+        raise SuiteError(f"{where}: not a regular file (a pipe, device or socket); give a suite YAML file")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_SUITE_BYTES + 1)

@@ -215,6 +215,26 @@ class PoolExecutor:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def max_workers() -> int:
+    """The most local workers started without ``--allow-oversubscribe``: one per core (or per GPU)."""
+    return max(cores(), len(visible_gpus()))
+
+
+def check_workers(workers: int | None, allow_oversubscribe: bool = False) -> None:
+    """Refuse more local workers than :func:`max_workers` unless asked for explicitly: each worker is a
+    process importing torch (hundreds of MB); a thousand of them exhaust memory and threads."""
+    if workers is None or allow_oversubscribe:
+        return
+    cap = max_workers()
+    if workers > cap:
+        from bench.errors import BenchError
+
+        raise BenchError(f"--workers {workers}: more than this machine's {cap} cores"
+                         f"{' / GPUs' if visible_gpus() else ''}; use at most {cap}, or add --allow-oversubscribe "
+                         "to start that many processes anyway")
+
+
 def make_local(opts: ExecutorOptions, progress: bool = True):
+    check_workers(opts.workers, opts.allow_oversubscribe)
     workers = opts.workers or default_workers()
     return InlineExecutor(progress) if workers <= 1 else PoolExecutor(workers)
