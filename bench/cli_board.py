@@ -95,13 +95,13 @@ def claims_cmd(suite, fmt, tracking_uri):
     """
     from bench import claims, leaderboard
     from bench.suite import load_suite
-    from bench.tracking import open_existing
+    from bench.tracking import Tracker
 
     s = load_suite(suite)
     if not s.claims:
         click.echo(f"{s.source}: no claims")
         return
-    rows = leaderboard.collect(s, open_existing(tracking_uri, s.name))
+    rows = leaderboard.collect(s, Tracker(tracking_uri))
     ctx = claims.context_for(s)
     for r in rows:
         r.noise = ctx.noise

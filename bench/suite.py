@@ -32,6 +32,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _LIMIT_SUFFIX = re.compile(r"\.limit[1-9][0-9]*$")
 
 
+def check_repo_path(v: str | None, what: str) -> str | None:
+    """A file a suite names, relative to the repository root and inside it (no absolute path, no ``..``)."""
+    if v is None:
+        return v
+    p = Path(v)
+    if p.is_absolute() or ".." in p.parts or not v.strip() or "\x00" in v:
+        raise ValueError(f"{what} {v!r}: give a path relative to the repository root, inside it (no leading /, no ..)")
+    if p.suffix != ".json":
+        raise ValueError(f"{what} {v!r}: must be a .json file")
+    return v
+
+
 def check_name(v: str, what: str = "name") -> str:
     """A suite or method name that is a plain file name: never a path, ``.``/``..``, or too long.
 
@@ -43,6 +55,15 @@ def check_name(v: str, what: str = "name") -> str:
     if len(_LIMIT_SUFFIX.sub("", v)) > NAME_MAX:
         raise ValueError(f"{what} is {len(v)} characters long; at most {NAME_MAX} (it becomes a file name)")
     return v
+
+
+BASE_MODELS: dict[str, type[BaseModel]] = {}
+"""``base_model.name`` -> the pydantic schema of that block (registered by the families that fine-tune)."""
+
+
+def declare_base_model(name: str, schema: type[BaseModel]) -> None:
+    """Register the schema of a suite's ``base_model`` block for ``name: <name>`` (checked by ``bench validate``)."""
+    BASE_MODELS[name] = schema
 
 
 class DatasetSpec(_Strict):
@@ -90,7 +111,8 @@ class _Statement(_Strict):
     assert_: str = Field(alias="assert")
     test: Literal["welch", "permutation", "bootstrap"] = "welch"
     level: StrictFloat = Field(default=0.95, gt=0, lt=1)
-    tol: StrictFloat | None = None
+    tol: StrictFloat | None = Field(default=None, ge=0, description="a tolerance: >= 0 (a negative margin "
+                                    "is written into the assertion, not here)")
     note: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -161,6 +183,11 @@ class GateSpec(_Strict):
                                    "(`bench gate-noise`), relative to the repository root")
     exclude: list[str] = Field(default_factory=list, description="metric keys not gated")
 
+    @field_validator("noise_file")
+    @classmethod
+    def _noise_file(cls, v: str | None) -> str | None:
+        return check_repo_path(v, "noise_file")
+
 
 class ExecutorSpec(_Strict):
     """Where the suite's cells run by default (``bench run --executor`` and its flags win; bench.executors)."""
@@ -211,6 +238,11 @@ class Suite(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "suite name")
+
+    @field_validator("seed_noise")
+    @classmethod
+    def _seed_noise(cls, v: str | None) -> str | None:
+        return check_repo_path(v, "seed_noise")
 
     @field_validator("seeds")
     @classmethod
