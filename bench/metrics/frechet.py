@@ -150,9 +150,13 @@ class TemperatureParams(_OmitUnsetSweeps):
     @field_validator("temperatures")
     @classmethod
     def _temps(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (any(not t > 0 for t in v) or len(set(v)) != len(v)):
-            raise ValueError(f"temperatures must be distinct numbers > 0, got {v}")
+        if v is not None and (any(not 0 < t <= MAX_TEMPERATURE for t in v) or len(set(v)) != len(v)):
+            raise ValueError(f"temperatures must be distinct numbers in (0, {MAX_TEMPERATURE:g}], got {v}")
         return v
+
+
+MAX_TEMPERATURE = 100.0
+"""Highest sampling temperature a sweep may ask for: at T = 100 a softmax over logits of a few units is uniform."""
 
 
 def temp_key(key: str, temperature: float | None) -> str:
