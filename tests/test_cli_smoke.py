@@ -78,9 +78,10 @@ COMMANDS: dict[str, list[Run] | Elsewhere] = {
     "doctor": [Run("doctor --tracking-uri {store} --cache-dir {out}/cache", 0, "0 corrupt")],
     "server": Elsewhere("tests/test_server.py::test_bench_server_serves_an_mlflow_client_and_stops_cleanly",
                         "initdb + PostgreSQL + an MLflow server: ~30 s; that test logs a run to it and stops it"),
-    "leaderboard": [Run(f"leaderboard {SMOKE} --tracking-uri {{store}} --wide", 0, "0 seed(s)"),
-                    Run(f"leaderboard {SMOKE} --tracking-uri {{store}} --format json", 0, '"suite": "smoke"')],
-    "export": [Run(f"export {SMOKE} --tracking-uri {{store}} --output {{out}}/r.json", 0, "written: ")],
+    # a suite never run: one clear error, exit 2 (no empty table, no empty store)
+    "leaderboard": [Run(f"leaderboard {SMOKE} --tracking-uri {{store}} --wide", 2, "has no runs"),
+                    Run(f"leaderboard {SMOKE} --tracking-uri {{store}} --format json", 2, "has no runs")],
+    "export": [Run(f"export {SMOKE} --tracking-uri {{store}} --output {{out}}/r.json", 2, "has no runs")],
     "claims": [Run(f"claims {SMOKE} --tracking-uri {{store}}", 0, "no claims"),
                Run("claims fmnist --tracking-uri {store}", 0, "0 contradicted")],
     "compare": [Run(f"compare {SMOKE} --baseline {{out}}/none.json --tracking-uri {{store}}", 2,
