@@ -189,8 +189,24 @@ def _evaluate(node: ast.AST, values: list, tol: float | None):
         return np.abs(_evaluate(node.args[0], values, tol))
     a, b = _evaluate(node.left, values, tol), _evaluate(node.right, values, tol)
     op = node.op
+    if isinstance(op, ast.Div) and not isinstance(b, np.ndarray) and b == 0:
+        return math.nan if not isinstance(a, np.ndarray) else np.full_like(a, math.nan, dtype=float)  # undefined
     return a + b if isinstance(op, ast.Add) else a - b if isinstance(op, ast.Sub) else a * b \
         if isinstance(op, ast.Mult) else a / b
+
+
+def zero_divisors(parsed: "ParsedAssertion", tol: float | None) -> list[str]:
+    """Divisors without metric values that evaluate to 0 (``1 / (1 - 1)``, ``x / (tol - 0.5)`` with tol 0.5)."""
+    out = []
+    for n in ast.walk(parsed.tree):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and not _has_refs(n.right):
+            try:
+                v = _evaluate(n.right, [], tol)
+            except ClaimSyntaxError:
+                continue  # tol missing: reported on its own
+            if v == 0 or (isinstance(v, float) and math.isnan(v)):
+                out.append(ast.unparse(n.right))
+    return out
 
 
 def _linear(node: ast.AST, tol: float | None) -> tuple[dict[int, float], float] | None:

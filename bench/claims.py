@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-from bench.claim_grammar import ClaimSyntaxError, _ref_index, parse_assertion, welch_problem
+from bench.claim_grammar import ClaimSyntaxError, _ref_index, parse_assertion, welch_problem, zero_divisors
 from bench.claim_stats import (ACROSS_SEEDS, CONTRADICTED, DEGENERATE, FAILS, HOLDS, INCONCLUSIVE, SUPPORTED,
                                UNSETTLED, UNTESTABLE, VERDICTS, AA_MAX, Context, _evaluate_compare, _fmt,
                                permutation_problem)
@@ -246,6 +246,9 @@ def _statement_problems(where: str, c: Any, methods: list[str], keys: set[str], 
                             and any(isinstance(x, ast.Name) and x.id == "tol" for x in ast.walk(n.right))
                             for n in ast.walk(parsed.tree)):
         problems.append(f"{where}.tol: the assertion divides by tol, which is 0; give a tol > 0")
+    elif zeros := zero_divisors(parsed, c.tol):
+        problems.append(f"{where}.assert: division by zero: {', '.join(zeros)} is 0"
+                        + (f" with tol {c.tol}" if c.tol is not None else "") + f" in {c.assert_!r}")
     if c.test in ("welch", "permutation"):
         why = (welch_problem if c.test == "welch" else permutation_problem)(parsed, c.tol if c.tol is not None else 0.0)
         if why:

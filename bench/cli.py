@@ -82,7 +82,12 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, l
     """Run SUITE's (method, seed) cells on an executor, then write and print its leaderboard."""
     from bench.data.base import check_available
     from bench.plan import load, resolve
+    from bench.executors.local import check_workers
+    from bench.tracking import check_uri
 
+    check_workers(opts.get("workers"), opts.get("allow_oversubscribe", False))  # before any work
+    if tracking_uri:
+        check_uri(tracking_uri)
     p = resolve(load(suite, plugins), _methods(method, methods), _seeds(seed, seeds), limit=limit)
     s = p.suite
     check_available(s.dataset)  # paths only: a missing data set is said before torch or the store is imported
@@ -178,7 +183,11 @@ def run_cell_cmd(spec_file, tracking_uri, parent, force, no_progress, accept_cod
     from bench.plan import CellSpec
     from bench.runner import run_cell
 
+    from bench.tracking import check_uri
+
     spec = CellSpec.read(spec_file)
+    if tracking_uri:
+        check_uri(tracking_uri)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with torchrun.process_group() as (rank, _):
         o = run_cell(spec, tracking_uri, parent, progress=not no_progress and rank == 0, skip_finished=not force,
@@ -315,15 +324,25 @@ def doctor_cmd(tracking_uri, cache_dir, fix):
     from bench.context import Cache
     from bench.tracking import Tracker, default_tracking_uri
 
+    from bench.tracking import sqlite_problem
+
     uri = tracking_uri or default_tracking_uri()
     tracker = None
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    broken = None
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if db is not None and not db.exists():
         click.echo(f"store {uri}: does not exist")
+    elif db is not None and (broken := sqlite_problem(db)):  # reported, never opened (nor repaired) here
+        click.echo(f"store {uri}: BROKEN: {broken}")
     else:
         tracker = Tracker(uri)
     cache = Cache(cache_dir) if cache_dir else Cache()
     report = doctor.examine(tracker, cache)
     click.echo(doctor.render(report, tracker, cache))
+    if broken:
+        click.echo(f"the store {db} is left as it is: move it away (or restore a backup); `bench doctor --fix` "
+                   "does not touch it", err=True)
+        sys.exit(1)
     if fix:
         for line in doctor.fix(report, tracker):
             click.echo(f"fixed: {line}")

@@ -9,6 +9,17 @@ import click
 from bench.cli_options import plugin_option
 
 
+def _write_output(output: Path, text: str) -> None:
+    """``--output``: the file, with its missing parent directories (as `bench export` does)."""
+    from bench.errors import BenchError
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    except OSError as e:
+        raise BenchError(f"--output {output}: cannot write it ({e.strerror or e})") from None
+
+
 @click.command("leaderboard")
 @click.argument("suite")
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "html", "json"]), default="table",
@@ -25,10 +36,10 @@ def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri, plug
     from bench import leaderboard
     from bench.errors import SuiteError
     from bench.suite import load_suite
-    from bench.tracking import Tracker
+    from bench.tracking import open_existing
 
     s = load_suite(suite, plugins=plugins)
-    board = leaderboard.build(s, Tracker(tracking_uri))
+    board = leaderboard.build(s, open_existing(tracking_uri, s.name))
     paths = leaderboard.write(board)
     if fmt == "table":
         from bench.board_terminal import render, to_text
@@ -40,11 +51,11 @@ def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri, plug
         except ValueError as e:
             raise SuiteError(str(e)) from None
         if output:
-            output.write_text(text)
+            _write_output(output, text)
         return
     text = paths[fmt].read_text()
     if output:
-        output.write_text(text)
+        _write_output(output, text)
     click.echo(text)
 
 
@@ -64,13 +75,15 @@ def export_cmd(suite, fmt, output, tracking_uri, plugins):
     from bench.board_export import to_json, to_lm_eval_json
     from bench.context import results_dir
     from bench.suite import load_suite
-    from bench.tracking import Tracker
+    from bench.tracking import open_existing
 
     s = load_suite(suite, plugins=plugins)
-    board = leaderboard.build(s, Tracker(tracking_uri))
+    board = leaderboard.build(s, open_existing(tracking_uri, s.name))
     text = {"json": to_json, "lm-eval": to_lm_eval_json, "csv": leaderboard.to_csv}[fmt](board)
-    out = output or (results_dir() / s.name / {"json": "results.json", "lm-eval": "results.lm-eval.json",
-                                               "csv": "results.csv"}[fmt])
+    from bench.context import under_results
+
+    name = {"json": "results.json", "lm-eval": "results.lm-eval.json", "csv": "results.csv"}[fmt]
+    out = output or under_results(results_dir() / s.name / name, f"suite {s.name!r}: export")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     click.echo(f"written: {out}")

@@ -14,6 +14,8 @@ def executor_options(f):
                      help="Where cells run [default: suite executor.name, $BENCH_EXECUTOR, else local]."),
         click.option("--workers", type=click.IntRange(min=1), default=None,
                      help="local: worker processes [default: one per GPU, else one per core, at most 8]; 1 = in-process."),
+        click.option("--allow-oversubscribe", is_flag=True, default=False,
+                     help="local: allow --workers above the number of cores (or GPUs) [default: refused]."),
         click.option("--address", default=None, help="ray: cluster address (e.g. ray://head:10001) [default: a local Ray]."),
         click.option("--cpus-per-cell", type=float, default=None, help="ray/slurm: CPUs per cell [default: 1]."),
         click.option("--gpus-per-cell", type=float, default=None, help="ray/slurm: GPUs per cell [default: 0]."),

@@ -30,7 +30,31 @@ def results_dir() -> Path:
     if RESULTS_DIR != REPO_ROOT / "results":
         return Path(RESULTS_DIR)
     env = os.environ.get("BENCH_RESULTS_DIR")
-    return Path(env).expanduser().absolute() if env else RESULTS_DIR
+    if env is None:
+        return RESULTS_DIR
+    if not env.strip():
+        from bench.errors import BenchError
+
+        raise BenchError("BENCH_RESULTS_DIR is set but empty: give a directory (or unset it for the "
+                         f"default {RESULTS_DIR})")
+    return Path(env).expanduser().absolute()
+
+
+def under_results(path: str | os.PathLike, what: str = "output") -> Path:
+    """``path`` resolved, if it lies inside :func:`results_dir`; :class:`BenchError` otherwise.
+
+    Every file the harness names after a suite or a method (leaderboards, exports, figures) goes
+    through this: a name can never write outside the results directory, whatever it holds."""
+    from bench.errors import BenchError
+
+    root = results_dir().resolve()
+    p = Path(path)
+    resolved = (p if p.is_absolute() else root / p).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise BenchError(f"{what}: {path} resolves to {resolved}, outside the results directory {root}; refused")
+    if resolved == root:
+        raise BenchError(f"{what}: {path} is the results directory itself, not a place inside it; refused")
+    return resolved
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:

@@ -390,7 +390,9 @@ def make_figures(board: Leaderboard, out_dir: Path) -> list[Path]:
 def write(board: Leaderboard, out_dir: Path | None = None, formats=("md", "csv", "html", "json")) -> dict[str, Path]:
     """Write ``leaderboard.{md,csv,html,json}`` (and figures) to ``results/<suite>/``; return the paths.
     ``json``: :func:`bench.board_export.to_json` (lm-eval-style results)."""
-    out_dir = out_dir or (results_dir() / board.suite.name)
+    from bench.context import under_results
+
+    out_dir = out_dir or under_results(results_dir() / board.suite.name, f"suite {board.suite.name!r}: leaderboard directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     board.figures = make_figures(board, out_dir)
     paths = {}

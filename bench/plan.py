@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench import HARNESS_VERSION, registry
 from bench.context import stable_hash
@@ -110,8 +110,13 @@ class CellSpec(BaseModel):
     base_model: dict[str, Any] | None = None
     plugins: tuple[str, ...] = ()  # modules to import before the adapter/metrics are looked up
     precision: Literal["float32", "float64"] = "float32"  # torch's default float dtype in the cell
-    seed: int
+    seed: int = Field(ge=0, le=2**63 - 1)
     config_hash: str
+    spec_hash: str | None = None  # every field but the two hashes (the seed, label, suite ...): an edit is refused
+
+    def contents_hash(self) -> str:
+        """Hash of everything in the spec except ``config_hash`` and ``spec_hash`` (what ``spec_hash`` records)."""
+        return stable_hash(self.model_dump(mode="json", exclude={"config_hash", "spec_hash"}))
 
     @property
     def filename(self) -> str:
@@ -149,6 +154,9 @@ class CellSpec(BaseModel):
         if actual != spec.config_hash:
             raise BenchError(f"{where}: config_hash {spec.config_hash} does not match the spec's contents "
                              f"({actual}): the file was edited; write it again with `bench plan`")
+        if spec.spec_hash is not None and spec.spec_hash != spec.contents_hash():
+            raise BenchError(f"{where}: spec_hash {spec.spec_hash} does not match the spec's contents (seed, method, "
+                             "suite ...): the file was edited; write it again with `bench plan`")
         return spec
 
     @classmethod
@@ -182,13 +190,14 @@ class Plan:
 
 def cell_spec(suite: Suite, method: MethodSpec, seed: int) -> CellSpec:
     cfg = cell_config(suite, method)
-    return CellSpec(
+    spec = CellSpec(
         harness_version=cfg["harness_version"], suite=suite.name, suite_file=suite.source, method=method.name,
         label=method.label or method.name, baseline=method.baseline, adapter=method.adapter, params=cfg["params"],
         budget=cfg["budget"], metrics=tuple(MetricCall(**m) for m in cfg["metrics"]), dataset=suite.dataset,
         base_model=suite.base_model, plugins=tuple(suite.plugins), precision=suite.precision, seed=seed,
         config_hash=stable_hash(cfg),
     )
+    return spec.model_copy(update={"spec_hash": spec.contents_hash()})
 
 
 def resolve(suite: Suite | str | os.PathLike, methods: list[str] | None = None, seeds: list[int] | None = None,

@@ -242,6 +242,17 @@ def plan_problems(s: Suite) -> list[str]:
                                 f"{ds.name!r}; use at most {sizes[split]} (or leave it out for all)")
             elif want is not None:
                 sizes[split] = want
+    n_examples = getattr(ds_cls, "train_examples", None)  # a batch larger than the data would be cut silently
+    n_examples = n_examples(ds) if n_examples is not None else None
+    if n_examples is not None:
+        for i, m, cls in adapters:
+            bmodel = getattr(cls, "Budget", None)
+            b = params_of(bmodel, {**s.budget, **m.budget}) if bmodel is not None else None
+            bs = getattr(b, "batch_size", None)
+            if isinstance(bs, int) and bs > n_examples:
+                src = f"methods[{i}].budget" if "batch_size" in m.budget else "budget"
+                problems.append(f"{src}.batch_size: {bs} is more than the {n_examples} training documents of the "
+                                f"data set (method {m.name!r}); use at most {n_examples}")
     adm = bool(getattr(ds_cls, "has_adm_reference", False))
     # adapters that need the data present at validation time (a paper-scale suite fails fast without it)
     hooks = [h for _, _, cls in adapters if (h := getattr(cls, "data_problems", None)) is not None]
@@ -272,6 +283,26 @@ def plan_problems(s: Suite) -> list[str]:
                     limit = f" (dataset.n_{split}: {sizes[split]})" if getattr(ds, f"n_{split}") else ""
                     problems.append(f"metrics[{j}].params.{field}: {spec.name} needs {n} {split} images but the "
                                     f"data set has {sizes[split]}{limit}; lower {field} to at most {sizes[split]}")
+        steps_of = getattr(params, "method_steps", None)  # a typo would silently give that method `steps`
+        if isinstance(steps_of, dict):
+            names = [m.name for m in s.methods]
+            for name in steps_of:
+                if name not in names:
+                    problems.append(f"metrics[{j}].params.method_steps.{name}: no method {name!r} in this suite; "
+                                    f"its methods: {names}")
+        tasks = getattr(params, "tasks", None) if spec.name == "lm_accuracy" else None
+        if tasks is not None:
+            have = _dataset_tasks(ds)
+            if not tasks:
+                problems.append(f"metrics[{j}].params.tasks: empty; leave it out for all of the data set's tasks")
+            elif have is not None and (unknown := [t for t in tasks if t not in have]):
+                problems.append(f"metrics[{j}].params.tasks: {unknown} not among the data set's tasks {have}")
+        pair = getattr(mcls, "method_problems", None)  # a metric param that must fit each method's model
+        if pair is not None:
+            for i, m, cls in adapters:
+                ap = params_of(cls.Params, m.params)
+                if ap is not None:
+                    problems += [f"metrics[{j}].params.{line} (method {m.name!r}, methods[{i}])" for line in pair(params, ap)]
         ks = [k for k in getattr(params, "ks", None) or [] if isinstance(k, int)] if "ks" in spec.params else []
         for i, m, cls in adapters:
             length = _sequence_length(params_of(cls.Params, m.params))
@@ -308,12 +339,65 @@ def plan_problems(s: Suite) -> list[str]:
             if col not in columns:
                 problems.append(f"leaderboard.columns[{c}]: unknown column {col!r}; the suite's columns: {columns}")
 
+    problems += _gate_problems(s, columns)
+
     # base_model: only fine-tuning adapters read it, and they need one
     tuners = [m.name for _, m, cls in adapters if "finetune" in cls.capabilities]
     if s.base_model is None and tuners:
         problems.append(f"base_model: methods {tuners} fine-tune a base model but the suite names none; add e.g. "
                         "base_model: {name: qwen3-tiny}")
+    if s.base_model is not None and tuners:
+        problems += base_model_problems(s.base_model)
     if s.base_model is not None and not any("finetune" in cls.capabilities for _, _, cls in adapters):
         problems.append(f"base_model: no adapter of this suite fine-tunes a base model "
                         f"({sorted({m.adapter for _, m, _ in adapters})}); remove base_model")
     return problems
+
+
+def base_model_problems(base_model: dict) -> list[str]:
+    """``base_model`` against the schema registered for its ``name`` (:func:`bench.suite.declare_base_model`)."""
+    from bench.suite import BASE_MODELS
+
+    name = base_model.get("name")
+    schema = BASE_MODELS.get(name) if isinstance(name, str) else None
+    if schema is None:
+        return [f"base_model.name: unknown base model {name!r}; known: {sorted(BASE_MODELS)}"]
+    try:
+        schema.model_validate(base_model, strict=False)
+    except ValidationError as e:
+        return _errors_to_lines(e, ("base_model",))
+    return _param_problems(schema, base_model, ("base_model",))
+
+
+def _dataset_tasks(ds) -> list[str] | None:
+    """The task names of a text data set's ``params.tasks`` (default: the generated ones), else None."""
+    if ds.name != "peft_tasks":
+        return None
+    cls = registry.meta("dataset", ds.name)
+    pmodel = getattr(cls, "Params", None)
+    try:
+        return list(pmodel.model_validate(ds.params).tasks) if pmodel is not None else None
+    except (ValidationError, AttributeError):
+        return None
+
+
+def _gate_problems(s: Suite, columns: list[str] | None) -> list[str]:
+    """``gate``: metric keys that exist, a noise file that exists inside the repository."""
+    from bench.suite import REPO_ROOT
+
+    g = s.gate
+    if g is None:
+        return []
+    out: list[str] = []
+    if columns is not None:
+        known = set(columns) | {"cell_seconds"}
+        for key in g.metrics:
+            if key not in known:
+                out.append(f"gate.metrics.{key}: not a metric key of this suite; its keys: {sorted(known)}")
+        for i, key in enumerate(g.exclude):
+            if key not in known:
+                out.append(f"gate.exclude[{i}]: {key!r} is not a metric key of this suite")
+    if g.noise_file and not (REPO_ROOT / g.noise_file).is_file():
+        out.append(f"gate.noise_file: {g.noise_file} does not exist (relative to {REPO_ROOT}); measure it with "
+                   "`bench gate-noise` (docs/ci-gate.md) or remove the key")
+    return out

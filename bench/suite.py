@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+NAME_MAX = 100
+"""Longest suite or method name: names become file and directory names (``results/<suite>/``,
+``<method>-s<seed>.json``), which must fit a file system's 255 bytes with room for what follows."""
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_LIMIT_SUFFIX = re.compile(r"\.limit[1-9][0-9]*$")
+
+
+def check_repo_path(v: str | None, what: str) -> str | None:
+    """A file a suite names, relative to the repository root and inside it (no absolute path, no ``..``)."""
+    if v is None:
+        return v
+    p = Path(v)
+    if p.is_absolute() or ".." in p.parts or not v.strip() or "\x00" in v:
+        raise ValueError(f"{what} {v!r}: give a path relative to the repository root, inside it (no leading /, no ..)")
+    if p.suffix != ".json":
+        raise ValueError(f"{what} {v!r}: must be a .json file")
+    return v
+
+
+def check_name(v: str, what: str = "name") -> str:
+    """A suite or method name that is a plain file name: never a path, ``.``/``..``, or too long.
+
+    Letters, digits and ``_ . + -``, starting with a letter or digit, at most :data:`NAME_MAX`
+    characters (a ``.limit<N>`` suffix of ``bench run --limit`` comes on top)."""
+    if not isinstance(v, str) or not _NAME_RE.match(v) or v in (".", ".."):
+        raise ValueError(f"{what} {v!r} is not a plain name: use letters, digits and _ . + - only, starting with a "
+                         "letter or digit (names become file and directory names under the results directory)")
+    if len(_LIMIT_SUFFIX.sub("", v)) > NAME_MAX:
+        raise ValueError(f"{what} is {len(v)} characters long; at most {NAME_MAX} (it becomes a file name)")
+    return v
+
+
+BASE_MODELS: dict[str, type[BaseModel]] = {}
+"""``base_model.name`` -> the pydantic schema of that block (registered by the families that fine-tune)."""
+
+
+def declare_base_model(name: str, schema: type[BaseModel]) -> None:
+    """Register the schema of a suite's ``base_model`` block for ``name: <name>`` (checked by ``bench validate``)."""
+    BASE_MODELS[name] = schema
+
+
 class DatasetSpec(_Strict):
     """Which data, where, and how much of it. ``root`` overrides the data set's variable."""
 
@@ -38,12 +80,17 @@ class DatasetSpec(_Strict):
 class MethodSpec(_Strict):
     """One leaderboard row: an adapter with its parameters (and optional budget overrides)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     adapter: str
     label: str | None = None
     baseline: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
     budget: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "method name")
 
 
 class MetricSpec(_Strict):
@@ -64,7 +111,8 @@ class _Statement(_Strict):
     assert_: str = Field(alias="assert")
     test: Literal["welch", "permutation", "bootstrap"] = "welch"
     level: StrictFloat = Field(default=0.95, gt=0, lt=1)
-    tol: StrictFloat | None = None
+    tol: StrictFloat | None = Field(default=None, ge=0, description="a tolerance: >= 0 (a negative margin "
+                                    "is written into the assertion, not here)")
     note: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -135,12 +183,18 @@ class GateSpec(_Strict):
                                    "(`bench gate-noise`), relative to the repository root")
     exclude: list[str] = Field(default_factory=list, description="metric keys not gated")
 
+    @field_validator("noise_file")
+    @classmethod
+    def _noise_file(cls, v: str | None) -> str | None:
+        return check_repo_path(v, "noise_file")
+
 
 class ExecutorSpec(_Strict):
     """Where the suite's cells run by default (``bench run --executor`` and its flags win; bench.executors)."""
 
     name: Literal["local", "ray", "slurm"] | None = Field(default=None, description="executor (default: local)")
-    workers: StrictInt | None = Field(default=None, gt=0, description="local: worker processes")
+    workers: StrictInt | None = Field(default=None, gt=0, le=1024, description="local: worker processes (more "
+                                      "than the cores only with `bench run --allow-oversubscribe`)")
     address: str | None = Field(default=None, description="ray: cluster address (default: a local Ray)")
     cpus_per_cell: float | None = Field(default=None, gt=0, description="ray/slurm: CPUs per cell")
     gpus_per_cell: float | None = Field(default=None, ge=0, description="ray/slurm: GPUs per cell")
@@ -151,7 +205,7 @@ class ExecutorSpec(_Strict):
 class Suite(_Strict):
     """A whole suite. Metric, adapter and budget keys are checked against the registries."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     description: str = ""
     dataset: DatasetSpec
     seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1,
@@ -180,13 +234,23 @@ class Suite(_Strict):
     # Set by load_suite; not part of the YAML.
     source: str = Field(default="<memory>", exclude=True)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "suite name")
+
+    @field_validator("seed_noise")
+    @classmethod
+    def _seed_noise(cls, v: str | None) -> str | None:
+        return check_repo_path(v, "seed_noise")
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
         bad = [x for x in v if not 0 <= x <= INT64_MAX]
         if bad:
-            raise ValueError(f"seeds must be integers in [0, 2^63-1], got {bad}")
-        dup = sorted({x for x in v if v.count(x) > 1})
+            raise ValueError(f"seeds must be integers in [0, 2^63-1], got {bad[:10]}" + (" ..." if len(bad) > 10 else ""))
+        dup = _duplicates(v)
         if dup:
             raise ValueError(f"duplicate seed(s) {dup}: each seed is one cell")
         return v
@@ -194,13 +258,13 @@ class Suite(_Strict):
     @model_validator(mode="after")
     def _unique_and_one_baseline(self) -> "Suite":
         names = [m.name for m in self.methods]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = _duplicates(names)
         if dup:
             raise ValueError(f"methods: duplicate method name(s) {dup}")
         if sum(m.baseline for m in self.methods) > 1:
             raise ValueError("methods: at most one method may have baseline: true")
         pnames = [p.name for p in self.premises]
-        dup = sorted({n for n in pnames if pnames.count(n) > 1})
+        dup = _duplicates(pnames)
         if dup:
             raise ValueError(f"premises: duplicate premise name(s) {dup}")
         for i, c in enumerate(self.claims):
@@ -217,6 +281,13 @@ class Suite(_Strict):
             if m.name == name:
                 return m
         raise BenchError(f"suite {self.name!r} has no method {name!r}; it has {[m.name for m in self.methods]}")
+
+
+def _duplicates(values: list) -> list:
+    """The values that occur more than once, sorted (linear time: suites may list many seeds)."""
+    from collections import Counter
+
+    return sorted(x for x, n in Counter(values).items() if n > 1)[:20]
 
 
 def format_loc(loc: tuple) -> str:
@@ -349,6 +420,8 @@ def read_suite_file(suite: str | os.PathLike) -> tuple[str, dict]:
     where = _display(path)
     if path.is_dir():
         raise SuiteError(f"{where}: is a directory; give a suite YAML file (e.g. {where}/<name>.yaml) or a suite name")
+    if not path.is_file():  # a FIFO would block the read, /dev/zero never end it
+        raise SuiteError(f"{where}: not a regular file (a pipe, device or socket); give a suite YAML file")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_SUITE_BYTES + 1)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from adapters.llm_internals import plots
 from adapters.llm_internals.corpus import eval_windows
@@ -54,6 +54,12 @@ class InternalsParams(MetricParams):
     amp_layer: int = Field(0, ge=0, description="layer whose o_proj input is amplified")
     amp_lambda: float = Field(4.0, gt=1, description="λ of the variance amplification / plain rescale")
     plots: bool = True
+
+    @model_validator(mode="after")
+    def _k_inside_seq(self) -> "InternalsParams":
+        if self.k >= self.seq:
+            raise ValueError(f"k {self.k} must be < seq {self.seq} (the sink is moved to a position of the sequence)")
+        return self
 
 
 COLUMNS = {
@@ -113,6 +119,14 @@ def _alpha_under(model, ids, k: int, ctxmgr, layers_from: int) -> tuple[float, f
 class LlmInternals(Metric):
     requires = ()
     Params = InternalsParams
+
+    @staticmethod
+    def method_problems(params: InternalsParams, adapter_params) -> list[str]:
+        """``amp_layer`` must be a layer of the method's model (checked by ``bench validate``, not after training)."""
+        layers = getattr(getattr(adapter_params, "arch", None), "layers", None)
+        if isinstance(layers, int) and params.amp_layer >= layers:
+            return [f"amp_layer: {params.amp_layer} is not a layer of the {layers}-layer model; use 0..{layers - 1}"]
+        return []
 
     @classmethod
     def columns(cls, params) -> dict[str, Column]:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import model_validator, BaseModel, ConfigDict, Field
 
 from bench.adapter import AdapterParams
 from bench.errors import DatasetMissing
@@ -41,6 +41,13 @@ class ArchSpec(BaseModel):
     max_position: int = Field(256, ge=16)
     init_std: float = Field(0.02, gt=0, description="initializer_range of the HF init (normal std)")
     tie_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _heads(self) -> "ArchSpec":
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads {self.heads} is not a multiple of kv_heads {self.kv_heads} (grouped-query "
+                             "attention shares each key/value head among an equal number of query heads)")
+        return self
 
 
 class HeadNormSpec(BaseModel):

@@ -34,16 +34,7 @@ LAYOUT = (
 )
 
 
-class Qwen3HFSpec(BaseModel):
-    """``base_model`` block for a local Hugging Face Qwen3 checkpoint (e.g. Qwen3-8B)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: Literal["qwen3-8b"] = "qwen3-8b"
-    path: str | None = None
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    require_gpu: bool = True
+from adapters.peft.base_specs import Qwen3HFSpec  # noqa: E402,F401  (the light schema, re-exported)
 
 
 @dataclass

@@ -147,3 +147,9 @@ declare_adapter("layer_placements", "adapters.peft.placement_sweep:LayerPlacemen
 declare_adapter("prefix_tuning", "adapters.peft.prefix_tuning:PrefixTuning", PrefixParams, _FT, FinetuneBudget)
 declare_adapter("prefix_tuning_plus", "adapters.peft.prefix_tuning_plus:PrefixTuningPlus", PrefixPlusParams, _FT,
                 FinetuneBudget)
+
+from adapters.peft.base_specs import Qwen3HFSpec, TinySpec  # noqa: E402
+from bench.suite import declare_base_model  # noqa: E402
+
+declare_base_model("qwen3-tiny", TinySpec)
+declare_base_model("qwen3-8b", Qwen3HFSpec)

@@ -57,6 +57,18 @@ class TokenizerConfig(HashNeutralDefaults, BaseModel):
     patch: int = Field(4, gt=0)
     beta: float = Field(0.25, ge=0)
 
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TokenizerConfig":
+        _check_heads(self.width, self.heads, "width", "heads")
+        return self
+
+
+def _check_heads(width: int, heads: int, wname: str, hname: str) -> None:
+    """Multi-head attention splits the width into equal heads: ``width % heads == 0``."""
+    if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
+        raise ValueError(f"{wname} {width} is not divisible by {hname} {heads} (attention splits the width "
+                         f"into equal heads); use e.g. {wname} {max(heads, width - width % heads)}")
+
 
 class PriorConfig(BaseModel):
     """Size and training recipe of the AR prior."""
@@ -67,6 +79,11 @@ class PriorConfig(BaseModel):
     heads: int = Field(4, gt=0)
     mlp_ratio: float = Field(2.0, gt=0)
     mask_logits_in_training: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "PriorConfig":
+        _check_heads(self.width, self.heads, "width", "heads")
+        return self
 
 
 class TokenizerARBudget(BaseModel):
@@ -294,6 +311,11 @@ class PrologueParams(VQParams):
     ce_weight_prologue: float = Field(3.0, ge=0, description="weight of CE on prologue + EOS targets")
     ce_weight_visual: float = Field(3.0, ge=0, description="weight of CE on visual targets")
     prologue_temperature: float | None = Field(None, gt=0, description="sampling temperature on prologue tokens")
+
+    @model_validator(mode="after")
+    def _prologue_heads_divide_width(self):
+        _check_heads(self.prologue_width, self.prologue_heads, "prologue_width", "prologue_heads")
+        return self
 
 
 _CAPS = ("tokenize", "generate", "prior")

@@ -23,7 +23,7 @@ first and lm-eval's task index (about a minute) is never built for nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -37,7 +37,9 @@ class PeftTaskParams(BaseModel):
 
     tasks: list[str] = Field(default_factory=lambda: list(GENERATED), min_length=1)
     seed: int = 1234
-    sizes: dict[str, int] = Field(default_factory=lambda: {"train": 1000, "validation": 200, "test": 400})
+    sizes: dict[Literal["train", "validation", "test"], Annotated[int, Field(ge=1, le=10_000_000)]] = Field(
+        default_factory=lambda: {"train": 1000, "validation": 200, "test": 400},
+        description="documents per generated task and split (each >= 1)")
     include_defaults: bool | None = None
     n_train_per_task: int | None = Field(None, ge=1)
     n_validation_per_task: int | None = Field(200, ge=1)
@@ -79,6 +81,18 @@ class PeftTasks:
     """Generated short-answer tasks (qwen3-tiny) or standard lm-eval tasks (qwen3-8b)."""
 
     Params = PeftTaskParams  # ``dataset.params``, checked by plan resolution
+
+    @staticmethod
+    def train_examples(spec) -> int | None:
+        """Training documents of the generated tasks (None for standard lm-eval tasks: known when read)."""
+        try:
+            p = PeftTaskParams.model_validate(spec.params)
+        except ValidationError:
+            return None
+        if not all(t in GENERATED for t in p.tasks):
+            return None
+        per = p.sizes.get("train", 1000)
+        return len(p.tasks) * (min(per, p.n_train_per_task) if p.n_train_per_task else per)
 
     @staticmethod
     def load(spec) -> Any:

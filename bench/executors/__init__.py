@@ -74,6 +74,7 @@ class ExecutorOptions:
     time_min: int | None = None
     slurm_cluster: str | None = None  # submitit cluster: None (auto: slurm), "local" or "debug" (tests)
     folder: str | None = None
+    allow_oversubscribe: bool = False  # local: more workers than cores (or GPUs), on purpose
 
 
 def choose(name: str | None, suite_executor: Any = None) -> str:

@@ -65,6 +65,8 @@ def run_plan(plan: Plan, executor: str | None = None, opts: ExecutorOptions = Ex
     inline = isinstance(ex, InlineExecutor)
     if inline:
         ex.progress = progress
+    for line in close_dead_suite_runs(tracker, exp):
+        say(f"[bench] {line}")
     parent = tracker.start(exp, f"{suite.name}@{time.strftime('%Y%m%d-%H%M%S')}",
                            {f"{TAG}kind": "suite", f"{TAG}suite": suite.name, f"{TAG}git_sha": git_sha(),
                             f"{TAG}suite_file": suite.source, f"{TAG}executor": name,
@@ -128,6 +130,28 @@ def run_plan(plan: Plan, executor: str | None = None, opts: ExecutorOptions = Ex
     finally:
         view.close()
     return [outcomes[i] for i in range(len(tasks))], parent
+
+
+def close_dead_suite_runs(tracker: Tracker, exp: str) -> list[str]:
+    """End FAILED, with the reason in ``bench.error``, every RUNNING suite run of ``exp`` whose driver
+    is gone (this host, its pid not alive or reused): a ``kill -9`` of a driver leaves its suite run
+    RUNNING; the next driver closes it, as a cell's claimer closes a dead cell's run. Returns one line each."""
+    from bench.locks import hostname, pid_alive
+
+    here = hostname()
+    runs = tracker.client.search_runs([exp], f"tags.`{TAG}kind` = 'suite' and attributes.status = 'RUNNING'",
+                                      max_results=1000)
+    done = []
+    for r in runs:
+        t = r.data.tags
+        pid, host = t.get(f"{TAG}pid", ""), t.get(f"{TAG}host")
+        if host != here or not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid), r.info.start_time):
+            continue
+        why = f"stale: its driver process {pid} on {host} is gone (closed by the next bench run)"
+        tracker.client.set_tag(r.info.run_id, f"{TAG}error", why)
+        tracker.end(r.info.run_id, "FAILED")
+        done.append(f"suite run {r.info.run_id} ({r.info.run_name}) marked FAILED: {why}")
+    return done
 
 
 def _live_cells(tracker: Tracker, exp: str) -> set[tuple[str, int]]:

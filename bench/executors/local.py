@@ -24,6 +24,33 @@ from typing import Hashable
 from bench.executors import CellTask, Done, ExecutorOptions
 
 MAX_DEFAULT_WORKERS = 8
+POOL_PREFIX = "bench-pool-"
+"""Temp directories of a pool: ``bench-pool-<driver pid>-<random>`` (task and outcome files)."""
+
+
+def remove_stale_pool_dirs(root: str | None = None) -> list[Path]:
+    """Delete the pool directories of drivers that are gone (a ``kill -9`` skips their cleanup); return them.
+
+    ``bench-pool-<pid>-*`` whose pid is not alive; older ones without a pid, after a day."""
+    import re
+    import shutil
+    import time
+
+    from bench.locks import pid_alive
+
+    out = []
+    base = Path(root or tempfile.gettempdir())
+    for d in base.glob(f"{POOL_PREFIX}*"):
+        m = re.match(re.escape(POOL_PREFIX) + r"(\d+)-", d.name)
+        try:
+            dead = (not pid_alive(int(m.group(1)), d.stat().st_mtime * 1000)) if m else \
+                time.time() - d.stat().st_mtime > 86400
+        except OSError:
+            continue
+        if dead and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            out.append(d)
+    return out
 
 
 def cores() -> int:
@@ -124,7 +151,8 @@ class PoolExecutor:
         self.procs: list[subprocess.Popen | None] = [None] * workers
         self.busy: list[tuple[CellTask, Path] | None] = [None] * workers
         self.queue: list[CellTask] = []
-        self.tmp = Path(tempfile.mkdtemp(prefix="bench-pool-"))
+        remove_stale_pool_dirs()
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{POOL_PREFIX}{os.getpid()}-"))
         self.count = 0
         for i in range(workers):
             self._spawn(i)
@@ -215,6 +243,26 @@ class PoolExecutor:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def max_workers() -> int:
+    """The most local workers started without ``--allow-oversubscribe``: one per core (or per GPU)."""
+    return max(cores(), len(visible_gpus()))
+
+
+def check_workers(workers: int | None, allow_oversubscribe: bool = False) -> None:
+    """Refuse more local workers than :func:`max_workers` unless asked for explicitly: each worker is a
+    process importing torch (hundreds of MB); a thousand of them exhaust memory and threads."""
+    if workers is None or allow_oversubscribe:
+        return
+    cap = max_workers()
+    if workers > cap:
+        from bench.errors import BenchError
+
+        raise BenchError(f"--workers {workers}: more than this machine's {cap} cores"
+                         f"{' / GPUs' if visible_gpus() else ''}; use at most {cap}, or add --allow-oversubscribe "
+                         "to start that many processes anyway")
+
+
 def make_local(opts: ExecutorOptions, progress: bool = True):
+    check_workers(opts.workers, opts.allow_oversubscribe)
     workers = opts.workers or default_workers()
     return InlineExecutor(progress) if workers <= 1 else PoolExecutor(workers)

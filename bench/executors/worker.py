@@ -41,20 +41,36 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _die_with_driver(poll_s: float = 1.0) -> None:
+GRACE_S = 5.0
+"""Seconds a worker whose driver died has to end its cell KILLED before it exits regardless."""
+
+
+def _die_with_driver(poll_s: float = 0.5, grace_s: float = GRACE_S) -> None:
     """A pool worker whose driver is gone (``kill -9`` included) SIGTERMs itself: its cell ends KILLED
-    and its lease is released, instead of an orphan computing (and heartbeating) for no one."""
+    and its lease is released, instead of an orphan computing (and heartbeating) for no one.
+
+    On Linux the kernel sends the SIGTERM when the driver dies (``PR_SET_PDEATHSIG``); a thread also
+    polls the parent pid (any platform, and a driver that died before the call). A main thread stuck
+    in native code (a long torch op) may not run the handler: after ``grace_s`` the process exits
+    anyway (its lease then goes stale and the next claimer ends its run)."""
     import threading
     import time
 
     parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass  # the polling thread below still notices
 
     def watch():
-        while True:
+        while os.getppid() == parent:
             time.sleep(poll_s)
-            if os.getppid() != parent:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(143)  # the cell did not end in time: leave now (128 + SIGTERM)
 
     threading.Thread(target=watch, name="bench-driver-watch", daemon=True).start()
 

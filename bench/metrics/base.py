@@ -20,6 +20,11 @@ from pydantic import BaseModel, ConfigDict
 from bench.errors import BenchError, MetricError
 
 
+MAX_NFE = 4096
+"""Most sampler steps (NFE) a metric may ask for: ten times the longest schedule of the literature's
+diffusion samplers (1000 steps); more is a typo (10^9 steps would sample for years)."""
+
+
 class MetricParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

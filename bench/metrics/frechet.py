@@ -40,7 +40,7 @@ from pydantic import Field, field_validator, model_serializer
 
 from bench import inputs as inp
 from bench.data.base import ImageSplit
-from bench.metrics.base import Column, Metric, MetricParams, check_finite, stderr_key
+from bench.metrics.base import MAX_NFE, Column, Metric, MetricParams, check_finite, stderr_key
 
 KID_SUBSETS = 100  # torch-fidelity's default
 KID_RNG_SEED = 2020  # torch-fidelity's default: fixed subsets, so KID is reproducible
@@ -133,6 +133,8 @@ class SweepParams(_OmitUnsetSweeps):
     def _steps(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and (any(s < 1 for s in v) or len(set(v)) != len(v)):
             raise ValueError(f"steps must be distinct integers >= 1, got {v}")
+        if v is not None and any(s > MAX_NFE for s in v):
+            raise ValueError(f"steps {[s for s in v if s > MAX_NFE]} above {MAX_NFE} (the most NFE a metric samples at)")
         return v
 
 
@@ -148,9 +150,13 @@ class TemperatureParams(_OmitUnsetSweeps):
     @field_validator("temperatures")
     @classmethod
     def _temps(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (any(not t > 0 for t in v) or len(set(v)) != len(v)):
-            raise ValueError(f"temperatures must be distinct numbers > 0, got {v}")
+        if v is not None and (any(not 0 < t <= MAX_TEMPERATURE for t in v) or len(set(v)) != len(v)):
+            raise ValueError(f"temperatures must be distinct numbers in (0, {MAX_TEMPERATURE:g}], got {v}")
         return v
+
+
+MAX_TEMPERATURE = 100.0
+"""Highest sampling temperature a sweep may ask for: at T = 100 a softmax over logits of a few units is uniform."""
 
 
 def temp_key(key: str, temperature: float | None) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bench.metrics.base import Column, Metric, MetricParams, check_finite
 from bench.metrics.token_stats import check_token_ids, prefix_bits, prefix_label_information
@@ -38,6 +38,14 @@ class ProbeParams(MetricParams):
     n_test: int | None = Field(None, gt=0)
     C: float = Field(1.0, gt=0, description="inverse L2 regularisation strength")
     max_iter: int = Field(300, gt=0)
+
+    @field_validator("ks")
+    @classmethod
+    def _distinct(cls, v: list) -> list:
+        dup = sorted({str(k) for k in v if v.count(k) > 1})
+        if dup:
+            raise ValueError(f"duplicate k {dup}: each k is one column")
+        return v
 
 
 def probe_key(k: int | str) -> str:

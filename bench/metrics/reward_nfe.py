@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from bench import inputs as inp
-from bench.metrics.base import Column, Metric, MetricParams, check_finite
+from bench.metrics.base import MAX_NFE, Column, Metric, MetricParams, check_finite
 from bench.metrics.frechet import nfe_key, sweep_key
 from bench.registry import register_metric
 
@@ -43,6 +43,8 @@ class StepsParams(MetricParams):
     def _steps(cls, v: list[int]) -> list[int]:
         if any(s < 1 for s in v) or len(set(v)) != len(v):
             raise ValueError(f"steps must be distinct integers >= 1, got {v}")
+        if any(s > MAX_NFE for s in v):
+            raise ValueError(f"steps {[s for s in v if s > MAX_NFE]} above {MAX_NFE} (the most NFE a metric samples at)")
         return v
 
     @field_validator("method_steps")
@@ -51,6 +53,8 @@ class StepsParams(MetricParams):
         for name, s in v.items():
             if not s or any(x < 1 for x in s) or len(set(s)) != len(s):
                 raise ValueError(f"method_steps.{name}: must be distinct integers >= 1, got {s}")
+            if any(x > MAX_NFE for x in s):
+                raise ValueError(f"method_steps.{name}: steps above {MAX_NFE} (the most NFE a metric samples at)")
         return v
 
 
