@@ -83,18 +83,18 @@ def run(suite, method, methods, seed, seeds, force, tracking_uri, no_progress, l
     from bench.data.base import check_available
     from bench.plan import load, resolve
     from bench.executors.local import check_workers
-    from bench.tracking import check_uri
 
     check_workers(opts.get("workers"), opts.get("allow_oversubscribe", False))  # before any work
-    if tracking_uri:
-        check_uri(tracking_uri)
     p = resolve(load(suite, plugins), _methods(method, methods), _seeds(seed, seeds), limit=limit)
     s = p.suite
     check_available(s.dataset)  # paths only: a missing data set is said before torch or the store is imported
+    from bench.tracking import Tracker, check_uri  # imports MLflow
+
+    if tracking_uri:
+        check_uri(tracking_uri)
     from bench import leaderboard
     from bench.executors import ExecutorOptions
     from bench.executors.driver import run_plan
-    from bench.tracking import Tracker
     # A SIGTERM (e.g. a cluster scheduler) ends the cell as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     outcomes, parent = run_plan(p, executor, ExecutorOptions(**opts), tracking_uri, force, not no_progress,
