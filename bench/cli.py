@@ -46,6 +46,37 @@ class _Group(click.Group):
         except EOFError as e:  # click would print a bare "Aborted!": say what ended early
             click.echo(f"error: unexpected end of input ({e or 'a file or stream ended early'})", err=True)
             sys.exit(2)
+        except Exception as e:  # noqa: BLE001 - a full disk anywhere is one line; anything else is re-raised
+            msg = _disk_full(e)
+            if msg is None:
+                raise
+            click.echo(f"error: {msg}", err=True)
+            sys.exit(2)
+
+
+def _disk_full(e: BaseException) -> str | None:
+    """A full disk (ENOSPC, or sqlite's "database or disk is full", however wrapped) as one message, else None."""
+    import errno
+    import shutil
+
+    chain, seen = [], e
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    hit = next((x for x in chain if getattr(x, "errno", None) == errno.ENOSPC
+                or "disk is full" in str(x) or "No space left" in str(x)), None)
+    if hit is None:
+        return None
+    where = Path(getattr(hit, "filename", None) or os.environ.get("BENCH_RESULTS_DIR") or "results")
+    probe = where if where.is_dir() else where.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free / 1e6:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"no space left on the device writing {where} ({free} on {probe}): free some space and run again; "
+            "what was already logged is kept and a rerun resumes from the finished cells")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -33,12 +33,16 @@ _LIMIT_SUFFIX = re.compile(r"\.limit[1-9][0-9]*$")
 
 
 def check_repo_path(v: str | None, what: str) -> str | None:
-    """A file a suite names, relative to the repository root and inside it (no absolute path, no ``..``)."""
+    """A ``.json`` file a suite names: relative to the repository root and inside it, or an absolute path.
+
+    A relative path may not climb out with ``..`` (``../../etc/x.json`` is refused); an absolute path is an
+    explicit location the suite's author chose (a shared baseline directory on a cluster) and is taken as given."""
     if v is None:
         return v
     p = Path(v)
-    if p.is_absolute() or ".." in p.parts or not v.strip() or "\x00" in v:
-        raise ValueError(f"{what} {v!r}: give a path relative to the repository root, inside it (no leading /, no ..)")
+    if ".." in p.parts or not v.strip() or "\x00" in v:
+        raise ValueError(f"{what} {v!r}: give a path relative to the repository root and inside it (no ..), "
+                         "or an absolute path")
     if p.suffix != ".json":
         raise ValueError(f"{what} {v!r}: must be a .json file")
     return v

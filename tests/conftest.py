@@ -19,6 +19,19 @@ torch.set_num_threads(1)  # tests are tiny; extra threads only add contention on
 SUITES = Path(__file__).parent / "suites"
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leaks():
+    """MLflow's ``set_tracking_uri`` (which ``bench.tracking.Tracker`` calls) also sets the process's
+    ``MLFLOW_TRACKING_URI``; restore it after each test, so a test's store never becomes the next test's
+    default (under pytest-xdist the next test on this worker is any test)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture
 def tracking_uri(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -86,7 +86,7 @@ SUITES: list[tuple[str, str, str]] = [
      "gate.noise_file"),
     ("noise-file-not-json", GATE.replace("gate: {", "gate: {noise_file: README.md, "), "gate.noise_file"),
     ("seed-noise-traversal", BASE + "seed_noise: ../../tmp/x.json\n", "seed_noise"),
-    ("seed-noise-absolute", BASE + "seed_noise: /tmp/x.json\n", "seed_noise"),
+    ("seed-noise-absolute-not-json", BASE + "seed_noise: /tmp/x.txt\n", "seed_noise"),
     # what validate accepts, run can run
     ("tokenizer-width-heads", sub("{codebook_size: 16}", "{codebook_size: 16, tokenizer: {width: 33, heads: 2}}"),
      "methods[0].params.tokenizer"),

@@ -62,7 +62,8 @@ def _race(tmp: Path, uri: str, label: str) -> None:
     markers.mkdir()
     hold = {"GENBENCH_TOY_MARKERS": str(markers), "GENBENCH_TOY_HOLD": f"{N_CELLS}:240"}
     t0 = time.monotonic()
-    a = _driver(tmp, "A", uri, str(suite), "--workers", "4", env=_env(GENBENCH_TOY_DRIVER="A", **hold))
+    a = _driver(tmp, "A", uri, str(suite), "--workers", "4", "--allow-oversubscribe",  # more workers than cores
+                env=_env(GENBENCH_TOY_DRIVER="A", **hold))
     b = _driver(tmp, "B", uri, str(suite), "--workers", "2", env=_env(GENBENCH_TOY_DRIVER="B", **hold))
     rc = [p.wait(timeout=900) for p in (a, b)]
     logs = {n: (tmp / f"{n}.log").read_text() for n in "AB"}

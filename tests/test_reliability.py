@@ -325,3 +325,43 @@ def test_the_walk_flags_an_unbounded_field():
         sizes: list[int] = []
 
     assert unbounded(P, "P") == ["P.inner.width", "P.lr", "P.sizes"]
+
+
+# --- a full disk anywhere in a command: one line, exit 2, no traceback -----------------------------
+
+@pytest.mark.parametrize("fault", ["enospc", "sqlite"])
+def test_a_full_disk_anywhere_is_one_clear_error(monkeypatch, tmp_path, fault):
+    import errno
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    import bench.plan
+    from bench.cli import main
+
+    target = tmp_path / "results" / "fmnist" / "leaderboard.md"
+
+    def full(*a, **kw):
+        if fault == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as e:
+            raise RuntimeError("(sqlite3.OperationalError) while logging a metric") from e  # wrapped, as MLflow does
+
+    monkeypatch.setattr(bench.plan, "resolve", full)
+    r = CliRunner().invoke(main, ["validate", "fmnist"])
+    assert r.exit_code == 2 and "no space left on the device" in r.output and "Traceback" not in r.output, r.output
+    if fault == "enospc":
+        assert str(target) in r.output and "MB free" in r.output
+
+
+def test_other_errors_are_not_taken_for_a_full_disk(monkeypatch):
+    from click.testing import CliRunner
+
+    import bench.plan
+    from bench.cli import main
+
+    monkeypatch.setattr(bench.plan, "resolve", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
+    r = CliRunner().invoke(main, ["validate", "fmnist"])
+    assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
