@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from bench.cli_options import plugin_option
+from bench.errors import BenchError
 
 
 # -- regression gate (bench.baseline, bench.compare; docs/ci-gate.md) ----------------------------
@@ -73,13 +74,21 @@ def baseline_cli(suite, output, current, tracking_uri, plugins):
 @click.option("--write-baseline", is_flag=True, help="After running, write the baseline file instead of comparing.")
 @click.option("--run-only", is_flag=True, help="Only run the suite into the workdir (for `bench gate-noise`).")
 @click.option("--no-progress", is_flag=True)
+@click.option("--history-uri", envvar="BENCH_GATE_HISTORY_URI", default=None,
+              help="Also record the compared cell runs and the verdict in this lasting MLflow store (a sqlite URI "
+                   "or a tracking server; env BENCH_GATE_HISTORY_URI), for `bench history SUITE --tracking-uri URI`.")
 @plugin_option
-def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_only, no_progress, plugins):
+def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_only, no_progress, history_uri, plugins):
     """Run SUITE from fresh weights in its own store, then compare with the baseline (exit 0/1/2)."""
     from bench.gate import gate_run, run_gate
     from bench.suite import load_suite
-    from bench.tracking import Tracker
+    from bench.tracking import Tracker, check_uri
 
+    if history_uri:  # before minutes of training
+        try:
+            check_uri(history_uri)
+        except BenchError as e:
+            raise BenchError(f"--history-uri: {str(e).replace('--tracking-uri ', '')}") from None
     s = load_suite(suite, plugins=plugins)
     if run_only:
         g = gate_run(s, workdir, reuse, progress=not no_progress)
@@ -94,7 +103,8 @@ def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_o
         path = write(build_baseline(s, Tracker(g.tracking_uri), g.current), baseline_file)
         click.echo(f"{path}: baseline written from suite run {g.parent} (suite run {g.seconds:.0f}s)")
         return
-    cmp, text, g = run_gate(s, baseline_file, workdir, reuse=reuse, strict=strict, progress=not no_progress)
+    cmp, text, g = run_gate(s, baseline_file, workdir, reuse=reuse, strict=strict, progress=not no_progress,
+                            history_uri=history_uri)
     click.echo(text)
     click.echo(f"gate: {cmp.verdict} (suite run {g.seconds:.0f}s)")
     sys.exit(cmp.exit_code)

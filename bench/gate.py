@@ -77,8 +77,11 @@ def gate_run(suite: Suite, workdir: Path | None = None, reuse: bool = False, pro
 
 def run_gate(suite: Suite, baseline_path: str | Path, workdir: Path | None = None, reuse: bool = False,
              report: str | Path | None = None, strict: bool = False, progress: bool = True,
-             shared: Cache | None = None) -> tuple[Comparison, str, GateRun]:
-    """:func:`gate_run`, then :func:`compare_cmd` on its runs (reports in the workdir by default)."""
+             shared: Cache | None = None, history_uri: str | None = None) -> tuple[Comparison, str, GateRun]:
+    """:func:`gate_run`, then :func:`compare_cmd` on its runs (reports in the workdir by default).
+
+    ``history_uri``: also record the compared cell runs, with the verdict, in that lasting store
+    (:func:`bench.history.record`), whatever the verdict, so ``bench history`` shows when a number moved."""
     doc = load_baseline(baseline_path)
     check_config(suite, doc)  # fail fast, before minutes of training
     extra = sorted(set(int(x) for x in doc.get("seeds") or []) - set(suite.seeds))
@@ -86,4 +89,12 @@ def run_gate(suite: Suite, baseline_path: str | Path, workdir: Path | None = Non
         raise GateError(f"the baseline has seed(s) {extra} that {suite.source} does not run")
     g = gate_run(suite, workdir, reuse, progress, shared)
     cmp, text = compare_cmd(suite, baseline_path, g.tracking_uri, g.current, report or g.workdir, strict)
+    if history_uri:
+        from bench.history import record
+        from bench.tracking import Tracker
+
+        ids = [rid for rids in cmp.current_runs.values() for rid in rids]
+        n, had = record(ids, Tracker(g.tracking_uri), history_uri, suite.name, cmp.verdict)
+        text += (f"\nhistory: {n} cell run(s) recorded in {history_uri}" + (f" ({had} already there)" if had else "")
+                 + f"; `bench history {suite.source} --tracking-uri {history_uri}`")
     return cmp, text, g

@@ -124,3 +124,44 @@ def plot(h: History, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# -- the gate's runs into a history store ------------------------------------------------------------
+HISTORY_TAG = f"{TAG}history."
+"""Tags a recorded run carries: ``source_run`` (its run id in the gate's store), ``source_store``,
+``gate_verdict`` (PASS / FAIL of the gate run that compared it)."""
+_DROPPED = ("mlflow.parentRunId", f"{TAG}lease.", f"{TAG}pid", f"{TAG}host")
+
+
+def record(run_ids: list[str], src: Tracker, history_uri: str, suite_name: str, verdict: str) -> tuple[int, int]:
+    """Copy the cell runs ``run_ids`` of ``src`` (the gate's own store, emptied with its work directory
+    in CI) into the store at ``history_uri`` (a lasting sqlite file or a tracking server), experiment
+    ``suite_name``: tags (commit, method, seed, config hash) and final metric values, with the original
+    start and end times, so ``bench history SUITE --tracking-uri HISTORY_URI`` orders and tabulates
+    them. Params and artefacts are not copied (the gate's store has them). A run already recorded
+    (same source run id) is skipped, so ``bench gate --reuse`` never counts one run twice.
+    Returns (recorded, already there)."""
+    from mlflow.entities import Metric, RunTag
+
+    dst = Tracker(history_uri)
+    exp = dst.experiment_id(suite_name)
+    have = {r.data.tags.get(f"{HISTORY_TAG}source_run") for r in dst.cell_runs(exp)}
+    copied = skipped = 0
+    for rid in run_ids:
+        if rid in have:
+            skipped += 1
+            continue
+        run = src.client.get_run(rid)
+        tags = {k: v for k, v in run.data.tags.items() if not k.startswith(_DROPPED)}
+        tags |= {f"{HISTORY_TAG}source_run": rid, f"{HISTORY_TAG}source_store": src.uri,
+                 f"{HISTORY_TAG}gate_verdict": verdict}
+        new = dst.client.create_run(exp, start_time=run.info.start_time, run_name=run.info.run_name,
+                                    tags=tags).info.run_id
+        ts = run.info.end_time or run.info.start_time
+        metrics = [Metric(k, float(v), ts, 0) for k, v in run.data.metrics.items()]
+        for i in range(0, len(metrics), 500):
+            dst.client.log_batch(new, metrics=metrics[i:i + 500])
+        dst.client.log_batch(new, tags=[RunTag(f"{HISTORY_TAG}recorded", "true")])
+        dst.client.set_terminated(new, status="FINISHED", end_time=run.info.end_time)
+        copied += 1
+    return copied, skipped

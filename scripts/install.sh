@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
+# Free space first: the venv is about 6.7 GB (torch 2.14.1's build with its CUDA libraries is most of it;
+# measured here), and a disk that fills mid-install leaves a half-made venv and a pip traceback.
+NEED_MB=${GENBENCH_INSTALL_NEED_MB:-7000}
+if [ ! -f .venv/.installed ]; then
+  free_mb=$(df -Pm . | awk 'NR==2 {print $4}')
+  if [ -n "$free_mb" ] && [ "$free_mb" -lt "$NEED_MB" ]; then
+    echo "install: $free_mb MB free on the file system of $PWD, the install needs about $NEED_MB MB" \
+         "(.venv, mostly torch); free some space (e.g. old clones or worktrees with their .venv) and rerun" >&2
+    exit 1
+  fi
+fi
 command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -19,17 +19,25 @@ torch.set_num_threads(1)  # tests are tiny; extra threads only add contention on
 SUITES = Path(__file__).parent / "suites"
 
 
+_TRACKING_URI_AT_START = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def _reset_tracking_uri():
+    if _TRACKING_URI_AT_START is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = _TRACKING_URI_AT_START
+
+
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_leaks():
     """MLflow's ``set_tracking_uri`` (which ``bench.tracking.Tracker`` calls) also sets the process's
-    ``MLFLOW_TRACKING_URI``; restore it after each test, so a test's store never becomes the next test's
-    default (under pytest-xdist the next test on this worker is any test)."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    ``MLFLOW_TRACKING_URI``; reset it to the session's value before and after each test, so neither a
+    test's store nor a module fixture's becomes another test's default (under pytest-xdist the next
+    test on this worker is from any module)."""
+    _reset_tracking_uri()
     yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    _reset_tracking_uri()
 
 
 @pytest.fixture

@@ -300,16 +300,22 @@ def test_gate_round_trip_and_planted_regression(tmp_path, monkeypatch):
     g = gate_run(s, wd, progress=False, shared=Cache(shared))
     base = write_baseline(build_baseline(s, Tracker(g.tracking_uri), g.current), tmp_path / "smoke.json")
 
-    cmp, text, _ = run_gate(s, base, wd, progress=False, shared=Cache(shared))
+    hist = f"sqlite:///{tmp_path / 'history.db'}"
+    cmp, text, _ = run_gate(s, base, wd, progress=False, shared=Cache(shared), history_uri=hist)
     assert cmp.exit_code == 0, text
     assert all(r.verdict == IDENTICAL for r in cmp.rows), text
+    n_cells = sum(len(v) for v in cmp.current_runs.values())
+    assert f"history: {n_cells} cell run(s) recorded in {hist}" in text
 
     orig = adapters.tokenizers.vq.train_prior
     monkeypatch.setattr(adapters.tokenizers.vq, "train_prior", lambda prior, tokens, labels, budget, *a, **k: orig(
         prior, tokens, labels, dataclasses.replace(budget, steps=max(1, budget.steps // 10)), *a, **k))
-    cmp, text, _ = run_gate(s, base, wd, progress=False, shared=Cache(shared))
+    cmp, text, _ = run_gate(s, base, wd, progress=False, shared=Cache(shared), history_uri=hist)
     assert cmp.exit_code == 1, text
     assert any(r.metric in ("ar_loss", "bits_per_image") for r in cmp.failures), text
+    recorded = Tracker(hist).cell_runs(Tracker(hist).experiment_id(s.name, create=False))
+    assert len(recorded) == 2 * n_cells  # both gate runs, the regression too
+    assert sorted(r.data.tags["bench.history.gate_verdict"] for r in recorded) == ["FAIL"] * n_cells + ["PASS"] * n_cells
 
 
 # -- paired tolerances from a measured noise file (bench gate-noise) ---------------------------------

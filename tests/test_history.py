@@ -48,3 +48,29 @@ def test_history_shows_a_planted_change_across_two_commits(tmp_path, tracking_ur
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
     r = CliRunner().invoke(main, ["history", str(SUITES / "smoke.yaml"), "--tracking-uri", tracking_uri])
     assert r.exit_code == 0 and "bits_per_image" in r.output and "ar_loss" in r.output, r.output
+
+
+def test_gate_runs_recorded_in_a_history_store_once_each(tmp_path, tracking_uri, results_dir):
+    """:func:`bench.history.record` copies a gate store's compared cells (tags, final metrics, start
+    times) into a lasting store: a second gate run's cells add a commit, a run recorded twice counts once,
+    and ``bench history`` on the history store shows the move."""
+    from bench import history
+    from bench.suite import load_suite
+    from bench.tracking import TAG, Tracker
+
+    gate_a, gate_b = (Tracker(f"sqlite:///{tmp_path / n}.db") for n in ("gate_a", "gate_b"))
+    hist_uri = f"sqlite:///{tmp_path / 'history.db'}"
+    a = [_run(gate_a, gate_a.experiment_id("smoke"), "vq", s, "a" * 40, 2.0, 0) for s in (0, 1)]
+    assert history.record(a, gate_a, hist_uri, "smoke", "PASS") == (2, 0)
+    assert history.record(a, gate_a, hist_uri, "smoke", "PASS") == (0, 2)  # --reuse: the same runs again
+    b = [_run(gate_b, gate_b.experiment_id("smoke"), "vq", s, "b" * 40, 1.5, 0) for s in (0, 1)]
+    assert history.record(b, gate_b, hist_uri, "smoke", "FAIL") == (2, 0)
+    h = history.collect(load_suite(SUITES / "smoke.yaml"), Tracker(hist_uri), ["ar_loss"])
+    assert [s for s, _ in h.commits] == ["a" * 40, "b" * 40]
+    assert h.mean("ar_loss", "vq", "a" * 40) == 2.0 and h.mean("ar_loss", "vq", "b" * 40) == 1.5
+    runs = Tracker(hist_uri).cell_runs(Tracker(hist_uri).experiment_id("smoke", create=False))
+    assert len(runs) == 4 and {r.data.tags[f"{TAG}history.gate_verdict"] for r in runs} == {"PASS", "FAIL"}
+    src = gate_a.client.get_run(a[0])
+    copy = next(r for r in runs if r.data.tags[f"{TAG}history.source_run"] == a[0])
+    assert copy.info.start_time == src.info.start_time and copy.data.metrics == src.data.metrics
+    assert f"{TAG}pid" not in copy.data.tags
