@@ -55,27 +55,14 @@ class _Group(click.Group):
 
 
 def _disk_full(e: BaseException) -> str | None:
-    """A full disk (ENOSPC, or sqlite's "database or disk is full", however wrapped) as one message, else None."""
-    import errno
-    import shutil
+    """A full disk anywhere in ``e``'s cause chain (:func:`bench.errors.disk_full`) as one message, else None."""
+    from bench.errors import disk_full, free_space
 
-    chain, seen = [], e
-    while seen is not None and len(chain) < 10:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    hit = next((x for x in chain if getattr(x, "errno", None) == errno.ENOSPC
-                or "disk is full" in str(x) or "No space left" in str(x)), None)
+    hit = disk_full(e)
     if hit is None:
         return None
     where = Path(getattr(hit, "filename", None) or os.environ.get("BENCH_RESULTS_DIR") or "results")
-    probe = where if where.is_dir() else where.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = f"{shutil.disk_usage(probe).free / 1e6:.1f} MB free"
-    except OSError:
-        free = "free space unknown"
-    return (f"no space left on the device writing {where} ({free} on {probe}): free some space and run again; "
+    return (f"no space left on the device writing {where} ({free_space(where)}): free some space and run again; "
             "what was already logged is kept and a rerun resumes from the finished cells")
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from bench.cli_options import plugin_option
-from bench.errors import BenchError
 
 
 # -- regression gate (bench.baseline, bench.compare; docs/ci-gate.md) ----------------------------
@@ -84,11 +83,8 @@ def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_o
     from bench.suite import load_suite
     from bench.tracking import Tracker, check_uri
 
-    if history_uri:  # before minutes of training
-        try:
-            check_uri(history_uri)
-        except BenchError as e:
-            raise BenchError(f"--history-uri: {str(e).replace('--tracking-uri ', '')}") from None
+    if history_uri:
+        check_uri(history_uri, "--history-uri")  # before minutes of training
     s = load_suite(suite, plugins=plugins)
     if run_only:
         g = gate_run(s, workdir, reuse, progress=not no_progress)

@@ -141,7 +141,7 @@ def record(run_ids: list[str], src: Tracker, history_uri: str, suite_name: str, 
     them. Params and artefacts are not copied (the gate's store has them). A run already recorded
     (same source run id) is skipped, so ``bench gate --reuse`` never counts one run twice.
     Returns (recorded, already there)."""
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric
 
     dst = Tracker(history_uri)
     exp = dst.experiment_id(suite_name)
@@ -161,7 +161,6 @@ def record(run_ids: list[str], src: Tracker, history_uri: str, suite_name: str, 
         metrics = [Metric(k, float(v), ts, 0) for k, v in run.data.metrics.items()]
         for i in range(0, len(metrics), 500):
             dst.client.log_batch(new, metrics=metrics[i:i + 500])
-        dst.client.log_batch(new, tags=[RunTag(f"{HISTORY_TAG}recorded", "true")])
         dst.client.set_terminated(new, status="FINISHED", end_time=run.info.end_time)
         copied += 1
     return copied, skipped

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from bench.context import results_dir  # noqa: E402
-from bench.errors import BenchError  # noqa: E402
+from bench.errors import BenchError, disk_full, free_space  # noqa: E402
 from bench.locks import file_lock, hostname, store_lock_path  # noqa: E402
 
 TAG = "bench."
@@ -35,14 +35,14 @@ CONNECT_TIMEOUT_S = 5.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def check_uri(uri: str) -> None:
+def check_uri(uri: str, what: str = "--tracking-uri") -> None:
     """Refuse a tracking URI the harness cannot use, with one message, before any work.
 
     Unknown schemes; an http(s) server that does not accept a connection within
     :data:`CONNECT_TIMEOUT_S` (MLflow itself would retry for minutes); a sqlite path whose
-    directory is missing or which is not a regular file."""
+    directory is missing or which is not a regular file. ``what``: the option the message names."""
     if not uri.startswith(SCHEMES):
-        raise BenchError(f"--tracking-uri {uri!r}: unknown scheme; use sqlite:///<absolute path>.db, "
+        raise BenchError(f"{what} {uri!r}: unknown scheme; use sqlite:///<absolute path>.db, "
                          "http(s)://host:port (an MLflow server) or postgresql://...")
     if uri.startswith(("http://", "https://")):
         import socket
@@ -52,14 +52,14 @@ def check_uri(uri: str) -> None:
         try:
             port = u.port or (443 if u.scheme == "https" else 80)
         except ValueError:
-            raise BenchError(f"--tracking-uri {uri!r}: not a valid port") from None
+            raise BenchError(f"{what} {uri!r}: not a valid port") from None
         if not u.hostname:
-            raise BenchError(f"--tracking-uri {uri!r}: no host")
+            raise BenchError(f"{what} {uri!r}: no host")
         try:
             socket.create_connection((u.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
         except OSError as e:
             raise BenchError(f"tracking server {uri} is unreachable ({e.strerror or e}, waited at most "
-                             f"{CONNECT_TIMEOUT_S:g} s); start it (`bench server`) or give another --tracking-uri") from None
+                             f"{CONNECT_TIMEOUT_S:g} s); start it (`bench server`) or give another {what}") from None
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if path.exists() and not path.is_file():
@@ -99,16 +99,9 @@ def sqlite_problem(path: Path) -> str | None:
 
 def _disk_error(e: BaseException, where: Path) -> BenchError | None:
     """A full disk (ENOSPC, sqlite's "database or disk is full") as one clear error naming the directory."""
-    import errno
-    import shutil
-
-    text = str(e)
-    if not (getattr(e, "errno", None) == errno.ENOSPC or "disk is full" in text or "No space left" in text):
+    if disk_full(e) is None:
         return None
-    try:
-        free = f"{shutil.disk_usage(where).free / 1e6:.1f} MB free"
-    except OSError:
-        free = "free space unknown"
+    free = free_space(where)
     return BenchError(f"no space left on the device of {where} ({free}); the MLflow store needs a few MB "
                       "(a new store about 1 MB, each run a few kB): free some space and run again")
 

@@ -92,7 +92,7 @@ COMMANDS: dict[str, list[Run] | Elsewhere] = {
                      "no experiment 'smoke'")],
     "gate": [Run(f"gate {SMOKE} --baseline {{out}}/none.json --workdir {{out}}/g", 2, "no such baseline file"),
              Run(f"gate {SMOKE}", 2, "--baseline FILE is required"),
-             Run(f"gate {SMOKE} --baseline {{out}}/none.json --history-uri bogus://x", 2, "--history-uri: 'bogus://x'")],
+             Run(f"gate {SMOKE} --baseline {{out}}/none.json --history-uri bogus://x", 2, "--history-uri 'bogus://x': unknown scheme")],
     "seed-noise": [Run(f"seed-noise {SMOKE} --no-run --tracking-uri {{store}} --output {{out}}/m.json", 2,
                        "has 0 finished seed(s)"),
                    Run(f"seed-noise {SMOKE} --seeds 0,1 --no-run", 2, "fewer than 3 seeds")],
