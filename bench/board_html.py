@@ -88,7 +88,7 @@ def collect_runs(board) -> dict[str, list[RunInfo]]:
 
 
 def _cell_html(board, row, key: str) -> str:
-    from bench.leaderboard import half_width
+    from bench.board_tables import half_width
 
     e = row.estimate(key)
     if e is None:

@@ -46,7 +46,7 @@ def header(key: str, col) -> str:
 
 def cell(board, row, key: str) -> Text:
     """``mean ±h Δd`` as rich Text; Δ coloured only where significant (scores and costs)."""
-    from bench.leaderboard import half_width
+    from bench.board_tables import half_width
 
     e = row.estimate(key)
     if e is None:

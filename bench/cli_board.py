@@ -35,7 +35,7 @@ def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri, plug
     """Build SUITE's leaderboard from MLflow, write results/<suite>/leaderboard.{md,csv,html,json}, print it."""
     from bench import leaderboard
     from bench.errors import SuiteError
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import open_existing
 
     s = load_suite(suite, plugins=plugins)
@@ -71,15 +71,15 @@ def leaderboard_cmd(suite, fmt, output, wide, columns, width, tracking_uri, plug
 def export_cmd(suite, fmt, output, tracking_uri, plugins):
     """Export SUITE's results: the native JSON (value, stderr, n, instrument per metric; config, versions,
     git hash, seeds per run), lm-eval's own results layout (`--format lm-eval`), or the leaderboard CSV."""
-    from bench import leaderboard
+    from bench import board_tables, leaderboard
     from bench.board_export import to_json, to_lm_eval_json
     from bench.context import results_dir
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import open_existing
 
     s = load_suite(suite, plugins=plugins)
     board = leaderboard.build(s, open_existing(tracking_uri, s.name))
-    text = {"json": to_json, "lm-eval": to_lm_eval_json, "csv": leaderboard.to_csv}[fmt](board)
+    text = {"json": to_json, "lm-eval": to_lm_eval_json, "csv": board_tables.to_csv}[fmt](board)
     from bench.context import under_results
 
     name = {"json": "results.json", "lm-eval": "results.lm-eval.json", "csv": "results.csv"}[fmt]
@@ -102,7 +102,7 @@ def claims_cmd(suite, fmt, tracking_uri, plugins):
     level; with one seed from the metrics' sampling errors ("1 seed: sampling uncertainty only").
     """
     from bench import claims, leaderboard
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import Tracker
 
     s = load_suite(suite, plugins=plugins)
@@ -138,7 +138,7 @@ def claims_cmd(suite, fmt, tracking_uri, plugins):
 def history_cmd(suite, metrics, plot_path, tracking_uri, plugins):
     """Each headline metric of each method over the git commits of SUITE's finished runs (tag bench.git_sha)."""
     from bench import history
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import Tracker
 
     s = load_suite(suite, plugins=plugins)

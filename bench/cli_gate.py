@@ -33,7 +33,7 @@ def compare_cli(suite, baseline_file, current, report, strict, tracking_uri, plu
     (missing runs or metrics, or a config hash or metric extractor that differs from the baseline's).
     """
     from bench.compare import compare_cmd
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
 
     cmp, text = compare_cmd(load_suite(suite, plugins=plugins), baseline_file, tracking_uri, current, report, strict)
     click.echo(text)
@@ -50,7 +50,7 @@ def compare_cli(suite, baseline_file, current, report, strict, tracking_uri, plu
 def baseline_cli(suite, output, current, tracking_uri, plugins):
     """Write a baseline file from SUITE's finished runs (values, spreads, tolerances, provenance)."""
     from bench.baseline import build_baseline, write_baseline
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import Tracker
 
     s = load_suite(suite, plugins=plugins)
@@ -80,7 +80,7 @@ def baseline_cli(suite, output, current, tracking_uri, plugins):
 def gate_cli(suite, baseline_file, workdir, reuse, strict, write_baseline, run_only, no_progress, history_uri, plugins):
     """Run SUITE from fresh weights in its own store, then compare with the baseline (exit 0/1/2)."""
     from bench.gate import gate_run, run_gate
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import Tracker, check_uri
 
     if history_uri:
@@ -119,7 +119,7 @@ def gate_noise_cli(suite, reference, variants, output, plugins):
     import json
 
     from bench.gate_noise import Variant, measure_noise, to_text
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
 
     def v(d):
         p = Path(d).resolve()

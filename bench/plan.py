@@ -25,7 +25,8 @@ from bench import HARNESS_VERSION, registry
 from bench.context import stable_hash
 from bench.errors import BenchError, SuiteError
 from bench.limit import limit_of, limited
-from bench.suite import DatasetSpec, MethodSpec, MetricSpec, Suite, _errors_to_lines
+from bench.suite import DatasetSpec, MethodSpec, MetricSpec, Suite
+from bench.suite_file import _errors_to_lines
 
 CELL_SPEC_VERSION = "bench.cell/1"
 

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from bench import registry
 from bench.errors import BenchError, SuiteError
 from bench.limit import limit_of
-from bench.suite import COERCION_ERRORS, MethodSpec, MetricSpec, Suite, _errors_to_lines, read_suite_file
+from bench.suite import MethodSpec, MetricSpec, Suite
+from bench.suite_file import COERCION_ERRORS, _errors_to_lines, read_suite_file
 
 
 # -- validation: every problem at once ---------------------------------------------------------

@@ -25,7 +25,7 @@ def _png(path: Path, seed: int, size: int = 48) -> Path:
 
 
 def make_suite(tmp_path: Path):
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
 
     doc = yaml.safe_load((SUITES / "smoke.yaml").read_text())
     evil = dict(doc["methods"][0], name="vq_evil", label=EVIL_LABEL, baseline=False)

@@ -9,7 +9,8 @@ from bench.claims import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, ClaimSyntaxErro
                           evaluate_claims, parse_assertion)
 from bench.errors import SuiteError
 from bench.leaderboard import Row
-from bench.suite import ClaimSpec, load_suite
+from bench.suite import ClaimSpec
+from bench.suite_file import load_suite
 
 
 def claim(assertion: str, test: str = "welch", tol: float | None = None, level: float = 0.95, name: str = "c"):

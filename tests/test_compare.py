@@ -13,7 +13,8 @@ from bench.baseline import GateError, allowed_worsening, build_baseline, load_ba
 from bench.cli import main
 from bench.compare import IDENTICAL, IMPROVED, OK, REGRESSED, CHANGED, compare, judge
 from bench.runner import config_hash
-from bench.suite import GateSpec, ToleranceSpec, load_suite
+from bench.suite import GateSpec, ToleranceSpec
+from bench.suite_file import load_suite
 from bench.tracking import TAG, Tracker
 
 from conftest import SUITES

@@ -2,11 +2,11 @@
 import pytest
 from click.testing import CliRunner
 
-from bench import leaderboard
+from bench import board_tables, leaderboard
 from bench.cli import main
 from bench.errors import DatasetMissing
 from bench.runner import run_suite
-from bench.suite import load_suite
+from bench.suite_file import load_suite
 from bench.tracking import TAG, Tracker
 
 from conftest import SUITES
@@ -41,10 +41,10 @@ def test_smoke_suite_runs_resumes_and_builds_leaderboard(tracking_uri, cache, re
     assert rows["vq"].mean("t_star") == 3 and rows["vcq"].mean("t_star") == 4
 
     # A rerun skips finished cells and gives the same leaderboard.
-    md1 = leaderboard.to_markdown(leaderboard.build(suite, tr))
+    md1 = board_tables.to_markdown(leaderboard.build(suite, tr))
     again, _ = run_suite(suite, tracking_uri=tracking_uri, cache=cache, progress=False)
     assert [o.status for o in again] == ["skipped", "skipped"]
-    assert leaderboard.to_markdown(leaderboard.build(suite, tr)) == md1
+    assert board_tables.to_markdown(leaderboard.build(suite, tr)) == md1
 
     # --force recomputes one method; the cached weights make it the same numbers.
     forced, _ = run_suite(suite, methods=["vq"], force=True, tracking_uri=tracking_uri, cache=cache, progress=False)

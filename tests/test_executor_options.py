@@ -4,7 +4,8 @@ import pytest
 from bench.errors import BenchError, SuiteError
 from bench.executors import ExecutorOptions, choose, merged
 from bench.executors import local
-from bench.suite import ExecutorSpec, load_suite
+from bench.suite import ExecutorSpec
+from bench.suite_file import load_suite
 
 
 def test_choice_precedence(monkeypatch):

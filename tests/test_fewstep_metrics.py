@@ -73,7 +73,7 @@ def test_the_same_bank_for_every_method_and_nfe_and_controls_are_real_and_indepe
 def test_fewstep_suite_on_a_toy_sampler_end_to_end(tracking_uri, cache, results_dir):
     from bench import leaderboard
     from bench.runner import run_suite
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import Tracker
 
     suite = load_suite(SUITES / "fewstep_toy.yaml")

@@ -19,7 +19,7 @@ def _run(tracker, exp, method, seed, sha, value, t):
 def test_history_shows_a_planted_change_across_two_commits(tmp_path, tracking_uri, results_dir):
     from bench import history
     from bench.cli import main
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import TAG, Tracker
 
     tr = Tracker(tracking_uri)
@@ -55,7 +55,7 @@ def test_gate_runs_recorded_in_a_history_store_once_each(tmp_path, tracking_uri,
     times) into a lasting store: a second gate run's cells add a commit, a run recorded twice counts once,
     and ``bench history`` on the history store shows the move."""
     from bench import history
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import TAG, Tracker
 
     gate_a, gate_b = (Tracker(f"sqlite:///{tmp_path / n}.db") for n in ("gate_a", "gate_b"))

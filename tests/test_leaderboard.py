@@ -3,9 +3,9 @@ import statistics
 
 import pytest
 
-from bench import leaderboard
+from bench import board_tables, leaderboard
 from bench.runner import config_hash
-from bench.suite import load_suite
+from bench.suite_file import load_suite
 from bench.tracking import TAG, Tracker
 
 from conftest import SUITES
@@ -58,4 +58,4 @@ def test_empty_store_gives_rows_without_values(tracking_uri, results_dir):
     suite = load_suite(SUITES / "smoke.yaml")
     board = leaderboard.build(suite, Tracker(tracking_uri))
     assert all(not r.seeds for r in board.rows)
-    assert "—" in leaderboard.to_markdown(board)
+    assert "—" in board_tables.to_markdown(board)

@@ -174,7 +174,7 @@ def test_tiny_suite_validates_and_hash_ignores_model_dir(monkeypatch, tmp_path):
 def test_micro_suite_end_to_end(tracking_uri, cache, results_dir):
     from bench import leaderboard
     from bench.runner import run_suite
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import Tracker
 
     from conftest import SUITES

@@ -3,9 +3,9 @@ per-NFE keys, the measured NFE, the MLflow history and the leaderboard columns a
 import pytest
 
 import nfe_denoiser  # noqa: F401  (registers test-denoiser: the one adapter file)
-from bench import leaderboard
+from bench import board_tables, leaderboard
 from bench.runner import run_suite
-from bench.suite import load_suite
+from bench.suite_file import load_suite
 from bench.tracking import Tracker
 
 from conftest import SUITES
@@ -42,7 +42,7 @@ def test_sweep_suite_logs_per_nfe_measured_nfe_and_leaderboard(tracking_uri, cac
         assert board.columns[f"gfd_fmnist_nfe{s}"].title == f"gFD (fmnist-cnn-v1, n=200, NFE={s})"
         assert f"nfe_steps{s}" in board.columns
     assert "gfd_fmnist" not in board.columns
-    md = leaderboard.to_markdown(board)
+    md = board_tables.to_markdown(board)
     assert all(f"NFE={s})" in md for s in STEPS)
     assert board.claims[0].assertion.startswith("gfd_fmnist_nfe2(fast)")  # claims name per-NFE keys
     paths = leaderboard.write(board, results_dir / "nfe_sweep")

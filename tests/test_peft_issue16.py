@@ -47,7 +47,7 @@ def _suite_base():
 
     from adapters.peft.base_models import LoadedBase
     from adapters.peft.qwen3_tiny import TinySpec, qwen3_config
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
 
     suite = load_suite(SUITE)
     spec = TinySpec.model_validate(suite.base_model)
@@ -216,7 +216,7 @@ def test_lexicon_stream_and_cache_identity():
 
 def test_length_curve_figure(tmp_path):
     from adapters.peft.length_plot import length_figures, sweep_points
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
 
     suite = load_suite(SUITE)
 

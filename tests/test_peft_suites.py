@@ -7,7 +7,7 @@ import pytest
 
 
 def test_suites_validate():
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
 
     tiny = load_suite("peft_qwen3_tiny")
     big = load_suite("peft_qwen3_8b")

@@ -10,7 +10,8 @@ from bench import registry
 from bench.cli import main
 from bench.errors import BenchError, SuiteError
 from bench.plan import CellSpec, cell_config, config_hash, resolve
-from bench.suite import REPO_ROOT, load_suite
+from bench.suite import REPO_ROOT
+from bench.suite_file import load_suite
 from bench.tracking import TAG, Tracker
 
 from conftest import SUITES

@@ -9,7 +9,7 @@ from bench import registry
 from bench.cli import main
 from bench.errors import BenchError, SuiteError
 from bench.plan import CellSpec, resolve
-from bench.suite import load_suite
+from bench.suite_file import load_suite
 from bench.tracking import Tracker
 
 # A method as its difference from vq: half the codebook at the first position.

@@ -133,7 +133,7 @@ def _board():
 
 
 def test_markdown_escapes_user_strings():
-    from bench.leaderboard import md_escape, to_markdown
+    from bench.board_tables import md_escape, to_markdown
 
     md = to_markdown(_board())
     for raw in ("<script>", "<img", "<b>", "<i>", "[click](", "**b**", "[p]("):
@@ -146,7 +146,7 @@ def test_markdown_escapes_user_strings():
 
 
 def test_html_escapes_user_strings():
-    from bench.leaderboard import to_html
+    from bench.board_html import render as to_html
 
     page = to_html(_board(), ["fig'.png"])
     for raw in ("<img src=x", "<b>n</b>", "<i>d</i>", "s<b>", "fig'.png"):
@@ -157,7 +157,7 @@ def test_csv_neutralises_formulas_but_not_numbers():
     import csv
     import io
 
-    from bench.leaderboard import csv_safe, to_csv
+    from bench.board_tables import csv_safe, to_csv
 
     cells = [c for row in csv.reader(io.StringIO(to_csv(_board()))) for c in row]
     assert "'=HYPERLINK(\"http://e.x\",\"hi\")" in cells and "'@SUM(A1)" in cells

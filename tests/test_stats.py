@@ -296,7 +296,7 @@ def test_claim_can_choose_the_permutation_test_and_it_holds_its_level():
 
 def test_permutation_claim_validation_names_the_field(tmp_path):
     from bench.errors import SuiteError
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from conftest import SUITES
 
     import yaml

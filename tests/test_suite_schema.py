@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.errors import SuiteError
-from bench.suite import load_suite
+from bench.suite_file import load_suite
 
 GOOD = """
 name: t

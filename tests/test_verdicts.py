@@ -157,7 +157,7 @@ def test_seed_noise_model_round_trip_staleness_and_refusal(tmp_path):
     from bench import seed_noise
     from bench.errors import BenchError
     from bench.plan import config_hash
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
 
     suite = load_suite(SUITES / "smoke.yaml")
     vq = suite.method("vq")
@@ -187,7 +187,7 @@ def test_seed_noise_model_round_trip_staleness_and_refusal(tmp_path):
 def _store_with_seeds(tmp_path: Path, n: int = 6):
     """A store with n finished seeds of the smoke suite's vq and one of vcq (synthetic values)."""
     from bench.plan import config_hash
-    from bench.suite import load_suite
+    from bench.suite_file import load_suite
     from bench.tracking import TAG, Tracker
 
     doc = yaml.safe_load((SUITES / "smoke.yaml").read_text())
